@@ -1,0 +1,73 @@
+"""The artifact-store layout: which key holds what. The one place that builds store keys.
+
+    events/kind=<kind>/day=<YYYY-MM-DD>/<source>-<first>-<last>.parquet   event snapshots
+    deadletter/day=<YYYY-MM-DD>/<source>-<first>-<last>.parquet           rejected lines
+    ingest/checkpoints/<source>.json                                      file-source positions
+    models/<version>/{factors.npz,ids.npz,card.json,checksums.json}       model versions
+    rollout.json                                                          the rollout state
+    online/...                                                            online-evaluation output
+
+Snapshot keys are a pure function of (source, first offset, last offset): replaying the same
+range after a crash rewrites the same object instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+EVENTS = "events"
+DEADLETTER = "deadletter"
+CHECKPOINTS = "ingest/checkpoints"
+MODELS = "models"
+ROLLOUT = "rollout.json"
+ONLINE = "online"
+
+MODEL_FILES = ("factors.npz", "ids.npz", "card.json")
+CHECKSUMS = "checksums.json"
+
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9._=-]+$")
+_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def check_source(source: str) -> str:
+    if not _SOURCE_RE.match(source):
+        raise ValueError(f"invalid source name {source!r}")
+    return source
+
+
+def check_version(version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"invalid model version {version!r}: lowercase letters, digits, '.', '_', '-'")
+    return version
+
+
+def snapshot_key(kind: str, day: date | str, source: str, first: int, last: int) -> str:
+    """The key of the snapshot holding offsets first..last (inclusive) of `source` for one kind and day."""
+    return f"{EVENTS}/kind={kind}/day={day}/{check_source(source)}-{first:012d}-{last:012d}.parquet"
+
+
+def deadletter_key(day: date | str, source: str, first: int, last: int) -> str:
+    return f"{DEADLETTER}/day={day}/{check_source(source)}-{first:012d}-{last:012d}.parquet"
+
+
+def checkpoint_key(source: str) -> str:
+    return f"{CHECKPOINTS}/{check_source(source)}.json"
+
+
+def model_prefix(version: str) -> str:
+    return f"{MODELS}/{check_version(version)}"
+
+
+def model_key(version: str, name: str) -> str:
+    return f"{model_prefix(version)}/{name}"
+
+
+def events_prefix(kind: str | None = None) -> str:
+    return f"{EVENTS}/kind={kind}/" if kind else f"{EVENTS}/"
+
+
+def day_of_key(key: str) -> str | None:
+    """The 'YYYY-MM-DD' partition a snapshot or dead-letter key belongs to."""
+    m = re.search(r"/day=(\d{4}-\d{2}-\d{2})/", key)
+    return m.group(1) if m else None

@@ -1,0 +1,46 @@
+"""The `movierec` command: one entry point, one subcommand per lifecycle stage.
+
+Each subcommand lives beside the code it drives (`simulator/cli.py`, `components/cli.py`,
+`pipelines/cli.py`, `predictor/cli.py`) and is only registered here. Those modules import heavy
+libraries (kserve, kfp, surprise) inside their functions, so `movierec --help` stays fast and
+kserve's own argv parsing only runs for `movierec serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from components.cli import app as components_app
+from movierec.demo import demo
+from pipelines.cli import app as pipeline_app
+from predictor.cli import rollout_app, serve
+from simulator.cli import simulate
+
+app = typer.Typer(
+    name="movierec",
+    help="Movie recommendation MLOps platform: simulate, ingest, train, serve, roll out, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("simulate")(simulate)
+app.registered_commands.extend(components_app.registered_commands)
+app.registered_groups.extend(components_app.registered_groups)
+app.add_typer(pipeline_app, name="pipeline", help="Compile, run and schedule the training pipeline.")
+app.command("serve")(serve)
+app.add_typer(rollout_app, name="rollout", help="Stable and canary model versions: canary, promote, rollback.")
+app.command("demo")(demo)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MOVIEREC_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@
     models/<version>/{factors.npz,ids.npz,card.json,checksums.json}       model versions
     rollout.json                                                          the rollout state
     online/...                                                            online-evaluation output
+    online/watermark.json                                                 how far online evaluation has read
 
 Snapshot keys are a pure function of (source, first offset, last offset): replaying the same
 range after a crash rewrites the same object instead of adding a duplicate.
@@ -22,6 +23,7 @@ CHECKPOINTS = "ingest/checkpoints"
 MODELS = "models"
 ROLLOUT = "rollout.json"
 ONLINE = "online"
+ONLINE_WATERMARK = "online/watermark.json"  # {"consumed_until": ISO time}: what online evaluation has read
 
 MODEL_FILES = ("factors.npz", "ids.npz", "card.json")
 CHECKSUMS = "checksums.json"

@@ -26,14 +26,16 @@ RATING_RANGE = (1, 5)
 # A movie id is a slug: lowercase title words joined by '+', optionally '+<year>'. It never holds
 # the separators of the line format (',', ' ', '/', '=') nor control characters.
 _SLUG = r"[a-z0-9][a-z0-9+\-'.:&!?()%$#@*;_]*"
-SLUG_RE = re.compile(rf"^{_SLUG}$")
+SLUG_RE = re.compile(rf"^{_SLUG}\Z")
 _YEAR_RE = re.compile(r"\+(\d{4})$")
 
-_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$")
-_USER_RE = re.compile(r"^[1-9]\d{0,18}$|^0$")
-_WATCH_RE = re.compile(rf"^GET /data/m/({_SLUG})/(\d{{1,5}})\.mpg$")
-_RATE_RE = re.compile(rf"^GET /rate/({_SLUG})=(-?\d+)$")
-_RECO_RE = re.compile(r"^recommendation request (\S+), status (\d{1,3}), result: (.*), (\d{1,9}) ms$")
+_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$", re.ASCII)
+_USER_RE = re.compile(r"^(?:[1-9]\d{0,18}|0)\Z", re.ASCII)  # \Z: "1\n" is not a user id
+_WATCH_RE = re.compile(rf"^GET /data/m/({_SLUG})/(\d{{1,5}})\.mpg$", re.ASCII)
+# re.ASCII: only 0-9 are digits of the contract ('١٢' is not user 12); the rating is bounded
+# because int() refuses strings of 4300+ digits with an exception.
+_RATE_RE = re.compile(rf"^GET /rate/({_SLUG})=(-?\d{{1,9}})$", re.ASCII)
+_RECO_RE = re.compile(r"^recommendation request (\S+), status (\d{1,3}), result: (.*), (\d{1,9}) ms$", re.ASCII)
 
 # Reason codes of a rejection. They are metric labels: keep the set small and stable.
 REASONS = (
@@ -143,7 +145,7 @@ def parse_slug(slug: str) -> MovieSlug:
 def make_slug(title: str, year: int | None = None) -> str:
     """Build a movie slug from a title and year: ('The Matrix', 1999) -> 'the+matrix+1999'."""
     words = re.sub(r"[^a-z0-9'&!?.:\- ]", " ", title.lower()).split()
-    slug = "+".join(words) or "untitled"
+    slug = re.sub(r"^[^a-z0-9]+", "", "+".join(words)) or "untitled"  # a slug starts with [a-z0-9]
     return f"{slug}+{year}" if year is not None else slug
 
 
@@ -161,6 +163,8 @@ def parse_time(text: str) -> datetime:
 
 def format_event(event: Event) -> str:
     """The log line of an event (no trailing newline). `parse_line(format_event(e)) == e`."""
+    if not isinstance(event, (WatchEvent, RateEvent, RecommendationEvent, AccountEvent)):
+        raise TypeError(f"not an event: {event!r}")
     head = f"{format_time(event.time)},{event.user_id},"
     if isinstance(event, WatchEvent):
         return f"{head}GET /data/m/{event.movie_id}/{event.minute}.mpg"

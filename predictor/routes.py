@@ -1,0 +1,84 @@
+"""The service's own HTTP routes, mounted on KServe's FastAPI app beside the V1/V2 routes.
+
+    GET /recommend/{user_id}   up to 20 movie ids, best first, comma-separated, no spaces,
+                               text/plain; header `X-Model-Version` names the version that
+                               answered. Seen movies are excluded; an unknown user gets the
+                               popularity list (200). A user id that is not a canonical decimal
+                               integer in 0..2^63-1 gets 400 with the reason in the body.
+    GET /metrics               Prometheus exposition, merged across worker processes.
+
+They must be added to `kserve.model_server.app` before the server starts (FastAPI matches
+routes in order, so this `/metrics` takes precedence over KServe's single-process one).
+The request path does one routing lookup and one `FactorModel.recommend` (a mat-vec, a mask
+and an argpartition); the request log and metrics only touch memory.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from components.events import MAX_RESULTS, MAX_USER_ID
+from predictor import metrics
+from predictor.request_log import RequestLog
+from predictor.traffic import Serving
+
+VERSION_HEADER = "X-Model-Version"
+_USER_RE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+
+
+def parse_user_id(text: str) -> int:
+    """The user id of a path segment; ValueError with the reason if it is not a valid one."""
+    if not _USER_RE.match(text):
+        raise ValueError(f"user id must be a decimal integer without sign or leading zeros, got {text[:40]!r}")
+    value = int(text)
+    if value > MAX_USER_ID:
+        raise ValueError(f"user id {text} out of range 0..{MAX_USER_ID}")
+    return value
+
+
+def add_routes(app: FastAPI, serving: Serving, request_log: RequestLog | None = None) -> None:
+    """Mount `/recommend/{user_id}` and the multiprocess `/metrics` on `app`."""
+
+    async def recommend(user_id: str) -> Response:
+        start = time.perf_counter()
+        try:
+            uid = parse_user_id(user_id)
+        except ValueError as exc:
+            metrics.observe_error("none", "bad_user_id")
+            metrics.observe_request("none", "recommend", 400, time.perf_counter() - start)
+            return PlainTextResponse(str(exc), status_code=400)
+        model = serving.split.route(uid)
+        if model is None:
+            metrics.observe_error("none", "no_model")
+            metrics.observe_request("none", "recommend", 503, time.perf_counter() - start)
+            return PlainTextResponse("no model version is loaded", status_code=503)
+        version = model.version
+        try:
+            ids, personalized = model.recommend(uid, MAX_RESULTS)
+        except Exception as exc:  # never expected; counted and logged, not hidden
+            elapsed = time.perf_counter() - start
+            metrics.observe_error(version, "exception")
+            metrics.observe_request(version, "recommend", 500, elapsed)
+            if request_log:
+                request_log.record(uid, version, 500, (), elapsed * 1000, error=type(exc).__name__)
+            return PlainTextResponse(f"internal error: {type(exc).__name__}", status_code=500,
+                                     headers={VERSION_HEADER: version})
+        if not personalized:
+            metrics.observe_fallback(version)
+        elapsed = time.perf_counter() - start
+        metrics.observe_request(version, "recommend", 200, elapsed)
+        if request_log:
+            request_log.record(uid, version, 200, ids, elapsed * 1000)
+        return PlainTextResponse(",".join(ids), headers={VERSION_HEADER: version})
+
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    app.add_api_route("/recommend/{user_id}", recommend, methods=["GET"], response_class=PlainTextResponse,
+                      summary="Up to 20 movie ids for a user, best first, comma-separated")
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False)

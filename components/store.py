@@ -21,8 +21,9 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 DEFAULT_STORE = ".movierec/store"
@@ -92,7 +93,9 @@ class ArtifactStore(ABC):
 
 
 def _check_key(key: str) -> str:
-    if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
+    # Empty and '.' segments are refused too: 'a//b' or 'a/' would name one file on disk and
+    # another object on S3.
+    if not key or "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"invalid store key {key!r}: use a relative '/'-separated path")
     return key
 
@@ -136,13 +139,15 @@ class LocalStore(ArtifactStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
+        if prefix:
+            _check_key(prefix.rstrip("/"))  # never walk outside the root
         base = self.root / prefix if prefix else self.root
         start = base if base.is_dir() else base.parent
         if not start.exists():
             return []
         keys = []
         for p in start.rglob("*"):
-            if p.is_file() and not p.name.endswith(".tmp"):
+            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):  # in-flight writes
                 key = p.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
@@ -166,8 +171,8 @@ class S3Store(ArtifactStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
                  region: str | None = None, create_bucket: bool = True, timeout: float = 5.0):
-        from minio import Minio
         import urllib3
+        from minio import Minio
 
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
         if not endpoint:

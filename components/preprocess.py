@@ -92,7 +92,7 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
 
 
 def _cutoff(rate_times: pd.Series, watch_times: pd.Series, p: dict) -> pd.Timestamp:
-    times = pd.concat([rate_times, watch_times], ignore_index=True)
+    times = pd.concat([t for t in (rate_times, watch_times) if len(t)], ignore_index=True)
     if p.get("valid_days") is not None:
         return pd.Timestamp(times.max()) - pd.Timedelta(days=float(p["valid_days"]))
     fraction = float(p["valid_fraction"])

@@ -28,8 +28,8 @@ ONLINE_WATERMARK = "online/watermark.json"  # {"consumed_until": ISO time}: what
 MODEL_FILES = ("factors.npz", "ids.npz", "card.json")
 CHECKSUMS = "checksums.json"
 
-_SOURCE_RE = re.compile(r"^[A-Za-z0-9._=-]+$")
-_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9._=-]+\Z")  # \Z, not $: no trailing newline
+_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")
 
 
 def check_source(source: str) -> str:

@@ -24,6 +24,7 @@ MODELS = "models"
 ROLLOUT = "rollout.json"
 ONLINE = "online"
 ONLINE_WATERMARK = "online/watermark.json"  # {"consumed_until": ISO time}: what online evaluation has read
+ONLINE_LATEST = "online/latest.json"  # the last online-evaluation figures per version
 
 MODEL_FILES = ("factors.npz", "ids.npz", "card.json")
 CHECKSUMS = "checksums.json"
@@ -73,3 +74,8 @@ def day_of_key(key: str) -> str | None:
     """The 'YYYY-MM-DD' partition a snapshot or dead-letter key belongs to."""
     m = re.search(r"/day=(\d{4}-\d{2}-\d{2})/", key)
     return m.group(1) if m else None
+
+
+def online_canary_key(version: str) -> str:
+    """The last canary analysis (figures, tests, decision) of one canary version."""
+    return f"{ONLINE}/canary/{check_version(version)}.json"

@@ -110,10 +110,13 @@ def ingest_command(
 ) -> None:
     """Ingest the event log into Parquet snapshots in the store (bounded, or --follow as a service)."""
     import json
+    import logging
 
     from components.ingest import IngestError, ingest
     from components.store import StoreError, open_store
 
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # kafka-python's INFO is per connection
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         result = ingest(source, open_store(store), group=group, follow=follow, batch_size=batch_size,
                         linger=linger, instance_id=instance_id, metrics_port=metrics_port,

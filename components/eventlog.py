@@ -1,0 +1,289 @@
+"""Event-log sinks: where the streaming service and the predictor append their event lines.
+
+Two settings, one interface, chosen by a URI (design.md section 4):
+
+    open_event_log("file:events.log")                    # append-only local file (the default)
+    open_event_log("kafka://127.0.0.1:9092/movielog")    # a Kafka topic
+
+    with open_event_log(uri) as log:
+        log.append(line)          # one contract line, no newline
+        log.extend(lines)         # a batch
+        log.flush()               # everything appended so far is durable
+
+A file log writes whole lines with O_APPEND, so several processes (the simulator and the
+predictor's request log) can append to the same file without tearing lines; `flush` fsyncs.
+A Kafka log keys every message by the line's user id so that one user's events stay ordered in
+one partition, waits for all in-sync replicas (acks='all'), and bounds every wait: a missing
+broker is an `EventLogError` within seconds, never a hang. Reading is not done here: ingest
+owns the readers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+ENCODING = "utf-8"
+# Corrupted lines in the wild hold bytes that are not UTF-8; they travel as lone surrogates in
+# Python strings and go back to the original bytes on the way out.
+ENCODING_ERRORS = "surrogateescape"
+RETENTION_MS = 30 * 24 * 3600 * 1000  # 30 days: the pipeline can re-ingest a month of history
+
+
+class EventLogError(RuntimeError):
+    """The event log cannot be reached or refused a write; the message says which and why."""
+
+
+def encode_line(line: str) -> bytes:
+    """The bytes of one line (no newline); refuse lines that would break line framing."""
+    if line.endswith("\n"):
+        line = line[:-1]
+    if "\n" in line or "\r" in line:
+        raise ValueError(f"an event line cannot hold a line break: {line[:80]!r}")
+    return line.encode(ENCODING, ENCODING_ERRORS)
+
+
+def line_key(line: str) -> bytes | None:
+    """The partition key of a line: its user id field (the second one), or None if it has none."""
+    parts = line.split(",", 2)
+    if len(parts) < 3 or not parts[1]:
+        return None
+    return parts[1].encode(ENCODING, ENCODING_ERRORS)
+
+
+class EventLog(ABC):
+    """An append-only sink of event lines."""
+
+    uri: str
+
+    @abstractmethod
+    def append(self, line: str) -> None:
+        """Append one line (without its newline)."""
+
+    def extend(self, lines: Iterable[str]) -> int:
+        """Append a batch of lines and hand them on; returns how many were appended."""
+        n = 0
+        for line in lines:
+            self.append(line)
+            n += 1
+        return n
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make everything appended so far durable (fsynced / acknowledged by the broker)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release the log; further appends fail."""
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FileEventLog(EventLog):
+    """A local append-only text file, one line per event.
+
+    Lines are buffered and written as whole lines with one `os.write` on an O_APPEND descriptor
+    per batch (at most `buffer_bytes`), so concurrent writers never interleave inside a line.
+    """
+
+    def __init__(self, path: str | os.PathLike, buffer_bytes: int = 64 * 1024):
+        self.path = os.fspath(path)
+        self.uri = f"file:{self.path}"
+        self.buffer_bytes = buffer_bytes
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise EventLogError(f"cannot open event log file {self.path}: {exc}") from exc
+        self._buf: list[bytes] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def append(self, line: str) -> None:
+        data = encode_line(line) + b"\n"
+        with self._lock:
+            self._buf.append(data)
+            self._size += len(data)
+            if self._size >= self.buffer_bytes:
+                self._write_locked()
+
+    def extend(self, lines: Iterable[str]) -> int:
+        n = 0
+        for line in lines:
+            self.append(line)
+            n += 1
+        with self._lock:
+            self._write_locked()
+        return n
+
+    def _write_locked(self) -> None:
+        if self._fd is None:
+            raise EventLogError(f"event log {self.uri} is closed")
+        if not self._buf:
+            return
+        data, self._buf, self._size = b"".join(self._buf), [], 0
+        view = memoryview(data)
+        try:
+            while view:  # a regular file takes the whole write; loop only for the rare short write
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise EventLogError(f"cannot write to event log {self.path}: {exc}") from exc
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_locked()
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise EventLogError(f"cannot fsync event log {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+class KafkaEventLog(EventLog):
+    """A Kafka topic; one message per line, keyed by user id, value = the line's bytes."""
+
+    def __init__(self, bootstrap: str, topic: str, *, bootstrap_timeout_ms: int = 5000,
+                 max_block_ms: int = 10000, request_timeout_ms: int = 10000, linger_ms: int = 20,
+                 flush_timeout_s: float = 60.0, client_id: str = "movierec-eventlog"):
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self.bootstrap, self.topic = bootstrap, topic
+        self.uri = f"kafka://{bootstrap}/{topic}"
+        self.flush_timeout_s = flush_timeout_s
+        self._errors: list[BaseException] = []
+        self._sent = 0
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap.split(","), client_id=client_id, acks="all",
+                linger_ms=linger_ms, batch_size=64 * 1024, max_block_ms=max_block_ms,
+                request_timeout_ms=request_timeout_ms, bootstrap_timeout_ms=bootstrap_timeout_ms,
+                delivery_timeout_ms=max(120000, request_timeout_ms + linger_ms),
+                reconnect_backoff_max_ms=1000)
+        except (KafkaError, OSError, ValueError) as exc:
+            raise EventLogError(f"cannot reach Kafka at {bootstrap} within "
+                                f"{bootstrap_timeout_ms / 1000:g} s: {exc!r}") from exc
+
+    def _failed(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+
+    def append(self, line: str) -> None:
+        from kafka.errors import KafkaError
+
+        if self._producer is None:
+            raise EventLogError(f"event log {self.uri} is closed")
+        if self._errors:
+            self._raise_delivery_error()
+        try:
+            future = self._producer.send(self.topic, value=encode_line(line), key=line_key(line))
+        except KafkaError as exc:
+            raise EventLogError(f"cannot send to Kafka topic {self.topic!r} at {self.bootstrap}: {exc!r}") from exc
+        future.add_errback(self._failed)
+        self._sent += 1
+
+    def extend(self, lines: Iterable[str]) -> int:
+        n = super().extend(lines)
+        self.flush()
+        return n
+
+    def _raise_delivery_error(self) -> None:
+        exc = self._errors[0]
+        raise EventLogError(f"{len(self._errors)} event(s) not delivered to Kafka topic {self.topic!r} "
+                            f"at {self.bootstrap}: {exc!r}") from exc
+
+    def flush(self) -> None:
+        from kafka.errors import KafkaError
+
+        if self._producer is None:
+            return
+        try:
+            self._producer.flush(timeout=self.flush_timeout_s)
+        except KafkaError as exc:
+            raise EventLogError(f"Kafka at {self.bootstrap} did not acknowledge events within "
+                                f"{self.flush_timeout_s:g} s: {exc!r}") from exc
+        if self._errors:
+            self._raise_delivery_error()
+
+    def close(self) -> None:
+        if self._producer is None:
+            return
+        try:
+            self.flush()
+        finally:
+            producer, self._producer = self._producer, None
+            producer.close(timeout=5)
+
+
+def parse_kafka_uri(uri: str) -> tuple[str, str]:
+    """`kafka://HOST:PORT[,HOST:PORT]/TOPIC` -> (bootstrap, topic); ValueError if malformed."""
+    rest = uri[len("kafka://"):] if uri.startswith("kafka://") else ""
+    bootstrap, _, topic = rest.partition("/")
+    if not bootstrap or not topic or "/" in topic:
+        raise ValueError(f"expected kafka://HOST:PORT/TOPIC, got {uri!r}")
+    return bootstrap, topic
+
+
+def open_event_log(uri: str, **options) -> EventLog:
+    """Open the sink named by `uri`: `file:PATH` (or a bare path) or `kafka://HOST:PORT/TOPIC`.
+
+    `options` go to the sink (e.g. `bootstrap_timeout_ms` for Kafka, `buffer_bytes` for files).
+    """
+    if uri.startswith("kafka://"):
+        bootstrap, topic = parse_kafka_uri(uri)
+        return KafkaEventLog(bootstrap, topic, **options)
+    if uri.startswith("file://"):
+        return FileEventLog(uri[len("file://"):], **options)
+    if uri.startswith("file:"):
+        return FileEventLog(uri[len("file:"):], **options)
+    if "://" in uri:
+        raise ValueError(f"unknown event log {uri!r}: use file:PATH or kafka://HOST:PORT/TOPIC")
+    return FileEventLog(uri, **options)
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 3, *, retention_ms: int = RETENTION_MS,
+                 retention_bytes: int = -1, replication_factor: int = 1, timeout_ms: int = 10000) -> bool:
+    """Create the event topic if it does not exist and set its retention; True if it was created.
+
+    Idempotent: on an existing topic the partition count is left alone and the retention
+    settings are (re)applied, so running it twice leaves the same topic.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    configs = {"retention.ms": str(retention_ms), "retention.bytes": str(retention_bytes)}
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="movierec-admin",
+                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=min(timeout_ms, 5000))
+    except (KafkaError, OSError) as exc:
+        raise EventLogError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+    try:
+        created = True
+        try:
+            admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": replication_factor,
+                                         "configs": configs}}, timeout_ms=timeout_ms)
+        except TopicAlreadyExistsError:
+            created = False
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+        admin.wait_for_topics([topic], timeout_ms=timeout_ms)
+        return created
+    except KafkaError as exc:
+        raise EventLogError(f"cannot create Kafka topic {topic!r} at {bootstrap}: {exc!r}") from exc
+    finally:
+        admin.close()

@@ -1,0 +1,122 @@
+"""The simulated users: hidden tastes, habits, and how they react to movies.
+
+User u's traits depend only on (seed, u): the same user has the same taste whatever the size of
+the population or of the history. Taste is low rank: a user bias plus a factor vector that meets
+each movie's factors, so the true affinity of user u for movie m is
+
+    affinity(u, m) = user_bias[u] + quality[m] + taste[u] . factors[m]
+
+The behaviour functions turn affinities into what the logs show: which movie a user picks, how
+many minutes they watch before giving up, which rating they give, and whether they follow a
+recommendation. They are plain functions of an affinity and a random generator so tests can
+reason about them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+
+from simulator.catalogue import N_FACTORS, Catalogue
+
+USER_STREAM = 0
+USER_BIAS_STD = 0.35
+TASTE_STD = 1.0         # std of the personal part taste . factors: what a recommender can learn
+INITIAL_SHARE = 0.6     # users who already have an account on the first simulated day
+RATER_SHARE = 0.6       # users who ever rate what they watched
+CHOICE_BETA = 1.2       # how strongly users pick what they like when choosing on their own
+KNOWN_BETA = 0.5        # ... and how much taste shaped the movies they saw before joining
+RATING_CENTER, RATING_SCALE, RATING_NOISE = 2.4, 0.8, 0.5
+FINISH_AT = 0.6         # interest above which a movie is watched to the end
+FOLLOW_BETA = 1.5       # taste sensitivity when looking at a recommendation list
+FOLLOW_SLOPE, FOLLOW_THRESHOLD = 1.4, 3.5
+ATTENTION = 3.0         # list positions: the top few get most of a user's attention
+SEEN_WEIGHT, STARTED_WEIGHT = 0.02, 0.3  # how much less users pick movies seen / abandoned
+
+
+class Population:
+    """Users 1..n_users and their hidden traits, as arrays indexed by user id (row 0 unused)."""
+
+    def __init__(self, seed: int, n_users: int):
+        if n_users < 1:
+            raise ValueError("a population needs at least one user")
+        self.seed = seed
+        self.n_users = n_users
+        rows = [user_traits(seed, u) for u in range(n_users + 1)]
+        self.bias = np.array([r[0] for r in rows])
+        self.taste = np.array([r[1] for r in rows])
+        self.activity = np.array([r[2] for r in rows])
+        self.rate_propensity = np.array([r[3] for r in rows])
+        self.join_quantile = np.array([r[4] for r in rows])
+        self.activity[0] = 0.0  # user id 0 is not a member
+
+    @property
+    def user_ids(self) -> range:
+        return range(1, self.n_users + 1)
+
+    def affinity(self, catalogue: Catalogue, user_id: int) -> np.ndarray:
+        """True affinity of a user for every movie of the catalogue."""
+        if 1 <= user_id <= self.n_users:
+            bias, taste = self.bias[user_id], self.taste[user_id]
+        else:
+            bias, taste, *_ = user_traits(self.seed, user_id)
+        return bias + catalogue.quality + catalogue.factors @ taste
+
+
+def user_traits(seed: int, user_id: int) -> tuple[float, np.ndarray, float, float, float]:
+    """(bias, taste vector, activity, rate propensity, join quantile) of one user, from (seed, u)."""
+    rng = np.random.default_rng([seed, USER_STREAM, user_id])
+    bias = rng.normal(0.0, USER_BIAS_STD)
+    taste = rng.normal(0.0, TASTE_STD / math.sqrt(N_FACTORS), N_FACTORS)
+    activity = rng.lognormal(0.0, 0.8)
+    rate = rng.beta(2.0, 2.0) if rng.random() < RATER_SHARE else 0.0
+    join = rng.random()
+    return bias, taste, activity, rate, join
+
+
+# -- behaviour: from affinity to what the log shows ----------------------------------------------
+
+def choice_weights(affinity: np.ndarray, exposure: np.ndarray, seen_weight: dict[int, float],
+                   beta: float = CHOICE_BETA) -> np.ndarray:
+    """Unnormalised odds that a user picks each movie on their own: known, liked, not yet seen."""
+    w = exposure * np.exp(beta * affinity)
+    for m, factor in seen_weight.items():
+        w[m] *= factor
+    return w
+
+
+def pick(weights: np.ndarray, rnd: random.Random) -> int:
+    """Draw an index with probability proportional to `weights`."""
+    cum = np.cumsum(weights)
+    return int(min(np.searchsorted(cum, rnd.random() * cum[-1], side="right"), len(cum) - 1))
+
+
+def minutes_watched(affinity: float, length: int, rnd: random.Random) -> int:
+    """How many minutes a user streams before stopping: liked movies to the end, others earlier."""
+    interest = affinity + rnd.gauss(0.0, 0.6)
+    if interest >= FINISH_AT:
+        return length
+    fraction = math.exp(-1.5 * (FINISH_AT - interest)) * (0.1 + 0.9 * rnd.random())
+    return max(1, min(length, int(length * fraction)))
+
+
+def rating(affinity: float, rnd: random.Random) -> int:
+    """A 1-5 star rating: a noisy, rounded function of the true affinity."""
+    value = RATING_CENTER + RATING_SCALE * affinity + rnd.gauss(0.0, RATING_NOISE)
+    return int(min(5, max(1, round(value))))
+
+
+def follow_odds(utilities: np.ndarray) -> np.ndarray:
+    """Attention-weighted appeal of each position of a recommendation list (best first)."""
+    positions = np.arange(len(utilities))
+    return np.exp(FOLLOW_BETA * utilities - positions / ATTENTION)
+
+
+def follow_probability(utilities: np.ndarray) -> float:
+    """Chance that a user watches something from a list: grows with their taste for what is shown."""
+    if len(utilities) == 0:
+        return 0.0
+    appeal = math.log(float(follow_odds(utilities).sum()))
+    return 1.0 / (1.0 + math.exp(-FOLLOW_SLOPE * (appeal - FOLLOW_THRESHOLD)))

@@ -1,0 +1,291 @@
+"""The streaming service stand-in: users join, watch, rate and ask for recommendations.
+
+    service = StreamingService(seed=7)
+    for line in service.history(days=21):            # contract lines, in time order
+        log.append(line)
+    lines = service.serve_traffic("http://127.0.0.1:8080", n_requests=2000, concurrency=4)
+
+Everything is deterministic by seed (live traffic only up to the server's answers). Users who
+join create an account and rate movies they already know (the service asks newcomers for a few
+ratings, MovieLens-style), then watch sessions minute by minute, abandon movies they like less
+earlier, sometimes rate what they watched, and sometimes pick from a recommendation list - in
+the history from the service's legacy popularity list (logged as `legacy@popularity`), in live
+traffic from a real endpoint. The share of requests followed by a watch of a recommended movie
+is what a better model earns (`traffic.follow_rate`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from components.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
+from simulator import population as behaviour
+from simulator.catalogue import Catalogue
+from simulator.corruption import Corruptor
+from simulator.population import Population
+from simulator.recommenders import RecommendersMixin
+from simulator.traffic import Answer, HttpRecommender, Recommender, TrafficStats, as_answer
+
+DAY = 86400
+LEGACY_SERVER = "legacy@popularity"
+LEGACY_SHARE = 0.15       # history sessions that start from the legacy popularity list
+OWN_CHOICE_SHARE = 0.5    # live: users who ignore a list still watch something of their own
+SIGNUP_RATINGS = 25       # mean number of movies rated when joining
+
+
+class StreamingService(RecommendersMixin):
+    """A population of users with hidden tastes, a catalogue, a simulated clock, and their log."""
+
+    def __init__(self, seed: int = 0, n_users: int = 1500, n_movies: int = 400, corrupt_rate: float = 0.0,
+                 signup_ratings: int = SIGNUP_RATINGS, legacy_share: float = LEGACY_SHARE):
+        self.seed = seed
+        self.catalogue = Catalogue(seed, n_movies)
+        self.population = Population(seed, n_users)
+        self.signup_ratings = signup_ratings
+        self.legacy_share = legacy_share
+        self._rnd = random.Random(f"movierec-behaviour-{seed}")
+        self._np = np.random.default_rng([seed, 2])
+        self._corrupt = Corruptor(corrupt_rate, random.Random(f"movierec-corruption-{seed}"))
+        self.seen: dict[int, dict[int, float]] = {}   # user -> movie index -> how much less they pick it
+        self.members: set[int] = set()
+        self._busy_until: dict[int, datetime] = {}
+        self.counts: Counter[str] = Counter()         # valid lines emitted, per event kind
+        self.traffic = TrafficStats()
+        self.clock: datetime | None = None            # time of the latest line emitted
+        self._seq = 0
+
+    # -- ground truth ---------------------------------------------------------------------------
+    @property
+    def corrupted(self) -> int:
+        """Exact number of corrupted lines emitted so far (ingest must reject exactly these)."""
+        return self._corrupt.corrupted
+
+    @property
+    def corrupted_by_kind(self) -> dict[str, int]:
+        return dict(self._corrupt.by_kind)
+
+    def reset_counters(self) -> None:
+        """Forget what was counted so far (lines per kind, corrupted lines, traffic), keep the state."""
+        self.counts.clear()
+        self._corrupt.by_kind.clear()
+        self.traffic = TrafficStats()
+
+    def true_affinity(self, user_id: int, movie_ids) -> np.ndarray:
+        """The hidden affinity of a user for movies (slugs or indices); NaN for unknown slugs."""
+        idx = self.catalogue.indices(movie_ids)
+        row = self.population.affinity(self.catalogue, user_id)
+        return np.where(idx >= 0, row[np.maximum(idx, 0)], np.nan)
+
+    # -- the history ----------------------------------------------------------------------------
+    def history(self, days: int = 21, sessions_per_day: int = 120, start: datetime | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Iterator[str]:
+        """Lines of `days` days of the service, in time order, from `start` (default: `days` ago)."""
+        if start is None:
+            today = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+            start = today - timedelta(days=days)
+        pop = self.population
+        joins = []
+        for u in pop.user_ids:
+            q = pop.join_quantile[u]
+            share = behaviour.INITIAL_SHARE
+            offset = q / share * DAY if q < share else (q - share) / (1 - share) * days * DAY
+            joins.append((start + timedelta(seconds=int(offset)), u))
+        joins.sort()
+        join_times = [t for t, _ in joins]
+        cum_activity = np.cumsum([pop.activity[u] for _, u in joins])
+        pending: list[tuple] = []
+        j = 0
+        for day in range(days):
+            day_start, day_end = start + timedelta(days=day), start + timedelta(days=day + 1)
+            while j < len(joins) and joins[j][0] < day_end:
+                self._join(joins[j][1], joins[j][0], pending)
+                j += 1
+            for t in sorted(day_start + timedelta(seconds=int(self._time_of_day()))
+                            for _ in range(self._np.poisson(sessions_per_day))):
+                k = bisect.bisect_right(join_times, t)
+                if k == 0:
+                    continue
+                i = int(np.searchsorted(cum_activity[:k], self._rnd.random() * cum_activity[k - 1], side="right"))
+                self._history_session(joins[min(i, k - 1)][1], t, pending)
+            yield from self._emit(pending, day_end)
+            if progress:
+                progress(day + 1, days)
+        yield from self._emit(pending, None)
+
+    def _time_of_day(self) -> float:
+        """Seconds into the day of a session start: an evening peak over a flat background."""
+        if self._rnd.random() < 0.65:
+            return (self._rnd.gauss(20.5, 2.0) * 3600) % DAY
+        return self._rnd.random() * DAY
+
+    def _history_session(self, user: int, t: datetime, out: list) -> None:
+        t = max(t, self._busy_until.get(user, t))
+        affinity = self.population.affinity(self.catalogue, user)
+        movie = None
+        if self._rnd.random() < self.legacy_share:
+            ids = self.popularity_list(user)
+            timeout = self._rnd.random() < 0.005
+            ms = self._rnd.randint(600, 900) if timeout else self._rnd.randint(15, 120)
+            answer = Answer([], 0, ms, "ReadTimeout: timed out") if timeout else Answer(ids, 200, ms)
+            self._push(out, RecommendationEvent(t, user, LEGACY_SERVER, answer.status, tuple(answer.ids),
+                                                answer.response_ms, answer.error))
+            movie = self._react(user, affinity, answer.ids)
+            t += timedelta(seconds=self._rnd.randint(20, 180))
+        if movie is None:
+            movie = self._own_choice(user, affinity)
+        self._watch(user, movie, affinity[movie], t, out)
+
+    # -- what users do --------------------------------------------------------------------------
+    def _join(self, user: int, t: datetime, out: list) -> None:
+        """A new member: the account line, then ratings of movies they already know."""
+        self.members.add(user)
+        self._push(out, AccountEvent(t, user))
+        n = min(len(self.catalogue), int(self._np.poisson(self.signup_ratings)))
+        if n == 0:
+            return
+        affinity = self.population.affinity(self.catalogue, user)
+        w = behaviour.choice_weights(affinity, self.catalogue.exposure, {}, behaviour.KNOWN_BETA)
+        known = self._np.choice(len(w), size=n, replace=False, p=w / w.sum())
+        seen = self.seen.setdefault(user, {})
+        for m in known:
+            t += timedelta(seconds=self._rnd.randint(5, 40))
+            self._push(out, RateEvent(t, user, self.catalogue.slugs[m], behaviour.rating(affinity[m], self._rnd)))
+            seen[int(m)] = behaviour.SEEN_WEIGHT
+        self._busy_until[user] = t
+
+    def _own_choice(self, user: int, affinity: np.ndarray) -> int:
+        w = behaviour.choice_weights(affinity, self.catalogue.exposure, self.seen.get(user, {}))
+        return behaviour.pick(w, self._rnd)
+
+    def _utilities(self, user: int, affinity: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        seen = self.seen.get(user, {})
+        return affinity[idx] + np.log([seen.get(int(m), 1.0) for m in idx])
+
+    def _react(self, user: int, affinity: np.ndarray, ids: list[str]) -> int | None:
+        """The movie a user picks from a list (best first), or None if nothing there tempts them."""
+        idx = self.catalogue.indices(ids[:20])
+        idx = idx[idx >= 0]
+        if len(idx) == 0:
+            return None
+        utilities = self._utilities(user, affinity, idx)
+        if self._rnd.random() >= behaviour.follow_probability(utilities):
+            return None
+        return int(idx[behaviour.pick(behaviour.follow_odds(utilities), self._rnd)])
+
+    def _watch(self, user: int, movie: int, affinity: float, t: datetime, out: list) -> int:
+        """A watch session, one line per minute from minute 0; maybe a rating after. Returns minutes."""
+        length = int(self.catalogue.lengths[movie])
+        minutes = behaviour.minutes_watched(float(affinity), length, self._rnd)
+        slug = self.catalogue.slugs[movie]
+        for minute in range(minutes):
+            self._push(out, WatchEvent(t + timedelta(seconds=60 * minute), user, slug, minute))
+        end = t + timedelta(seconds=60 * minutes)
+        seen = self.seen.setdefault(user, {})
+        done = behaviour.SEEN_WEIGHT if minutes >= 0.9 * length else behaviour.STARTED_WEIGHT
+        seen[movie] = min(done, seen.get(movie, 1.0))
+        if self._rnd.random() < self.population.rate_propensity[user] * (0.3 + 0.7 * minutes / length):
+            end += timedelta(seconds=self._rnd.randint(5, 300))
+            self._push(out, RateEvent(end, user, slug, behaviour.rating(float(affinity), self._rnd)))
+        self._busy_until[user] = end + timedelta(seconds=self._rnd.randint(60, 3600))
+        return minutes
+
+    # -- emission: every line goes through here -------------------------------------------------
+    def _push(self, out: list, event) -> None:
+        self._seq += 1
+        out.append((event.time, self._seq, event.kind, format_event(event)))
+
+    def _emit(self, pending: list, until: datetime | None) -> Iterator[str]:
+        """Yield, in time order, the pending lines before `until` (all if None); keep the rest."""
+        pending.sort()
+        cut = len(pending) if until is None else bisect.bisect_left(pending, (until,))
+        ready = pending[:cut]
+        del pending[:cut]
+        for time, _, kind, line in ready:
+            out = self._corrupt(line)
+            if out is line:
+                self.counts[kind] += 1
+            self.clock = time
+            yield out
+
+    # -- live traffic ---------------------------------------------------------------------------
+    def serve_traffic(self, recommend: Recommender | HttpRecommender | str, n_requests: int = 1000, concurrency: int = 4,
+                      log_requests: bool = False, start: datetime | None = None, interval_s: float = 2.0,
+                      server: str | None = None) -> Iterator[str]:
+        """Users ask `recommend` (a callable or an endpoint URL) and react; yields the lines to log.
+
+        Each request's lines come together: the request line (only if `log_requests`: the
+        platform's predictor logs its own), then the watch and rate lines a few minutes later.
+        The clock is the wall clock (UTC) at each request, or simulated from `start` every
+        `interval_s` seconds on average. Counters accumulate in `self.traffic`.
+        """
+        http = HttpRecommender(recommend) if isinstance(recommend, str) else None
+        if isinstance(recommend, HttpRecommender):
+            http = recommend
+        call = http or recommend
+        server = server or (http.server if http else "simulator")
+        users = self._traffic_users(n_requests)
+        clock = [start]
+
+        def ask(user: int) -> tuple[int, datetime, Answer]:
+            if clock[0] is None:
+                t = datetime.now(UTC).replace(tzinfo=None)
+            else:
+                t = clock[0]
+            return user, t, as_answer(call(user))
+
+        try:
+            if concurrency <= 1 or start is not None:
+                answers = (self._tick(clock, interval_s, ask(u)) for u in users)
+                yield from self._traffic_lines(answers, log_requests, server)
+            else:
+                with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="viewer") as pool:
+                    yield from self._traffic_lines(pool.map(ask, users), log_requests, server)
+        finally:
+            if http:
+                http.close()
+
+    def _tick(self, clock: list, interval_s: float, answer):
+        if clock[0] is not None:
+            clock[0] += timedelta(seconds=round(self._rnd.expovariate(1.0 / interval_s)))
+        return answer
+
+    def _traffic_users(self, n: int) -> list[int]:
+        """Who asks: members weighted by how active they are (everyone, if nobody joined yet)."""
+        users = sorted(self.members) or list(self.population.user_ids)
+        w = self.population.activity[users]
+        return [users[i] for i in self._np.choice(len(users), size=n, p=w / w.sum())]
+
+    def _traffic_lines(self, answers, log_requests: bool, server: str) -> Iterator[str]:
+        stats = self.traffic
+        for user, t, answer in answers:
+            out: list = []
+            if user not in self.members:
+                self._join(user, t - timedelta(minutes=30), out)
+            stats.requests += 1
+            stats.status[answer.status] = stats.status.get(answer.status, 0) + 1
+            if answer.status == 200:
+                stats.answered += 1
+            else:
+                stats.failed += 1
+            if log_requests:
+                ids = tuple(answer.ids[:20]) if answer.status == 200 else ()
+                self._push(out, RecommendationEvent(t, user, server, answer.status, ids,
+                                                    answer.response_ms, answer.error))
+            affinity = self.population.affinity(self.catalogue, user)
+            movie = self._react(user, affinity, answer.ids) if answer.status == 200 else None
+            t_watch = t + timedelta(seconds=self._rnd.randint(60, 300))
+            if movie is not None:
+                stats.followed += 1
+                stats.minutes_recommended += self._watch(user, movie, affinity[movie], t_watch, out)
+            elif self._rnd.random() < OWN_CHOICE_SHARE:
+                stats.own_choice += 1
+                movie = self._own_choice(user, affinity)
+                self._watch(user, movie, affinity[movie], t_watch, out)
+            yield from self._emit(out, None)

@@ -123,9 +123,9 @@ class Dataset:
                            self.valid_watches[["user_id", "movie_id"]]], ignore_index=True)
         seen = pd.concat([self.train_ratings[["user_id", "movie_id"]],
                           self.train_watches[["user_id", "movie_id"]]], ignore_index=True)
-        seen_keys = set(zip(seen["user_id"].tolist(), seen["movie_id"].tolist()))
+        seen_keys = set(zip(seen["user_id"].tolist(), seen["movie_id"].tolist(), strict=False))
         targets: dict[int, set[str]] = {}
-        for user, movie in zip(pairs["user_id"].tolist(), pairs["movie_id"].tolist()):
+        for user, movie in zip(pairs["user_id"].tolist(), pairs["movie_id"].tolist(), strict=False):
             if (user, movie) not in seen_keys:
                 targets.setdefault(int(user), set()).add(movie)
         return targets
@@ -150,7 +150,7 @@ class Dataset:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Dataset":
+    def load(cls, directory: str | Path) -> Dataset:
         d = Path(directory)
         meta = json.loads((d / "dataset.json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:

@@ -18,7 +18,7 @@ from the epoch seconds (UTC, naive as in the contract). Events are written in ti
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +89,7 @@ def to_events(ratings: pd.DataFrame) -> Iterator[RateEvent]:
     """Rate events in time order (ties keep file order)."""
     ordered = ratings.sort_values("timestamp", kind="stable")
     for user, movie, rating, ts in ordered[_COLUMNS].itertuples(index=False):
-        when = datetime.fromtimestamp(int(ts), tz=timezone.utc).replace(tzinfo=None)
+        when = datetime.fromtimestamp(int(ts), tz=UTC).replace(tzinfo=None)
         yield RateEvent(time=when, user_id=int(user), movie_id=movie_slug(movie), rating=to_rating(rating))
 
 

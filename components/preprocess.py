@@ -19,12 +19,12 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from components.dataset import RATING_COLUMNS, WATCH_COLUMNS, Dataset
+from components.dataset import RATING_COLUMNS, WATCH_COLUMNS, Dataset, index_of
 from components.params import section
 from components.snapshots import read_events
 from components.store import ArtifactStore
 
-__all__ = ["Dataset", "prepare", "build_dataset", "snapshot_hash"]
+__all__ = ["Dataset", "prepare", "build_dataset", "from_ratings", "snapshot_hash"]
 
 
 def prepare(store: ArtifactStore, params: dict | None = None) -> Dataset:
@@ -169,3 +169,34 @@ def _validation(valid_r: pd.DataFrame, valid_w: pd.DataFrame, history: pd.Series
                  valid_users_dropped_no_history=len(window_users) - len(set(history.index) & window_users),
                  valid_rows_dropped=len(valid_r) + len(valid_w) - len(out[0]) - len(out[1]))
     return out[0], out[1]
+
+
+def from_ratings(train: pd.DataFrame, valid: pd.DataFrame | None = None, snapshot: str = "") -> Dataset:
+    """A dataset from an already split ratings table (user_id, movie_id, rating[, time]), no filters.
+
+    For benchmarks and notebooks that bring their own split (e.g. MovieLens 80/20 at random);
+    the pipeline itself always goes through `build_dataset`."""
+    def frame(df: pd.DataFrame, history: bool) -> pd.DataFrame:
+        out = pd.DataFrame({"user_id": df["user_id"].astype(np.int64).to_numpy(),
+                            "movie_id": df["movie_id"].astype(str).to_numpy(),
+                            "rating": df["rating"].astype(np.float32).to_numpy(),
+                            "time": (df["time"] if "time" in df else pd.Series(pd.Timestamp(0), index=df.index))
+                            .astype("datetime64[us]").to_numpy()})
+        out["u"] = index_of(user_ids, out["user_id"].to_numpy()).astype(np.int32)
+        out["i"] = index_of(movie_ids, out["movie_id"].to_numpy()).astype(np.int32)
+        cols = RATING_COLUMNS + (["history"] if history else [])
+        if history:
+            out["history"] = out["user_id"].map(train.groupby("user_id").size()).fillna(0).astype(np.int64)
+        return out[cols]
+
+    user_ids = np.sort(train["user_id"].astype(np.int64).unique())
+    movie_ids = np.sort(train["movie_id"].astype(str).unique())
+    valid = valid if valid is not None else train.iloc[:0]
+    empty = pd.DataFrame({"user_id": pd.Series(dtype=np.int64), "movie_id": pd.Series(dtype=str),
+                          "u": pd.Series(dtype=np.int32), "i": pd.Series(dtype=np.int32),
+                          "minutes": pd.Series(dtype=np.int32), "time": pd.Series(dtype="datetime64[us]")})
+    return Dataset(user_ids=user_ids, movie_ids=movie_ids, train_ratings=frame(train, False),
+                   train_watches=empty, valid_ratings=frame(valid, True),
+                   valid_watches=empty.assign(history=pd.Series(dtype=np.int64)), snapshot_hash=snapshot,
+                   stats={"users": len(user_ids), "movies": len(movie_ids), "train_ratings": len(train),
+                          "valid_ratings": len(valid)})

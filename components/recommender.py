@@ -43,7 +43,7 @@ class Recommender(ABC):
         self.card: ModelCard | None = None
 
     @abstractmethod
-    def fit(self, dataset: Dataset) -> "Recommender":
+    def fit(self, dataset: Dataset) -> Recommender:
         """Learn from `dataset`'s train period; set `self.model`; return self."""
 
     # -- delegated to the serving format ----------------------------------------------------
@@ -98,7 +98,7 @@ class Recommender(ABC):
         return version
 
     @classmethod
-    def load(cls, store: ArtifactStore, version: str) -> "Recommender":
+    def load(cls, store: ArtifactStore, version: str) -> Recommender:
         """Load a published version (checksums verified). On the base class, any algorithm loads."""
         model, card = FactorModel.load(store, version)
         target = LoadedRecommender if inspect.isabstract(cls) else cls
@@ -112,7 +112,7 @@ class LoadedRecommender(Recommender):
 
     name = "loaded"
 
-    def fit(self, dataset: Dataset) -> "Recommender":
+    def fit(self, dataset: Dataset) -> Recommender:
         raise TypeError("a loaded model cannot be refit: make_recommender(card.algorithm, card.params)")
 
 
@@ -135,7 +135,7 @@ class PopularityRecommender(Recommender):
 
     name = "popularity"
 
-    def fit(self, dataset: Dataset) -> "PopularityRecommender":
+    def fit(self, dataset: Dataset) -> PopularityRecommender:
         pop = np.log1p(dataset.movie_popularity().astype(np.float64))
         z = (pop - pop.mean()) / (pop.std() or 1.0)
         mu = dataset.global_mean
@@ -153,7 +153,7 @@ class RandomRecommender(Recommender):
 
     name = "random"
 
-    def fit(self, dataset: Dataset) -> "RandomRecommender":
+    def fit(self, dataset: Dataset) -> RandomRecommender:
         rng = np.random.default_rng(int(self.params.get("seed", 0)))
         k = int(self.params.get("n_factors", 8))
         n_u, n_m = dataset.n_users, dataset.n_movies

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class _SurpriseFactorization(Recommender):
 
     surprise_class = ""
 
-    def fit(self, dataset: Dataset) -> "_SurpriseFactorization":
+    def fit(self, dataset: Dataset) -> _SurpriseFactorization:
         import surprise
 
         algo = getattr(surprise, self.surprise_class)(**self.params)
@@ -133,7 +133,7 @@ def train(dataset: Dataset, algorithm: str, params: dict | None = None) -> tuple
     rec.fit(dataset)
     seconds = time.perf_counter() - started
     model = rec.fitted
-    trained_at = datetime.now(timezone.utc)
+    trained_at = datetime.now(UTC)
     commit = code_commit()
     r = dataset.train_ratings
     train_rmse = float(np.sqrt(np.mean((rec.predict(r["user_id"], r["movie_id"]) - r["rating"]) ** 2)))
@@ -152,7 +152,7 @@ def train(dataset: Dataset, algorithm: str, params: dict | None = None) -> tuple
 def model_version(algorithm: str, when: datetime, snapshot: str, hyper: dict, commit: str) -> str:
     """`<algorithm>-<UTC yyyymmddThhmmss>-<8 hex of data, params and code>`, lowercase."""
     digest = hashlib.sha256(json.dumps([snapshot, hyper, commit], sort_keys=True, default=str).encode())
-    version = f"{algorithm}-{when.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%S')}-{digest.hexdigest()[:8]}"
+    version = f"{algorithm}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%S')}-{digest.hexdigest()[:8]}"
     return layout.check_version(version.lower())
 
 

@@ -26,7 +26,7 @@ def synthetic_events(n_users: int = 60, n_movies: int = 40, per_user: int = 18, 
     for u in range(n_users):
         movies = rng.choice(n_movies, size=min(per_user, n_movies), replace=False, p=popularity)
         times = np.sort(rng.uniform(0, days * 86400, len(movies)))
-        for m, t in zip(movies, times):
+        for m, t in zip(movies, times, strict=False):
             when = start + pd.Timedelta(seconds=float(t))
             slug = f"movie+{m:03d}"
             true = 3.0 + quality[m] + p[u] @ q[m] * 0.8

@@ -153,3 +153,14 @@ def test_params_yaml_equals_the_built_in_defaults():
     root = Path(__file__).resolve().parents[2]
     assert yaml.safe_load((root / "params.yaml").read_text()) == DEFAULTS
     assert load_params(root / "params.yaml") == DEFAULTS
+
+
+def test_from_ratings_keeps_a_given_split():
+    from components.preprocess import from_ratings
+
+    train = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": ["a", "b", "a"], "rating": [4, 3, 5]})
+    valid = pd.DataFrame({"user_id": [2, 3], "movie_id": ["b", "a"], "rating": [2, 4]})
+    ds = from_ratings(train, valid)
+    assert ds.ratings_csr.toarray().tolist() == [[4, 3], [5, 0]]
+    assert ds.valid_ratings["u"].tolist() == [1, -1] and ds.valid_ratings["history"].tolist() == [1, 0]
+    assert ds.validation_targets() == {2: {"b"}, 3: {"a"}}

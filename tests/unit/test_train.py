@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -14,8 +14,15 @@ from components.layout import check_version
 from components.model_artifact import ArtifactError
 from components.preprocess import build_dataset
 from components.recommender import make_recommender
-from components.train import (check_export, code_commit, model_version, read_model_dir, surprise_trainset, train,
-                              write_model_dir)
+from components.train import (
+    check_export,
+    code_commit,
+    model_version,
+    read_model_dir,
+    surprise_trainset,
+    train,
+    write_model_dir,
+)
 from tests.unit.synthetic_events import synthetic_events
 
 FAST = {"train": {"svd": {"n_factors": 4, "n_epochs": 5}, "svdpp": {"n_factors": 4, "n_epochs": 5}}}
@@ -81,7 +88,7 @@ def test_code_commit_falls_back_to_the_environment(monkeypatch):
 
 
 def test_model_version_is_lowercase_and_valid():
-    when = datetime(2026, 3, 18, 6, 12, 47, tzinfo=timezone.utc)
+    when = datetime(2026, 3, 18, 6, 12, 47, tzinfo=UTC)
     version = model_version("svd", when, "ff" * 32, {"n_factors": 3}, "")
     assert version.startswith("svd-20260318t061247-") and check_version(version)
     assert version != model_version("svd", when, "ee" * 32, {"n_factors": 3}, "")

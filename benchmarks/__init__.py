@@ -1,0 +1,1 @@
+"""Measured runs comparing the platform with a named baseline; each writes benchmarks/results/<name>.json."""

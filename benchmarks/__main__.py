@@ -1,0 +1,27 @@
+"""Run every benchmark: `python -m benchmarks [name ...]` calls main() of each bench_<name>.py."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+
+def main(names: list[str]) -> int:
+    found = sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
+    failed = []
+    for name in names or found:
+        if name not in found:
+            print(f"no benchmark {name!r}; have: {', '.join(found)}", file=sys.stderr)
+            return 2
+        print(f"== bench_{name}", flush=True)
+        try:
+            importlib.import_module(f"benchmarks.bench_{name}").main([])
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            print(f"bench_{name} failed: {exc!r}", file=sys.stderr)
+            failed.append(name)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -150,3 +150,77 @@ def retention_command(
     result = expire_snapshots(open_store(store), keep_days, now=datetime.fromisoformat(now) if now else None,
                               dry_run=dry_run)
     typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+
+
+# -- online evaluation and provenance ----------------------------------------------------------------
+
+@app.command("online-eval")
+def online_eval_command(
+    log: Annotated[str | None, typer.Option(help="Event log file to read (file:PATH); default: the ingested "
+                                                 "snapshots of the store.")] = None,
+    store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE",
+                                              help="Artifact store with rollout state and models; receives the "
+                                                   "results and online/watermark.json.")] = None,
+    window: Annotated[str, typer.Option(help="How long after a recommendation a watch still counts "
+                                             "(30m, 2h, 45s).")] = "30m",
+    follow: Annotated[bool, typer.Option(help="Keep evaluating new events every --interval seconds.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between evaluations with --follow.")] = 30.0,
+    cycles: Annotated[int | None, typer.Option(help="Stop --follow after this many evaluations.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Directory for online-eval.json, report.md, "
+                                                     "online-metrics.png and online-metrics.prom.")] = None,
+    auto: Annotated[bool, typer.Option(help="Act on the canary decision: promote or roll back through the "
+                                            "rollout state.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="With --follow, serve movierec_online_* on this "
+                                                          "port at /metrics.")] = None,
+    min_per_arm: Annotated[int, typer.Option(help="Evaluated answers per arm before any hit-rate decision.")] = 300,
+    planned_canary: Annotated[int, typer.Option(help="Canary answers at which the sequential test is final.")]
+    = 5000,
+    alpha: Annotated[float, typer.Option(help="False promote/rollback rate bound of the sequential test.")] = 0.05,
+) -> None:
+    """Join served recommendations with later watches per version; analyse (and act on) the canary."""
+    import json
+
+    from components.canary import CanaryPolicy
+    from components.online_eval import frames_from_log, frames_from_store, parse_window
+    from components.online_run import LogTail, follow as follow_loop, run_once
+    from components.store import open_store
+
+    st = open_store(store)
+    options = dict(window=parse_window(window), auto=auto, report_dir=report,
+                   policy=CanaryPolicy(alpha=alpha, min_per_arm=min_per_arm, planned_canary=planned_canary))
+    if follow:
+        result = follow_loop(LogTail(log) if log else None, st, interval=interval, cycles=cycles,
+                             metrics_port=metrics_port, **options)
+    else:
+        frames = frames_from_log(log) if log else frames_from_store(st)
+        result = run_once(frames, st, **options)
+    if result is None:
+        typer.echo("no events to evaluate")
+        return
+    brief = {v: {"requests": m["requests"], "hit_rate": m["hit_rate"], "availability": m["availability"]["value"]}
+             for v, m in result["versions"].items()}
+    typer.echo(json.dumps({"versions": brief, "canary": {k: result["canary"][k] for k in
+                                                         ("stable", "canary", "decision", "reasons", "acted")},
+                           "consumed_until": result["consumed_until"]}, indent=2, default=str))
+
+
+@app.command("trace")
+def trace_command(
+    line: Annotated[str | None, typer.Argument(help="A recommendation request line from the event log.")] = None,
+    version: Annotated[str | None, typer.Option(help="Trace a model version instead of a request line.")] = None,
+    store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE",
+                                              help="Artifact store holding the model cards.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole trace as JSON.")] = False,
+) -> None:
+    """From a served answer (or a version) back to its model card: data, run, commit, metrics, gate."""
+    import json
+
+    from components.provenance import TraceError, summary, trace
+    from components.store import open_store
+
+    try:
+        result = trace(open_store(store), line=line, version=version)
+    except TraceError as exc:
+        typer.echo(f"trace failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else summary(result))

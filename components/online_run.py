@@ -1,0 +1,214 @@
+"""Running online evaluation: once over what is there (bounded) or continuously (follow).
+
+    result = run_once(frames, store, window=timedelta(minutes=30), auto=True, report_dir="out")
+
+Events come from a local event-log file (`file:PATH`, read incrementally by `LogTail`) or from
+the ingested snapshots in the store. The store always provides the rollout state, the model
+versions (personalized share, drift) and receives the results:
+
+    online/latest.json             the last result (figures per version, canary analysis, drift)
+    online/canary/<version>.json   the last analysis of each canary
+    online/watermark.json          {"consumed_until": ISO time}: every answer before it is final
+                                   (its window is over); retention may drop older snapshots
+
+The bounded run is also a Kubeflow component (`online_eval_component`, kfp imported lazily).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from components import canary, layout, rollout
+from components.online_eval import (DEFAULT_WINDOW, concat_frames, frames_from_lines, join,
+                                    personalized_from_store, time_series, version_metrics)
+
+log = logging.getLogger(__name__)
+RECENT = timedelta(hours=1)
+
+
+class LogTail:
+    """Reads the complete lines appended to a log file since the last call."""
+
+    def __init__(self, path: str):
+        self.path = path.removeprefix("file:")
+        self.offset = 0
+
+    def read(self) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1      # a half-written last line waits for the next call
+        self.offset += end
+        return data[:end].splitlines()
+
+
+def write_watermark(store, consumed_until: pd.Timestamp) -> str:
+    """Advance `online/watermark.json` (never move it back); return the value stored."""
+    value = consumed_until.to_pydatetime().replace(microsecond=0)
+    try:
+        old = store.get_json(layout.ONLINE_WATERMARK).get("consumed_until")
+        if old and datetime.fromisoformat(old) >= value:
+            return old
+    except KeyError:
+        pass
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": value.isoformat()})
+    return value.isoformat()
+
+
+def last_training_success(store) -> str | None:
+    """Training time of the newest published model version (None when there is none)."""
+    from components.model_artifact import list_versions, load_card
+
+    times = []
+    for version in list_versions(store):
+        try:
+            times.append(load_card(store, version).trained_at)
+        except Exception:  # an unreadable card is not a success
+            continue
+    times = [t for t in times if t]
+    return max(times, key=lambda t: pd.Timestamp(t)) if times else None
+
+
+def _drift(store, state: rollout.RolloutState, frames, since) -> dict | None:
+    if not state.stable:
+        return None
+    from components.drift import input_drift
+    from components.model_artifact import FactorModel
+
+    try:
+        model, _ = FactorModel.load(store, state.stable)
+    except Exception as exc:
+        log.warning("drift: cannot load stable model %s: %s", state.stable, exc)
+        return None
+    recs, watches = frames["recommendation"], frames["watch"]
+    return input_drift(model, recs[recs["time"] >= since], watches[watches["time"] >= since])
+
+
+def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFAULT_WINDOW,
+             policy: canary.CanaryPolicy = canary.CanaryPolicy(), auto: bool = False,
+             recent: timedelta = RECENT, report_dir: str | Path | None = None) -> dict:
+    """Evaluate `frames`, analyse the canary (and act on it with `auto`), record the results."""
+    joined = join(frames, window)
+    known = personalized_from_store(store)
+    times = [f["time"].max() for f in frames.values() if len(f)]
+    end = max(times) if times else None
+    consumed = end - pd.Timedelta(window) if end is not None else None
+    state = rollout.load(store)
+    analysis = canary.analyse(joined, state, policy)
+    if auto:
+        analysis = canary.act(store, analysis)
+    recent_rows = joined[joined["time"] > consumed - pd.Timedelta(recent)] if consumed is not None else joined
+    result = {
+        "window": str(window), "evaluated_at": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+        "data_from": joined["time"].min().isoformat() if len(joined) else None,
+        "data_until": end.isoformat() if end is not None else None,
+        "consumed_until": None, "policy": asdict(policy), "auto": auto,
+        "versions": version_metrics(joined, known), "recent": version_metrics(recent_rows, known),
+        "canary": analysis.to_dict(),
+        "drift": _drift(store, state, frames, consumed - pd.Timedelta(recent)) if consumed is not None else None,
+        "last_training_success": last_training_success(store),
+    }
+    if consumed is not None:
+        result["consumed_until"] = write_watermark(store, consumed)
+    store.put_json(layout.ONLINE_LATEST, result)
+    if analysis.canary:
+        store.put_json(layout.online_canary_key(analysis.canary), analysis.to_dict())
+    if report_dir:
+        from components.online_report import write_report
+
+        write_report(result, time_series(joined), report_dir)
+    return result
+
+
+def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedelta = timedelta(days=2),
+           cycles: int | None = None, metrics_port: int | None = None, **kwargs) -> dict | None:
+    """Evaluate every `interval` seconds what arrived; keep `keep` of events in memory.
+
+    Events come from `tail` (a log file) or, when it is None, from the store's snapshots re-read
+    each cycle. With `metrics_port`, the latest `movierec_online_*` gauges are served on /metrics."""
+    from components.online_eval import frames_from_store
+    from components.online_report import prometheus_text
+
+    server = _serve_metrics(metrics_port) if metrics_port else None
+    frames = frames_from_lines([])
+    result, n = None, 0
+    try:
+        while cycles is None or n < cycles:
+            frames = concat_frames(frames, frames_from_lines(tail.read())) if tail else frames_from_store(store)
+            times = [f["time"].max() for f in frames.values() if len(f)]
+            if times:
+                horizon = max(times) - pd.Timedelta(keep)
+                frames = {k: f[f["time"] >= horizon].reset_index(drop=True) for k, f in frames.items()}
+                result = run_once(frames, store, **kwargs)
+                if server:
+                    server.body = prometheus_text(result)
+                a = result["canary"]
+                log.info("online-eval: %d versions, canary %s: %s", len(result["versions"]), a["canary"],
+                         a["decision"])
+            n += 1
+            if cycles is None or n < cycles:
+                time.sleep(interval)
+    finally:
+        if server:
+            server.shutdown()
+    return result
+
+
+def _serve_metrics(port: int):
+    """A tiny /metrics server holding the latest exposition (bytes in `server.body`)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = self.server.body
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.body = b""
+    threading.Thread(target=server.serve_forever, name="online-metrics", daemon=True).start()
+    return server
+
+
+def online_eval_component():
+    """The bounded run as a Kubeflow Pipelines component (kfp imported only when asked for)."""
+    from kfp import dsl
+
+    @dsl.component(base_image="python:3.11")
+    def online_eval(store_uri: str, window: str, auto: bool, report: dsl.Output[dsl.Markdown],
+                    figures: dsl.Output[dsl.Metrics]) -> str:
+        """Online evaluation of the ingested snapshots; returns the canary decision."""
+        import tempfile
+        from pathlib import Path
+
+        from components.online_eval import frames_from_store, parse_window
+        from components.online_run import run_once
+        from components.store import open_store
+
+        store = open_store(store_uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_once(frames_from_store(store), store, window=parse_window(window), auto=auto,
+                              report_dir=tmp)
+            Path(report.path).write_text((Path(tmp) / "report.md").read_text())
+        for version, m in result["versions"].items():
+            if m["hit_rate"]["value"] is not None:
+                figures.log_metric(f"hit_rate.{version}", m["hit_rate"]["value"])
+        return result["canary"]["decision"]
+
+    return online_eval

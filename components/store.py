@@ -178,28 +178,29 @@ class S3Store(ArtifactStore):
         if not endpoint:
             raise StoreError("s3 store needs an endpoint: set AWS_ENDPOINT_URL (e.g. http://minio:9000)")
         parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout, read=max(timeout, 30.0)),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-            maxsize=16,
-        )
-        self.client = Minio(
-            parsed.netloc,
-            access_key=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
-            secret_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            secure=parsed.scheme == "https",
-            region=region or os.environ.get("AWS_REGION") or None,
-            http_client=http,
-        )
+
+        def client(read_timeout: float, retries: urllib3.Retry) -> Minio:
+            http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=read_timeout),
+                                       retries=retries, maxsize=16)
+            return Minio(parsed.netloc, access_key=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
+                         secret_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                         secure=parsed.scheme == "https", region=region or os.environ.get("AWS_REGION") or None,
+                         http_client=http)
+
+        # Data calls may read large objects slowly; the first call (the bucket probe) must not: an
+        # endpoint that accepts connections but never answers fails it in `timeout` s, not 3 x 30 s.
+        self.client = client(max(timeout, 30.0), urllib3.Retry(total=2, backoff_factor=0.2,
+                                                               status_forcelist=[500, 502, 503, 504]))
+        probe = client(timeout, urllib3.Retry(total=2, read=0, backoff_factor=0.2))
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint = endpoint
         try:
-            if not self.client.bucket_exists(bucket):
+            if not probe.bucket_exists(bucket):
                 if not create_bucket:
                     raise StoreError(f"bucket {bucket!r} does not exist at {endpoint}")
-                self.client.make_bucket(bucket)
+                probe.make_bucket(bucket)
         except StoreError:
             raise
         except Exception as exc:  # urllib3 MaxRetryError, S3Error, ...

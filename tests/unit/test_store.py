@@ -166,16 +166,16 @@ class FakeMinio:
     """Just the minio.Minio calls S3Store makes, over a dict; `fail` makes every call raise it."""
 
     instances: list[FakeMinio] = []
+    buckets: dict[str, dict[str, bytes]] = {}  # one server behind every client
+    fail: Exception | None = None
 
     def __init__(self, endpoint, access_key=None, secret_key=None, secure=False, region=None, http_client=None):
         self.endpoint, self.access_key, self.secure = endpoint, access_key, secure
-        self.buckets: dict[str, dict[str, bytes]] = {}
-        self.fail: Exception | None = None
         FakeMinio.instances.append(self)
 
     def _check(self):
-        if self.fail:
-            raise self.fail
+        if FakeMinio.fail:
+            raise FakeMinio.fail
 
     def bucket_exists(self, bucket):
         self._check()
@@ -230,6 +230,8 @@ def fake_s3(monkeypatch):
     import minio
 
     FakeMinio.instances.clear()
+    FakeMinio.buckets.clear()
+    FakeMinio.fail = None
     monkeypatch.setattr(minio, "Minio", FakeMinio)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://objects.example:9000")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
@@ -243,7 +245,7 @@ def test_s3_store_prefixes_keys_and_reads_env(fake_s3):
     client = fake_s3.instances[-1]
     assert (client.endpoint, client.access_key, client.secure) == ("objects.example:9000", "AKIDEXAMPLE", False)
     s.put_bytes("models/v1/card.json", b"{}")
-    assert list(client.buckets["movierec"]) == ["prod/models/v1/card.json"]
+    assert list(fake_s3.buckets["movierec"]) == ["prod/models/v1/card.json"]
     assert s.get_bytes("models/v1/card.json") == b"{}"
     assert s.list("models/") == ["models/v1/card.json"] and s.exists("models/v1/card.json")
     s.delete("models/v1/card.json")
@@ -256,12 +258,11 @@ def test_s3_store_prefixes_keys_and_reads_env(fake_s3):
 
 def test_s3_store_maps_failures_to_store_error(fake_s3):
     s = S3Store("bucket", create_bucket=True)
-    client = fake_s3.instances[-1]
-    client.fail = ConnectionRefusedError("connection refused")
+    fake_s3.fail = ConnectionRefusedError("connection refused")
     for op in (lambda: s.put_bytes("k", b"x"), lambda: s.get_bytes("k"), lambda: s.list(), lambda: s.delete("k")):
         with pytest.raises(StoreError, match="objects.example"):
             op()
-    client.fail = _s3_error("AccessDenied")
+    fake_s3.fail = _s3_error("AccessDenied")
     with pytest.raises(StoreError, match="AccessDenied"):
         s.get_bytes("k")
     with pytest.raises(StoreError, match="AccessDenied"):

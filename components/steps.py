@@ -1,0 +1,174 @@
+"""The pipeline steps as Kubeflow lightweight Python components: thin wrappers of the cores.
+
+Kubeflow ships each body as source into a fresh interpreter (a pod from `MOVIEREC_IMAGE` on a
+cluster, the project's venv under `kfp.local`), so every body imports what it needs, parses its
+arguments, calls one core function of `components` and writes its outputs. Nothing here holds
+logic a test would want to reach: that lives in `components.ingest`, `preprocess`, `train`,
+`evaluate`, `publish` and `report`.
+
+What travels between steps: the prepared dataset as a KFP `Dataset` directory
+(`Dataset.save/load`), each trained model as a KFP `Model` directory that is a `LocalStore` root
+holding `models/<version>/...` (`FactorModel.save/load`, checksums verified), each evaluation
+set as JSON in an `Artifact`, metrics in `Metrics`, reports in `HTML`. The params (params.yaml
+as a dict) travel as a JSON string: a KFP `dict` parameter turns every number into a float, and
+Surprise refuses `n_factors=20.0`. The artifact store
+(events in, published models out) is addressed by its URI, so the same steps work on a laptop
+(a directory) and on a cluster (`s3://...` on MinIO).
+
+This module is deliberately written without `from __future__ import annotations`: KFP reads
+the parameter annotations of these functions at decoration time.
+"""
+
+import os
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+IMAGE_ENV = "MOVIEREC_IMAGE"
+IMAGE = os.environ.get(IMAGE_ENV, "movierec/components:0.1.0")
+
+
+@dsl.component(base_image=IMAGE)
+def ingest(source: str, store: str, group: str, metrics: Output[Metrics]) -> int:
+    """Ingest the event log up to its end as of now into snapshots in the store; return lines read."""
+    import time
+
+    from components.ingest import ingest as run_ingest
+    from components.store import open_store
+
+    started = time.perf_counter()
+    report = run_ingest(source, open_store(store), group=group, follow=False).to_dict()
+    for kind, n in report["stored"].items():
+        metrics.log_metric(f"stored_{kind}", n)
+    metrics.log_metric("read", report["read"])
+    metrics.log_metric("rejected", sum(report["rejected"].values()))
+    metrics.log_metric("seconds", round(time.perf_counter() - started, 3))
+    return int(report["read"])
+
+
+@dsl.component(base_image=IMAGE)
+def preprocess(store: str, params: str, dataset: Output[Dataset], metrics: Output[Metrics]):
+    """Build the dataset (filters, id maps, split by time) and log what each step kept and dropped."""
+    import json
+    import time
+
+    from components.preprocess import prepare
+    from components.store import open_store
+
+    started = time.perf_counter()
+    data = prepare(open_store(store), json.loads(params))
+    data.save(dataset.path)
+    dataset.metadata.update(snapshot=data.snapshot_hash, cutoff=data.cutoff, users=data.n_users,
+                            movies=data.n_movies)
+    for key, value in sorted(data.stats.items()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+    metrics.log_metric("seconds", round(time.perf_counter() - started, 3))
+
+
+@dsl.component(base_image=IMAGE)
+def train(dataset: Input[Dataset], algorithm: str, params: str, model: Output[Model],
+          metrics: Output[Metrics]) -> str:
+    """Fit one algorithm; the model directory is a LocalStore holding models/<version>/."""
+    import json
+
+    from components.dataset import Dataset as PreparedDataset
+    from components.store import LocalStore
+    from components.train import train as run_train
+
+    rec, card = run_train(PreparedDataset.load(dataset.path), algorithm, json.loads(params))
+    rec.save(LocalStore(model.path), card)
+    model.metadata.update(version=card.version, algorithm=algorithm)
+    metrics.log_metric("seconds", card.training_seconds)
+    for key, value in card.metrics.items():
+        metrics.log_metric(key, value)
+    return card.version
+
+
+@dsl.component(base_image=IMAGE)
+def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: str,
+             evaluation: Output[Artifact], metrics: Output[Metrics], report: Output[HTML]) -> float:
+    """Offline metrics of the model, the popularity baseline and the deployed stable version (if
+    any) on the same split; the evaluation set as JSON, metrics to KFP, an HTML report."""
+    import json
+    import time
+
+    from components import rollout
+    from components.dataset import Dataset as PreparedDataset
+    from components.evaluate import evaluate_with_baseline
+    from components.model_artifact import ArtifactError, FactorModel, list_versions
+    from components.report import render_html
+    from components.store import LocalStore, open_store
+
+    started = time.perf_counter()
+    data = PreparedDataset.load(dataset.path)
+    candidate, card = FactorModel.load(LocalStore(model.path), list_versions(LocalStore(model.path))[0])
+    references = {}
+    target = open_store(store)
+    stable = rollout.load(target).stable
+    if stable:
+        try:
+            references["stable"] = (stable, FactorModel.load(target, stable)[0])
+        except ArtifactError as exc:
+            print(f"stable {stable} not evaluated: {exc}")
+    result = evaluate_with_baseline(candidate, data, json.loads(params), name=card.version,
+                                    references=references)
+    with open(evaluation.path, "w") as f:
+        json.dump(result, f)
+    evaluation.metadata.update(version=card.version, primary_metric=result["primary_metric"])
+    for key, value in result["candidate"]["metrics"].items():
+        metrics.log_metric(key, value)
+    with open(report.path, "w") as f:
+        f.write(render_html([result], title=f"Offline evaluation of {card.version}"))
+    metrics.log_metric("seconds", round(time.perf_counter() - started, 3))
+    return float(result["candidate"]["metrics"].get(result["primary_metric"], 0.0))
+
+
+@dsl.component(base_image=IMAGE)
+def publish(model: Input[Model], evaluation: Input[Artifact], store: str, params: str, deploy: str,
+            canary_percent: float, force: bool, run_name: str
+            ) -> NamedTuple("Published", version=str, candidate=bool, deployed=str, reasons=str):
+    """Gate the model and write it with its metrics and decision to the store; deploy if asked."""
+    import json
+    from collections import namedtuple
+
+    from components.model_artifact import FactorModel, list_versions
+    from components.publish import publish as run_publish
+    from components.store import LocalStore, open_store
+
+    source = LocalStore(model.path)
+    fitted, card = FactorModel.load(source, list_versions(source)[0])
+    with open(evaluation.path) as f:
+        result = run_publish(open_store(store), fitted, card, json.load(f), json.loads(params), deploy=deploy,
+                             canary_percent=canary_percent, force=force, pipeline_run=run_name)
+    print(json.dumps(result.to_dict(), indent=2))
+    published = namedtuple("Published", ["version", "candidate", "deployed", "reasons"])
+    return published(result.version, result.decision.candidate, result.deployed or "",
+                     "; ".join(result.decision.reasons))
+
+
+@dsl.component(base_image=IMAGE)
+def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candidate_a: bool, candidate_b: bool,
+            report: Output[HTML], metrics: Output[Metrics]) -> str:
+    """Put both models side by side; return the winner: the better gated candidate ("" if none)."""
+    import json
+
+    from components.evaluate import pick_winner
+    from components.report import render_html
+
+    sets = []
+    for artifact in (evaluation_a, evaluation_b):
+        with open(artifact.path) as f:
+            sets.append(json.load(f))
+    primary = sets[0]["primary_metric"]
+    gated = {ev["candidate"]["name"]: ev["candidate"]["metrics"]
+             for ev, ok in zip(sets, (candidate_a, candidate_b), strict=True) if ok}
+    winner = pick_winner(gated, primary)
+    for ev in sets:
+        metrics.log_metric(f"{ev['candidate']['name']}:{primary}", ev["candidate"]["metrics"].get(primary, 0.0))
+    metrics.log_metric(f"popularity:{primary}", sets[0]["baseline"]["metrics"].get(primary, 0.0))
+    note = f"winner on {primary} among gated candidates: {winner or 'none (no model passed the gate)'}"
+    with open(report.path, "w") as f:
+        f.write(render_html(sets, title="Offline evaluation: models side by side", notes=[note]))
+    return winner

@@ -1,0 +1,70 @@
+"""movierec-training: event log -> ingest -> preprocess -> train SVD and SVD++ -> evaluate -> publish.
+
+    ingest (caching off: its input is a live stream)
+      -> preprocess (dataset split by time)
+        -> train svd    -> evaluate -> publish --+
+        -> train svdpp  -> evaluate -> publish --+-> compare (side-by-side report, the winner)
+
+Both models are published as versions, each with its offline metrics and its gate decision in
+its card; with `deploy="canary"` the SVD model is published first (it becomes stable when nothing
+is deployed yet) and SVD++ second (a candidate becomes the canary). The steps are the thin
+components of `components.steps`; this file only wires them.
+
+    python -m pipelines.training_pipeline build/pipeline.yaml     # compile
+"""
+
+import sys
+
+from kfp import compiler, dsl
+
+from components.steps import compare, evaluate, ingest, preprocess, publish, train
+
+PIPELINE_NAME = "movierec-training"
+ALGORITHMS = ("svd", "svdpp")
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="Ingest the event log, train SVD and SVD++, evaluate offline against a popularity "
+                          "baseline, publish gated model versions to the artifact store.")
+def training_pipeline(source: str = "file:events.log", store: str = ".movierec/store", params: str = "{}",
+                      group: str = "movierec-ingest", deploy: str = "none", canary_percent: float = 10.0,
+                      force_deploy: bool = False) -> str:
+    ingested = ingest(source=source, store=store, group=group)
+    ingested.set_caching_options(False)
+    ingested.set_display_name("ingest")
+    prepared = preprocess(store=store, params=params).after(ingested)
+    prepared.set_caching_options(False)               # reads the store, which ingest just changed
+    prepared.set_display_name("preprocess")
+    published = []
+    evaluations = []
+    for algorithm in ALGORITHMS:
+        trained = train(dataset=prepared.outputs["dataset"], algorithm=algorithm, params=params)
+        trained.set_display_name(f"train-{algorithm}")
+        scored = evaluate(dataset=prepared.outputs["dataset"], model=trained.outputs["model"], params=params,
+                          store=store)
+        scored.set_caching_options(False)             # compares with whatever is stable now
+        scored.set_display_name(f"evaluate-{algorithm}")
+        released = publish(model=trained.outputs["model"], evaluation=scored.outputs["evaluation"], store=store,
+                           params=params, deploy=deploy, canary_percent=canary_percent, force=force_deploy,
+                           run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        released.set_display_name(f"publish-{algorithm}")
+        released.set_caching_options(False)           # it writes the registry and the rollout state
+        if published:
+            released.after(published[-1])             # one writer of the rollout state at a time
+        published.append(released)
+        evaluations.append(scored)
+    winner = compare(evaluation_a=evaluations[0].outputs["evaluation"],
+                     evaluation_b=evaluations[1].outputs["evaluation"],
+                     candidate_a=published[0].outputs["candidate"], candidate_b=published[1].outputs["candidate"])
+    winner.set_display_name("compare")
+    return winner.outputs["Output"]
+
+
+def compile_pipeline(output: str) -> str:
+    """Write the pipeline spec (YAML) to `output`; return the path."""
+    compiler.Compiler().compile(training_pipeline, package_path=output)
+    return output
+
+
+if __name__ == "__main__":
+    print(compile_pipeline(sys.argv[1] if len(sys.argv) > 1 else "pipeline.yaml"))

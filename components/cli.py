@@ -224,3 +224,85 @@ def trace_command(
         typer.echo(f"trace failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(result, indent=2, default=str) if as_json else summary(result))
+
+
+# -- evaluate, publish -------------------------------------------------------------------------------
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[list[str], typer.Option(help="Model to evaluate: a directory from `movierec train`, or a "
+                                                  "version published in the store; repeat for several.")],
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (from `movierec preprocess`).")]
+    = Path(".movierec/dataset"),
+    store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE", help="Artifact store holding published "
+                                              "versions: a path, file:PATH or s3://BUCKET/PREFIX.")] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml to use (default: $MOVIEREC_PARAMS or "
+                                                "./params.yaml, else built-in defaults).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report with plots to this file.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the evaluation sets as JSON to this file.")] = None,
+) -> None:
+    """Offline metrics of models on the validation window, beside the popularity baseline."""
+    import json
+
+    from components.dataset import Dataset
+    from components.evaluate import evaluate_with_baseline
+    from components.params import load_params
+    from components.publish import resolve_model
+    from components.report import render_html, render_markdown
+    from components.store import open_store
+
+    all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
+    sets = []
+    for spec in model:
+        fitted, card = resolve_model(spec, target)
+        sets.append(evaluate_with_baseline(fitted, data, all_params, name=card.version))
+    typer.echo(render_markdown(sets))
+    if report:
+        report.write_text(render_html(sets))
+    if output:
+        output.write_text(json.dumps(sets, indent=2))
+
+
+@app.command("publish")
+def publish_command(
+    model: Annotated[str, typer.Option(help="Model to publish: a directory from `movierec train` (or a version "
+                                            "already in the store, to re-gate it).")],
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory the gate evaluates on.")]
+    = Path(".movierec/dataset"),
+    store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE", help="Artifact store to publish into: "
+                                              "a path, file:PATH or s3://BUCKET/PREFIX.")] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml to use (gate margin, primary metric).")] = None,
+    deploy: Annotated[str, typer.Option(help="After the gate: none, canary (or stable if nothing is deployed "
+                                             "yet) or stable.")] = "none",
+    canary_percent: Annotated[float | None, typer.Option(help="Share of users (%) a canary gets "
+                                                              "(default: evaluate.canary_percent).")] = None,
+    force: Annotated[bool, typer.Option(help="Deploy even if the gate rejects the model (recorded).")] = False,
+) -> None:
+    """Gate a model against the popularity baseline and the stable version, publish it, optionally deploy it."""
+    import json
+
+    from components import rollout
+    from components.dataset import Dataset
+    from components.evaluate import evaluate_with_baseline
+    from components.model_artifact import ArtifactError, FactorModel
+    from components.params import load_params
+    from components.publish import publish, resolve_model
+    from components.store import open_store
+
+    all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
+    fitted, card = resolve_model(model, target)
+    references = {}
+    stable = rollout.load(target).stable
+    if stable and stable != card.version:
+        try:
+            references["stable"] = (stable, FactorModel.load(target, stable)[0])
+        except ArtifactError as exc:
+            typer.echo(f"stable {stable} not re-evaluated ({exc}); its card is used", err=True)
+    evaluation = evaluate_with_baseline(fitted, data, all_params, name=card.version, references=references)
+    try:
+        result = publish(target, fitted, card, evaluation, all_params, deploy=deploy,
+                         canary_percent=canary_percent, force=force)
+    except (ValueError, rollout.RolloutError) as exc:
+        typer.echo(f"publish failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))

@@ -148,7 +148,7 @@ def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluatio
 
 def _deploy(store: ArtifactStore, version: str, mode: str, percent: float, decision: GateDecision) -> str | None:
     state = rollout.load(store)
-    reason = "publish gate: " + "; ".join(decision.reasons)
+    reason = ("publish gate: " if decision.candidate else "forced past the publish gate: ") + "; ".join(decision.reasons)
     if mode == "stable" or state.stable is None:
         rollout.set_stable(store, version, reason=reason)
         return "stable"
@@ -157,3 +157,26 @@ def _deploy(store: ArtifactStore, version: str, mode: str, percent: float, decis
     rollout.start_canary(store, version, percent, reason=reason)
     return "canary"
 
+
+
+def resolve_model(spec: str, store: ArtifactStore) -> tuple[FactorModel, ModelCard]:
+    """A model from what a person types: a model directory written by `movierec train` (flat
+    files), a store directory holding `models/<version>/` (its newest version), or a version
+    published in `store`. Checksums are verified in every case."""
+    from pathlib import Path
+
+    from components import layout
+    from components.model_artifact import list_versions
+    from components.store import LocalStore
+
+    path = Path(spec)
+    if (path / layout.CHECKSUMS).is_file():
+        files = {n: (path / n).read_bytes() for n in (*layout.MODEL_FILES, layout.CHECKSUMS) if (path / n).exists()}
+        return FactorModel.from_files(files)
+    if (path / layout.MODELS).is_dir():
+        local = LocalStore(path)
+        versions = list_versions(local)
+        if not versions:
+            raise FileNotFoundError(f"{spec}: no model versions under {layout.MODELS}/")
+        return FactorModel.load(local, versions[-1])
+    return FactorModel.load(store, spec)

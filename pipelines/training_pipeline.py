@@ -13,6 +13,7 @@ components of `components.steps`; this file only wires them.
     python -m pipelines.training_pipeline build/pipeline.yaml     # compile
 """
 
+import json
 import sys
 
 from kfp import compiler, dsl
@@ -60,9 +61,11 @@ def training_pipeline(source: str = "file:events.log", store: str = ".movierec/s
     return winner.outputs["Output"]
 
 
-def compile_pipeline(output: str) -> str:
-    """Write the pipeline spec (YAML) to `output`; return the path."""
-    compiler.Compiler().compile(training_pipeline, package_path=output)
+def compile_pipeline(output: str, params: dict | None = None) -> str:
+    """Write the pipeline spec (YAML) to `output`; `params` (params.yaml as a dict) become the
+    default of the `params` pipeline parameter, so the compiled file runs with them. Return the path."""
+    defaults = {"params": json.dumps(params, sort_keys=True)} if params is not None else None
+    compiler.Compiler().compile(training_pipeline, package_path=output, pipeline_parameters=defaults)
     return output
 
 

@@ -83,7 +83,7 @@ class KafkaIngest:
                     bootstrap_servers=self.bootstrap.split(","), group_id=self.group,
                     group_instance_id=self.instance_id, client_id=f"movierec-ingest-{self.instance_id or 'member'}",
                     enable_auto_commit=False, auto_offset_reset="earliest",
-                    bootstrap_timeout_ms=5000, request_timeout_ms=15000, session_timeout_ms=10000,
+                    bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
                     heartbeat_interval_ms=3000, max_poll_records=20000,
                     max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
             except KafkaError as exc:

@@ -204,6 +204,9 @@ def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | 
     refs = {role: evaluate(m, dataset, params, name=version, targets=targets).to_dict()
             for role, (version, m) in (references or {}).items()}
     primary = p["primary_metric"]
+    known = {f"{m}@{p['k']}" for m in ("precision", "recall", "ndcg", "hit_rate")}  # higher is better
+    if primary not in known:
+        raise ValueError(f"evaluate.primary_metric {primary!r} is not one of {sorted(known)} (k={p['k']})")
     if primary in baseline.metrics:
         candidate.metrics[f"baseline_{primary}"] = baseline.metrics[primary]
     return {"k": int(p["k"]), "primary_metric": primary, "snapshot": dataset.snapshot_hash,

@@ -82,15 +82,16 @@ def gate(metrics: dict[str, float], baseline: dict[str, float], stable: dict[str
         decision.reasons.append("no stable version deployed: nothing else to compare with")
         return decision
     stable_value = (stable or {}).get(primary)
+    where = f" ({stable_source})" if stable_source else ""
     decision.stable_value = stable_value
     if stable_value is None:
         decision.reasons.append(f"stable {stable_version} has no {primary}: comparison skipped")
     elif value >= stable_value - margin:
-        decision.reasons.append(f"within {margin} of stable {stable_version} ({stable_source}): "
+        decision.reasons.append(f"within {margin} of stable {stable_version}{where}: "
                                 f"{value:.4f} vs {stable_value:.4f}")
     else:
         decision.candidate = False
-        decision.reasons.append(f"trails stable {stable_version} ({stable_source}) by "
+        decision.reasons.append(f"trails stable {stable_version}{where} by "
                                 f"{stable_value - value:.4f} > margin {margin}: {value:.4f} vs {stable_value:.4f}")
     return decision
 

@@ -223,8 +223,9 @@ class StreamingService(RecommendersMixin):
         Each request's lines come together: the request line (only if `log_requests`: the
         platform's predictor logs its own), then the watch and rate lines a few minutes later.
         The clock is the wall clock (UTC) at each request, or simulated from `start` every
-        `interval_s` seconds on average. Counters accumulate in `self.traffic`.
+        `interval_s` seconds on average. `self.traffic` holds the counters of the latest run.
         """
+        self.traffic = TrafficStats()
         http = HttpRecommender(recommend) if isinstance(recommend, str) else None
         if isinstance(recommend, HttpRecommender):
             http = recommend

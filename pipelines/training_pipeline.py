@@ -18,6 +18,7 @@ import sys
 
 from kfp import compiler, dsl
 
+from components.params import complete
 from components.steps import compare, evaluate, ingest, preprocess, publish, train
 
 PIPELINE_NAME = "movierec-training"
@@ -63,8 +64,9 @@ def training_pipeline(source: str = "file:events.log", store: str = ".movierec/s
 
 def compile_pipeline(output: str, params: dict | None = None) -> str:
     """Write the pipeline spec (YAML) to `output`; `params` (params.yaml as a dict) become the
-    default of the `params` pipeline parameter, so the compiled file runs with them. Return the path."""
-    defaults = {"params": json.dumps(params, sort_keys=True)} if params is not None else None
+    default of the `params` pipeline parameter (completed by the built-in defaults), so the compiled
+    file runs with them. Return the path."""
+    defaults = {"params": json.dumps(complete(params), sort_keys=True)} if params is not None else None
     compiler.Compiler().compile(training_pipeline, package_path=output, pipeline_parameters=defaults)
     return output
 

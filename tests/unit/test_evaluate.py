@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 from components.dataset import Dataset
-from components.evaluate import (evaluate, evaluate_with_baseline, pick_winner, relevant_targets,
-                                 top_k_lists)
+from components.evaluate import evaluate, evaluate_with_baseline, pick_winner, relevant_targets, top_k_lists
 from components.model_artifact import FactorModel
 from components.report import render_html, render_markdown
 

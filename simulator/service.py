@@ -20,7 +20,6 @@ import bisect
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -29,18 +28,18 @@ from components.events import AccountEvent, RateEvent, RecommendationEvent, Watc
 from simulator import population as behaviour
 from simulator.catalogue import Catalogue
 from simulator.corruption import Corruptor
+from simulator.live import LiveTrafficMixin
 from simulator.population import Population
 from simulator.recommenders import RecommendersMixin
-from simulator.traffic import Answer, HttpRecommender, Recommender, TrafficStats, as_answer
+from simulator.traffic import Answer, TrafficStats
 
 DAY = 86400
 LEGACY_SERVER = "legacy@popularity"
 LEGACY_SHARE = 0.15       # history sessions that start from the legacy popularity list
-OWN_CHOICE_SHARE = 0.5    # live: users who ignore a list still watch something of their own
 SIGNUP_RATINGS = 25       # mean number of movies rated when joining
 
 
-class StreamingService(RecommendersMixin):
+class StreamingService(LiveTrafficMixin, RecommendersMixin):
     """A population of users with hidden tastes, a catalogue, a simulated clock, and their log."""
 
     def __init__(self, seed: int = 0, n_users: int = 1500, n_movies: int = 400, corrupt_rate: float = 0.0,
@@ -213,80 +212,3 @@ class StreamingService(RecommendersMixin):
                 self.counts[kind] += 1
             self.clock = time
             yield out
-
-    # -- live traffic ---------------------------------------------------------------------------
-    def serve_traffic(self, recommend: Recommender | HttpRecommender | str, n_requests: int = 1000, concurrency: int = 4,
-                      log_requests: bool = False, start: datetime | None = None, interval_s: float = 2.0,
-                      server: str | None = None) -> Iterator[str]:
-        """Users ask `recommend` (a callable or an endpoint URL) and react; yields the lines to log.
-
-        Each request's lines come together: the request line (only if `log_requests`: the
-        platform's predictor logs its own), then the watch and rate lines a few minutes later.
-        The clock is the wall clock (UTC) at each request, or simulated from `start` every
-        `interval_s` seconds on average. `self.traffic` holds the counters of the latest run.
-        """
-        self.traffic = TrafficStats()
-        http = HttpRecommender(recommend) if isinstance(recommend, str) else None
-        if isinstance(recommend, HttpRecommender):
-            http = recommend
-        call = http or recommend
-        server = server or (http.server if http else "simulator")
-        users = self._traffic_users(n_requests)
-        clock = [start]
-
-        def ask(user: int) -> tuple[int, datetime, Answer]:
-            if clock[0] is None:
-                t = datetime.now(UTC).replace(tzinfo=None)
-            else:
-                t = clock[0]
-            return user, t, as_answer(call(user))
-
-        try:
-            if concurrency <= 1 or start is not None:
-                answers = (self._tick(clock, interval_s, ask(u)) for u in users)
-                yield from self._traffic_lines(answers, log_requests, server)
-            else:
-                with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="viewer") as pool:
-                    yield from self._traffic_lines(pool.map(ask, users), log_requests, server)
-        finally:
-            if http:
-                http.close()
-
-    def _tick(self, clock: list, interval_s: float, answer):
-        if clock[0] is not None:
-            clock[0] += timedelta(seconds=round(self._rnd.expovariate(1.0 / interval_s)))
-        return answer
-
-    def _traffic_users(self, n: int) -> list[int]:
-        """Who asks: members weighted by how active they are (everyone, if nobody joined yet)."""
-        users = sorted(self.members) or list(self.population.user_ids)
-        w = self.population.activity[users]
-        return [users[i] for i in self._np.choice(len(users), size=n, p=w / w.sum())]
-
-    def _traffic_lines(self, answers, log_requests: bool, server: str) -> Iterator[str]:
-        stats = self.traffic
-        for user, t, answer in answers:
-            out: list = []
-            if user not in self.members:
-                self._join(user, t - timedelta(minutes=30), out)
-            stats.requests += 1
-            stats.status[answer.status] = stats.status.get(answer.status, 0) + 1
-            if answer.status == 200:
-                stats.answered += 1
-            else:
-                stats.failed += 1
-            if log_requests:
-                ids = tuple(answer.ids[:20]) if answer.status == 200 else ()
-                self._push(out, RecommendationEvent(t, user, server, answer.status, ids,
-                                                    answer.response_ms, answer.error))
-            affinity = self.population.affinity(self.catalogue, user)
-            movie = self._react(user, affinity, answer.ids) if answer.status == 200 else None
-            t_watch = t + timedelta(seconds=self._rnd.randint(60, 300))
-            if movie is not None:
-                stats.followed += 1
-                stats.minutes_recommended += self._watch(user, movie, affinity[movie], t_watch, out)
-            elif self._rnd.random() < OWN_CHOICE_SHARE:
-                stats.own_choice += 1
-                movie = self._own_choice(user, affinity)
-                self._watch(user, movie, affinity[movie], t_watch, out)
-            yield from self._emit(out, None)

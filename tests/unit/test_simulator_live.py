@@ -154,3 +154,19 @@ def test_serve_traffic_over_http_with_concurrency_uses_the_wall_clock(endpoint):
     assert all(before <= e.time <= datetime.utcnow() + timedelta(seconds=1) for e in requests)
     assert service.traffic.answered + service.traffic.failed == 40
     assert len(service.members) > 0  # users without a history join on their first request
+
+
+def test_stopping_early_cancels_the_requests_not_yet_sent():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        time.sleep(0.05)
+        return httpx.Response(200, text="hidden+river+1999")
+
+    service = StreamingService(seed=2, n_users=30, n_movies=40)
+    traffic = service.serve_traffic(mock_endpoint(handler), n_requests=1000, concurrency=2, log_requests=True)
+    started = time.monotonic()
+    assert parse_line(next(traffic)).kind in {"account", "rate", "recommendation"}
+    traffic.close()
+    assert time.monotonic() - started < 3 and len(calls) < 100

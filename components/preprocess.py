@@ -92,12 +92,18 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
 
 
 def _cutoff(rate_times: pd.Series, watch_times: pd.Series, p: dict) -> pd.Timestamp:
+    """The first instant of the validation window; 0 days or a 0 fraction put all history in train
+    (the final fit of the model that is served, once the split has done its job)."""
     times = pd.concat([t for t in (rate_times, watch_times) if len(t)], ignore_index=True)
+    newest = pd.Timestamp(times.max())
     if p.get("valid_days") is not None:
-        return pd.Timestamp(times.max()) - pd.Timedelta(days=float(p["valid_days"]))
+        days = float(p["valid_days"])
+        return newest + pd.Timedelta(microseconds=1) if days <= 0 else newest - pd.Timedelta(days=days)
     fraction = float(p["valid_fraction"])
+    if fraction == 0.0:
+        return newest + pd.Timedelta(microseconds=1)
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in (0, 1), got {fraction}")
+        raise ValueError(f"valid_fraction must be in [0, 1), got {fraction}")
     return pd.Timestamp(times.quantile(1.0 - fraction, interpolation="higher"))
 
 

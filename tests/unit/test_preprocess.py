@@ -164,3 +164,11 @@ def test_from_ratings_keeps_a_given_split():
     assert ds.ratings_csr.toarray().tolist() == [[4, 3], [5, 0]]
     assert ds.valid_ratings["u"].tolist() == [1, -1] and ds.valid_ratings["history"].tolist() == [1, 0]
     assert ds.validation_targets() == {2: {"b"}, 3: {"a"}}
+
+
+@pytest.mark.parametrize("split", [{"valid_fraction": 0}, {"valid_days": 0}])
+def test_no_validation_window_trains_on_all_history(split):
+    rates, watches = synthetic_events(seed=8)
+    ds = build_dataset(rates, watches, {"preprocess": split})
+    assert ds.valid_ratings.empty and ds.valid_watches.empty
+    assert ds.stats["train_rating_pairs"] == rates.drop_duplicates(["user_id", "movie_id"]).shape[0]

@@ -385,6 +385,19 @@ def test_pipeline_root_is_on_minio():
     assert launcher["data"]["defaultPipelineRoot"].startswith("minio://mlpipeline/")
 
 
+def test_retraining_schedule_names_options_of_the_schedule_command():
+    import typer.main
+
+    from movierec.cli import app
+
+    pipeline = typer.main.get_command(app).commands["pipeline"]
+    options = {p.name for p in pipeline.commands["schedule"].params}
+    schedule = find(documents(MANIFESTS / "kubeflow" / "pipeline-root.yaml"), "ConfigMap", "movierec-retraining")
+    assert set(schedule["data"]) <= options, set(schedule["data"]) - options
+    launcher = find(documents(MANIFESTS / "kubeflow" / "pipeline-root.yaml"), "ConfigMap", "kfp-launcher")
+    assert schedule["data"]["pipeline_root"] == launcher["data"]["defaultPipelineRoot"]
+
+
 def prometheus_config() -> dict:
     cm = find(documents(MANIFESTS / "monitoring-infra" / "prometheus.yaml"), "ConfigMap", "prometheus-config")
     return yaml.safe_load(cm["data"]["prometheus.yml"])

@@ -131,6 +131,10 @@ def _npy_view(mm: mmap.mmap, start: int, size: int) -> np.ndarray:
     if offset - start + count * dtype.itemsize > size:
         raise ArtifactError("array extends past its zip member")
     arr = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset, order="F" if fortran else "C")
+    if not arr.flags.aligned:
+        # Written before `model_artifact` aligned its members: numpy would skip BLAS on it, so
+        # pay a private copy rather than a 10x slower mat-vec on every request.
+        arr = arr.copy()
     return arr
 
 

@@ -47,11 +47,11 @@ def _equal_mass_bins(counts: np.ndarray, n_bins: int = N_BINS) -> tuple[np.ndarr
 
 def _score(index: np.ndarray, counts: np.ndarray) -> dict:
     """PSI of observed item indices (-1 = unknown) against the training counts per item."""
-    bins, expected = _equal_mass_bins(counts)
     known = index[index >= 0]
     result = {"n": int(index.size), "unknown_share": float((index < 0).mean()) if index.size else None}
-    if known.size == 0:
+    if known.size == 0 or counts.sum() == 0:   # nothing to compare (or no training history kept)
         return {**result, "psi": None}
+    bins, expected = _equal_mass_bins(counts)
     observed = np.bincount(bins[known], minlength=N_BINS) / known.size
     return {**result, "psi": psi(expected, observed)}
 

@@ -90,7 +90,7 @@ def plot(series: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
     panels = (("hit_rate", "hit rate (evaluated answers)"), ("availability", "availability (200, < 600 ms)"),
               ("p95_ms", "p95 latency (ms)"), ("requests", "requests per bucket"))
-    for ax, (column, title) in zip(axes.flat, panels):
+    for ax, (column, title) in zip(axes.flat, panels, strict=True):
         for version, g in series.groupby("version"):
             ax.plot(g["time"], g[column], marker=".", label=version)
         ax.set_title(title)

@@ -19,14 +19,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from components import canary, layout, rollout
-from components.online_eval import (DEFAULT_WINDOW, concat_frames, frames_from_lines, join,
-                                    personalized_from_store, time_series, version_metrics)
+from components.online_eval import (
+    DEFAULT_WINDOW,
+    concat_frames,
+    frames_from_lines,
+    join,
+    personalized_from_store,
+    time_series,
+    version_metrics,
+)
 
 log = logging.getLogger(__name__)
 RECENT = timedelta(hours=1)
@@ -108,13 +115,13 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
         analysis = canary.act(store, analysis)
     recent_rows = joined[joined["time"] > consumed - pd.Timedelta(recent)] if consumed is not None else joined
     result = {
-        "window": str(window), "evaluated_at": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+        "window": str(window), "evaluated_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
         "data_from": joined["time"].min().isoformat() if len(joined) else None,
         "data_until": end.isoformat() if end is not None else None,
         "consumed_until": None, "policy": asdict(policy), "auto": auto,
         "versions": version_metrics(joined, known), "recent": version_metrics(recent_rows, known),
         "canary": analysis.to_dict(),
-        "drift": _drift(store, state, frames, consumed - pd.Timedelta(recent)) if consumed is not None else None,
+        "drift": _drift(store, state, frames, end - pd.Timedelta(recent)) if end is not None else None,
         "last_training_success": last_training_success(store),
     }
     if consumed is not None:

@@ -75,7 +75,7 @@ def run_canary(tmp_path, canary_version: str, canary_model: FactorModel, latency
         state = rollout.load(store)
         served: dict[int, str] = {}
 
-        def recommend(user_id: int):
+        def recommend(user_id: int, state=state, served=served):
             version = state.route(user_id)
             served[user_id] = version
             ids, _ = models[version].recommend(user_id, 20)

@@ -48,19 +48,44 @@ class _StepTimer(logging.Filter):
     """Times kfp.local's tasks from its own log records (it logs through the root logger)."""
 
     progress: Callable[[str], None]
+    names: dict[str, str] = field(default_factory=dict)      # kfp.local task name -> display name
     started: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = _ANSI.sub("", record.getMessage())
         if m := _START.search(text):
-            self.started[m.group(1)] = time.perf_counter()
-            self.progress(f"[{len(self.seconds) + 1}] {m.group(1)} ...")
+            name = self.names.get(m.group(1), m.group(1))
+            self.started[name] = time.perf_counter()
+            self.progress(f"[{len(self.seconds) + 1}] {name} ...")
         elif m := _END.search(text):
-            took = time.perf_counter() - self.started.get(m.group(1), time.perf_counter())
-            self.seconds[m.group(1)] = round(took, 2)
-            self.progress(f"    {m.group(1)}: {m.group(2)} in {took:.1f} s")
+            name = self.names.get(m.group(1), m.group(1))
+            took = time.perf_counter() - self.started.get(name, time.perf_counter())
+            self.seconds[name] = round(took, 2)
+            self.progress(f"    {name}: {m.group(2)} in {took:.1f} s")
         return True
+
+
+def _hide_docker_folder() -> None:
+    """Keep a folder named `docker/` (Dockerfiles) in the working directory from passing for docker-py.
+
+    When the working directory is on sys.path (`python -m`, pytest from the project root) such a
+    folder imports as a namespace package `docker`; kfp.local then takes it for docker-py and fails
+    with AttributeError instead of the ImportError it handles. Make `import docker` fail as it does
+    without docker-py; a real docker-py installation is left alone."""
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("docker")
+    if module is not None:
+        if getattr(module, "__file__", None) is None and not hasattr(module, "DockerClient"):
+            sys.modules["docker"] = None
+        return
+    if "docker" in sys.modules:
+        return
+    spec = importlib.util.find_spec("docker")
+    if spec is not None and spec.origin is None:
+        sys.modules["docker"] = None
 
 
 def run_local(source: str, store: str, pipeline_root: str, params: dict | None = None, *, deploy: str = "none",
@@ -70,6 +95,7 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
 
     `store` should be absolute (a path or s3:// URI): the steps run as subprocesses. `progress`
     gets one line per step start and end."""
+    _hide_docker_folder()
     from kfp import local
 
     from pipelines.training_pipeline import training_pipeline
@@ -77,7 +103,8 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
     target = open_store(store)
     before = set(list_versions(target))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(Path(pipeline_root).resolve()))
-    timer = _StepTimer(progress or (lambda line: None))
+    names = {key: task.task_info.name for key, task in training_pipeline.pipeline_spec.root.dag.tasks.items()}
+    timer = _StepTimer(progress or (lambda line: None), names)
     root = logging.getLogger()
     root.addFilter(timer)
     started = time.perf_counter()

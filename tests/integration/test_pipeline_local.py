@@ -1,0 +1,96 @@
+"""A real kfp.local run of movierec-training, end to end, through `movierec pipeline run`.
+
+A small event log (synthetic users with low-rank tastes, formatted by the event contract, plus
+corrupted lines) goes through ingest, preprocess, SVD and SVD++ training, evaluation and publish
+in subprocesses of this interpreter. The store must end up with both versions, each with its
+offline metrics and gate decision in its card, and the rollout state the publish steps wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from components import rollout
+from components.events import RateEvent, WatchEvent, format_event
+from components.model_artifact import FactorModel, list_versions
+from components.store import LocalStore
+from pipelines.cli import app as pipeline_app
+from tests.unit.synthetic_events import synthetic_events
+
+pytestmark = pytest.mark.integration
+
+PARAMS = {"train": {"svd": {"n_factors": 10, "n_epochs": 10}, "svdpp": {"n_factors": 10, "n_epochs": 10}}}
+CORRUPTED = ["garbage", "2026-01-01T00:00:00,12,GET /rate/movie+001=9", ",,,"]
+
+
+def write_event_log(path: Path) -> int:
+    rates, watches = synthetic_events(n_users=120, n_movies=60, per_user=20, seed=5)
+    lines = [(r.time, format_event(RateEvent(time=r.time.to_pydatetime(), user_id=int(r.user_id),
+                                             movie_id=r.movie_id, rating=int(r.rating))))
+             for r in rates.itertuples()]
+    lines += [(w.time, format_event(WatchEvent(time=w.time.to_pydatetime(), user_id=int(w.user_id),
+                                               movie_id=w.movie_id, minute=int(w.minute))))
+              for w in watches.itertuples()]
+    lines.sort(key=lambda item: item[0])
+    text = [line for _, line in lines]
+    for n, bad in enumerate(CORRUPTED):
+        text.insert(100 * (n + 1), bad)
+    path.write_text("\n".join(text) + "\n")
+    return len(lines)
+
+
+def test_pipeline_run_publishes_gated_versions(tmp_path):
+    write_event_log(tmp_path / "events.log")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    store_dir, root, summary = tmp_path / "store", tmp_path / "root", tmp_path / "run.json"
+    result = CliRunner().invoke(pipeline_app, [
+        "run", "--source", f"file:{tmp_path / 'events.log'}", "--store", str(store_dir),
+        "--pipeline-root", str(root), "--params", str(tmp_path / "params.yaml"), "--deploy", "canary",
+        "--force-deploy", "--report", str(summary)])
+    assert result.exit_code == 0, result.output
+    assert "winner:" in result.output and "seconds per step" in result.output
+
+    store = LocalStore(store_dir)
+    versions = list_versions(store)
+    assert sorted(v.split("-")[0] for v in versions) == ["svd", "svdpp"]
+    cards = {}
+    for version in versions:
+        model, card = FactorModel.load(store, version)          # checksums verified
+        cards[card.algorithm] = card
+        for metric in ("rmse", "mae", "precision@20", "recall@20", "ndcg@20", "hit_rate@20", "coverage@20",
+                       "popularity_bias@20", "baseline_ndcg@20", "heavy_ndcg@20"):
+            assert metric in card.metrics, (version, metric)
+        assert 0.0 <= card.metrics["ndcg@20"] <= 1.0 and card.metrics["rmse"] < 2.0
+        gate = card.gate
+        assert isinstance(gate["candidate"], bool) and gate["reasons"] and gate["primary_metric"] == "ndcg@20"
+        assert gate["value"] == card.metrics["ndcg@20"] and gate["baseline"] == card.metrics["baseline_ndcg@20"]
+        assert card.params["n_factors"] == 10 and isinstance(card.params["n_factors"], int)
+        assert card.pipeline_run.startswith("movierec-training")
+        assert model.n_factors == 10
+
+    # Published in order: SVD became stable (nothing was deployed), SVD++ the canary; forced past the
+    # gate where it said no, and the card says so.
+    state = rollout.load(store)
+    assert (state.stable, state.canary) == (cards["svd"].version, cards["svdpp"].version)
+    assert cards["svd"].gate["deployed"] == "stable" and cards["svdpp"].gate["deployed"] == "canary"
+    assert cards["svdpp"].gate["stable_version"] == cards["svd"].version
+    for card in cards.values():
+        assert card.gate["forced"] is (not card.gate["candidate"])
+
+    run = json.loads(summary.read_text())
+    assert {p["version"] for p in run["published"]} == set(versions)
+    candidates = {c.version: c.metrics["ndcg@20"] for c in cards.values() if c.gate["candidate"]}
+    assert run["winner"] == (max(candidates, key=candidates.get) if candidates else "")
+    assert set(run["step_seconds"]) == {"ingest", "preprocess", "train-svd", "train-svdpp", "evaluate-svd",
+                                        "evaluate-svdpp", "publish-svd", "publish-svdpp", "compare"}
+
+    # The dashboard's artifacts: HTML reports with plots, and the dataset between the steps.
+    (run_dir,) = list(root.glob("movierec-training-*"))
+    for report in (run_dir / "compare" / "report", run_dir / "evaluate" / "report"):
+        assert report.read_text().count("data:image/png;base64,") == 3
+    assert (run_dir / "preprocess" / "dataset" / "dataset.json").exists()

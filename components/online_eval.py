@@ -103,6 +103,8 @@ def concat_frames(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dic
 
 def version_of(server: pd.Series) -> pd.Series:
     """The model version in `<host>@<version>`; 'unknown' when the line names none."""
+    if server.empty:
+        return pd.Series([], index=server.index, dtype=object)
     parts = server.astype(str).str.rpartition("@")
     return parts[2].where(parts[1] == "@", "unknown").replace("", "unknown")
 
@@ -121,8 +123,8 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
     out["served"] = (out["status"] == 200) & (recs["results"].map(len) > 0)
     if end is None:
         times = [f["time"].max() for f in frames.values() if len(f)]
-        end = max(times) if times else pd.Timestamp.min
-    out["open"] = out["time"] > end - pd.Timedelta(window)
+        end = max(times) if times else None
+    out["open"] = out["time"] > end - pd.Timedelta(window) if end is not None else False
 
     items = recs.loc[out["served"], ["time", "user_id", "results"]].explode("results")
     items = items.rename(columns={"results": "movie_id", "time": "rec_time"})

@@ -11,7 +11,7 @@ versions (personalized share, drift) and receives the results:
     online/watermark.json          {"consumed_until": ISO time}: every answer before it is final
                                    (its window is over); retention may drop older snapshots
 
-The bounded run is also a Kubeflow component (`online_eval_component`, kfp imported lazily).
+The bounded run is also a Kubeflow component: `components.steps.online_eval`.
 """
 
 from __future__ import annotations
@@ -191,31 +191,3 @@ def _serve_metrics(port: int):
     server.body = b""
     threading.Thread(target=server.serve_forever, name="online-metrics", daemon=True).start()
     return server
-
-
-def online_eval_component():
-    """The bounded run as a Kubeflow Pipelines component (kfp imported only when asked for)."""
-    from kfp import dsl
-
-    @dsl.component(base_image="python:3.11")
-    def online_eval(store_uri: str, window: str, auto: bool, report: dsl.Output[dsl.Markdown],
-                    figures: dsl.Output[dsl.Metrics]) -> str:
-        """Online evaluation of the ingested snapshots; returns the canary decision."""
-        import tempfile
-        from pathlib import Path
-
-        from components.online_eval import frames_from_store, parse_window
-        from components.online_run import run_once
-        from components.store import open_store
-
-        store = open_store(store_uri)
-        with tempfile.TemporaryDirectory() as tmp:
-            result = run_once(frames_from_store(store), store, window=parse_window(window), auto=auto,
-                              report_dir=tmp)
-            Path(report.path).write_text((Path(tmp) / "report.md").read_text())
-        for version, m in result["versions"].items():
-            if m["hit_rate"]["value"] is not None:
-                figures.log_metric(f"hit_rate.{version}", m["hit_rate"]["value"])
-        return result["canary"]["decision"]
-
-    return online_eval

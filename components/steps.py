@@ -172,3 +172,20 @@ def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candid
     with open(report.path, "w") as f:
         f.write(render_html(sets, title="Offline evaluation: models side by side", notes=[note]))
     return winner
+
+
+@dsl.component(base_image=IMAGE)
+def online_eval(store: str, window: str, auto: bool, report: Output[Artifact], metrics: Output[Metrics]) -> str:
+    """Bounded online evaluation of the ingested snapshots (and the canary decision, acted on with
+    `auto`); the report directory (JSON, Markdown, plots, .prom) is the artifact. Returns the decision."""
+    from components.online_eval import frames_from_store, parse_window
+    from components.online_run import run_once
+    from components.store import open_store
+
+    st = open_store(store)
+    result = run_once(frames_from_store(st), st, window=parse_window(window), auto=auto, report_dir=report.path)
+    for version, figures in result["versions"].items():
+        for name in ("hit_rate", "availability"):
+            if figures[name]["value"] is not None:
+                metrics.log_metric(f"{name}.{version}", figures[name]["value"])
+    return result["canary"]["decision"]

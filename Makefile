@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile clean
+.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ test: install test-tools
 	@mkdir -p build
 	$(BIN)/python -m pytest tests $(PYTEST_REPORTS)
 
-unit: install
+unit: install kustomize
 	@mkdir -p build
 	$(BIN)/python -m pytest tests/unit $(PYTEST_REPORTS)
 
@@ -36,7 +36,7 @@ integration: install test-tools
 	@mkdir -p build
 	$(BIN)/python -m pytest tests/integration $(PYTEST_REPORTS)
 
-test-tools:
+test-tools: kustomize
 	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (apt-get install default-jre-headless)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)" >&2; exit 1; }
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
@@ -46,6 +46,85 @@ lint: install
 
 compile: install
 	$(BIN)/movierec pipeline compile --output build/pipeline.yaml
+
+# -- what the Jenkins stages call beyond the tests: tools, images, pipeline run, canary deploy ------
+# DRY_RUN=1 prints the docker/kubectl/KFP commands instead of running them (the tests run it so).
+X := $(if $(filter 1,$(DRY_RUN)),@echo,)
+TOOLS_BIN ?= $(HOME)/.cache/movierec/bin
+KUSTOMIZE_VERSION ?= v5.7.1
+KUSTOMIZE := $(TOOLS_BIN)/kustomize-$(KUSTOMIZE_VERSION)
+export MOVIEREC_KUSTOMIZE := $(KUSTOMIZE)
+
+# kustomize (overlay builds in the tests and in deploy-canary), built once from the Go module proxy
+# and cached outside the repository.
+kustomize: $(KUSTOMIZE)
+
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "go not found: kustomize is built with 'go install' (Go 1.22+)" >&2; exit 1; }
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN)/.gobin-$(KUSTOMIZE_VERSION) GOFLAGS=-buildvcs=false \
+		go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(TOOLS_BIN)/.gobin-$(KUSTOMIZE_VERSION)/kustomize $@
+	rmdir $(TOOLS_BIN)/.gobin-$(KUSTOMIZE_VERSION)
+	ln -sf $(notdir $@) $(TOOLS_BIN)/kustomize
+
+# Images: IMAGE_PREFIX/components and IMAGE_PREFIX/predictor at IMAGE_TAG (the commit by default).
+# PUSH=1 logs in with REGISTRY_USER/REGISTRY_PASSWORD from the environment (Jenkins credentials)
+# and pushes; the password goes through stdin, never on a command line.
+DOCKER ?= docker
+REGISTRY ?= docker.io
+IMAGE_PREFIX ?= movierec
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+
+images:
+	$(X) $(DOCKER) build --file docker/components.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
+		--tag $(IMAGE_PREFIX)/components:$(IMAGE_TAG) .
+	$(X) $(DOCKER) build --file docker/predictor.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
+		--tag $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) .
+ifeq ($(PUSH),1)
+	@test -n "$$REGISTRY_USER" -a -n "$$REGISTRY_PASSWORD" || { echo "PUSH=1 needs REGISTRY_USER and REGISTRY_PASSWORD" >&2; exit 1; }
+ifeq ($(DRY_RUN),1)
+	@echo "printf '%s' \"\$$REGISTRY_PASSWORD\" | $(DOCKER) login --username \"\$$REGISTRY_USER\" --password-stdin $(REGISTRY)"
+else
+	@printf '%s' "$$REGISTRY_PASSWORD" | $(DOCKER) login --username "$$REGISTRY_USER" --password-stdin $(REGISTRY)
+endif
+	$(X) $(DOCKER) push $(IMAGE_PREFIX)/components:$(IMAGE_TAG)
+	$(X) $(DOCKER) push $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG)
+endif
+
+# One run of the training pipeline on Kubeflow (KFP_HOST: the KFP API, from a Jenkins credential).
+KFP_HOST ?=
+CLUSTER_STORE ?= s3://movierec/prod
+EVENTS_SOURCE ?= kafka://kafka-bootstrap.kafka:9092/movie-events
+PIPELINE_ROOT ?= minio://mlpipeline/v2/artifacts
+CANARY_PERCENT ?= 10
+
+submit: install
+	@test -n "$(KFP_HOST)$(X)" || { echo "KFP_HOST is not set (the Kubeflow Pipelines API endpoint)" >&2; exit 1; }
+	$(X) $(BIN)/movierec pipeline submit --host $(or $(KFP_HOST),KFP_HOST) --source $(EVENTS_SOURCE) \
+		--store $(CLUSTER_STORE) --pipeline-root $(PIPELINE_ROOT) --deploy canary --canary-percent $(CANARY_PERCENT)
+
+# The new predictor image as KServe's canary (spec.canary of the InferenceService, at
+# CANARY_PERCENT % of the requests) in OVERLAY; with CANARY_VERSION, also that model version as
+# the in-predictor canary (rollout state in MOVIEREC_STORE). The manifest applied is kept in
+# BUILD_DIR/deploy-canary.yaml.
+OVERLAY ?= prod
+BUILD_DIR ?= build
+KUBECTL ?= kubectl
+CANARY_VERSION ?=
+
+deploy-canary: install kustomize
+	@mkdir -p $(BUILD_DIR)/deploy-canary
+	@printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' 'resources:' \
+		"  - $$(realpath -m --relative-to=$(BUILD_DIR)/deploy-canary manifests/overlays/$(OVERLAY))" 'patches:' \
+		'  - target: {group: serving.kserve.io, kind: InferenceService, name: movierec}' '    patch: |-' \
+		'      - {op: replace, path: /spec/canary/0/predictor/model/runtimeVersion, value: "$(IMAGE_TAG)"}' \
+		'      - {op: replace, path: /spec/canary/0/trafficPercent, value: $(CANARY_PERCENT)}' \
+		> $(BUILD_DIR)/deploy-canary/kustomization.yaml
+	$(KUSTOMIZE) build $(BUILD_DIR)/deploy-canary > $(BUILD_DIR)/deploy-canary.yaml
+	$(X) $(KUBECTL) apply --server-side --filename $(BUILD_DIR)/deploy-canary.yaml
+	$(if $(CANARY_VERSION),$(X) $(BIN)/movierec rollout canary $(CANARY_VERSION) --percent $(CANARY_PERCENT) \
+		--reason "deploy-canary $(IMAGE_TAG)")
 
 bench: install
 	$(BIN)/python -m benchmarks

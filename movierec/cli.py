@@ -39,6 +39,8 @@ app.command("demo")(demo)
 def main() -> None:
     logging.basicConfig(level=os.environ.get("MOVIEREC_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     app()
 
 

@@ -69,10 +69,27 @@ class LiveTrafficMixin:
         return answer
 
     def _traffic_users(self, n: int) -> list[int]:
-        """Who asks: members weighted by how active they are (everyone, if nobody joined yet)."""
+        """Who asks: members weighted by how active they are (everyone, if nobody joined yet).
+
+        A user asks once, then is busy with what they watch: users who have not asked yet come
+        first (drawn without replacement), and only when everyone has asked do users ask again.
+        Live traffic runs in wall-clock time, much denser than a real day; without this one user's
+        requests would follow each other within seconds, and the watch that one list caused would
+        fall in the attribution window of the next."""
         users = sorted(self.members) or list(self.population.user_ids)
-        w = self.population.activity[users]
-        return [users[i] for i in self._np.choice(len(users), size=n, p=w / w.sum())]
+        asked = getattr(self, "_asked", set())
+        order: list[int] = []
+        while len(order) < n:
+            fresh = [u for u in users if u not in asked] or users
+            if fresh is users:
+                asked = set()
+            w = self.population.activity[fresh]
+            take = min(n - len(order), len(fresh))
+            picked = [fresh[i] for i in self._np.choice(len(fresh), size=take, replace=False, p=w / w.sum())]
+            asked.update(picked)
+            order.extend(picked)
+        self._asked = asked
+        return order
 
     def _traffic_lines(self, answers, log_requests: bool, server: str) -> Iterator[str]:
         stats = self.traffic
@@ -98,6 +115,6 @@ class LiveTrafficMixin:
                 stats.minutes_recommended += self._watch(user, movie, affinity[movie], t_watch, out)
             elif self._rnd.random() < OWN_CHOICE_SHARE:
                 stats.own_choice += 1
-                movie = self._own_choice(user, affinity)
+                movie = self._own_choice(user, affinity, answer.ids if answer.status == 200 else ())
                 self._watch(user, movie, affinity[movie], t_watch, out)
             yield from self._emit(out, None)

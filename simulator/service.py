@@ -159,8 +159,13 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
             seen[int(m)] = behaviour.SEEN_WEIGHT
         self._busy_until[user] = t
 
-    def _own_choice(self, user: int, affinity: np.ndarray) -> int:
+    def _own_choice(self, user: int, affinity: np.ndarray, passed_over: list[str] = ()) -> int:
+        """A movie the user finds on their own. Movies of a list they just passed over are out:
+        picking one of those would be following the list, which `_react` already decided against."""
         w = behaviour.choice_weights(affinity, self.catalogue.exposure, self.seen.get(user, {}))
+        if len(passed_over):
+            idx = self.catalogue.indices(list(passed_over)[:20])
+            w[idx[idx >= 0]] = 0.0
         return behaviour.pick(w, self._rnd)
 
     def _utilities(self, user: int, affinity: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -52,11 +52,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _start(server: ServerProcess, what: str) -> ServerProcess:
+    error = None
     try:
         server.start()
     except ServerError as exc:
+        error = exc
+    if error is not None:  # fail outside the except block: the reason alone, no chained traceback
         server.close()
-        pytest.fail(f"{what} could not start: {exc}", pytrace=False)
+        pytest.fail(f"{what} could not start: {error}", pytrace=False)
     _STARTED.append(server)
     return server
 
@@ -121,7 +124,10 @@ def _servers_left_running():
     yield
     for server in list(_STARTED):
         if not server.running:
+            error = None
             try:
                 server.start()
             except ServerError as exc:
-                pytest.fail(f"{server.name} could not be restarted after the test: {exc}", pytrace=False)
+                error = exc
+            if error is not None:
+                pytest.fail(f"{server.name} could not be restarted after the test: {error}", pytrace=False)

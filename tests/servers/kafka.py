@@ -158,7 +158,7 @@ class KafkaBroker(ServerProcess):
         self.jars = fetch_jars()
         self.config_path.write_text(self.server_properties())
         (self.workdir / "log4j2.properties").write_text(LOG4J2)
-        run_checked([*self._java(), "kafka.tools.StorageTool", "format", "--standalone",
+        run_checked([*self._java(), "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
                      "-t", random_cluster_id(), "-c", str(self.config_path)],
                     "formatting the KRaft log directory", 120, log=self.log_path)
 

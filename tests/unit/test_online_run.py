@@ -6,6 +6,7 @@ import json
 import socket
 import urllib.request
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -160,3 +161,22 @@ def test_cli_online_eval_and_trace(store, log_file, tmp_path):
     assert out.exit_code == 0 and "c0ffee" in out.output
     out = runner.invoke(app, ["trace", "garbage", "--store", store.uri])
     assert out.exit_code == 1
+
+
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
+def test_kubeflow_component_runs_the_bounded_evaluation(store, log_file, tmp_path):
+    """`components.steps.online_eval` under kfp.local reads the store's snapshots and returns the decision."""
+    from pipelines.local import _hide_docker_folder
+
+    _hide_docker_folder()   # the repository's docker/ folder must not pass for docker-py
+    from kfp import local
+
+    from components.ingest import ingest
+    from components.steps import online_eval
+
+    ingest(f"file:{log_file}", store)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    task = online_eval(store=store.uri, window="30m", auto=False)
+    assert task.outputs["Output"] == "keep_collecting"
+    assert (tmp_path / "kfp").exists()
+    assert (Path(task.outputs["report"].path) / "online-eval.json").exists()

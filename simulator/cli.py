@@ -49,7 +49,7 @@ def simulate(
     movies: Annotated[int, typer.Option(help="Number of movies in the catalogue.", min=1)] = 400,
     days: Annotated[int, typer.Option(help="Days of history to simulate (replayed, not written, in live mode).",
                                       min=0)] = 21,
-    sessions_per_day: Annotated[int, typer.Option(help="Mean number of watch sessions per day.", min=0)] = 120,
+    sessions_per_day: Annotated[int, typer.Option(help="Mean number of watch sessions per day.", min=0)] = 110,
     corrupt_rate: Annotated[float, typer.Option(help="Share of lines written corrupted (0..1).", min=0.0,
                                                 max=1.0)] = 0.0,
     start: Annotated[str | None, typer.Option(help="Simulated start date (ISO, e.g. 2026-03-01); "

@@ -26,7 +26,8 @@ USER_BIAS_STD = 0.35
 TASTE_STD = 1.0         # std of the personal part taste . factors: what a recommender can learn
 INITIAL_SHARE = 0.6     # users who already have an account on the first simulated day
 RATER_SHARE = 0.6       # users who ever rate what they watched
-CHOICE_BETA = 1.2       # how strongly users pick what they like when choosing on their own
+CHOICE_BETA = 1.8       # how strongly users pick what they like when choosing on their own
+EXPOSURE_POWER = 0.7    # how much being well known draws users to a movie
 KNOWN_BETA = 0.5        # ... and how much taste shaped the movies they saw before joining
 RATING_CENTER, RATING_SCALE, RATING_NOISE = 2.4, 0.8, 0.5
 FINISH_AT = 0.6         # interest above which a movie is watched to the end
@@ -79,9 +80,10 @@ def user_traits(seed: int, user_id: int) -> tuple[float, np.ndarray, float, floa
 # -- behaviour: from affinity to what the log shows ----------------------------------------------
 
 def choice_weights(affinity: np.ndarray, exposure: np.ndarray, seen_weight: dict[int, float],
-                   beta: float = CHOICE_BETA) -> np.ndarray:
+                   beta: float | None = None) -> np.ndarray:
     """Unnormalised odds that a user picks each movie on their own: known, liked, not yet seen."""
-    w = exposure * np.exp(beta * affinity)
+    beta = CHOICE_BETA if beta is None else beta
+    w = exposure ** EXPOSURE_POWER * np.exp(beta * affinity)
     for m, factor in seen_weight.items():
         w[m] *= factor
     return w

@@ -83,7 +83,7 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         return np.where(idx >= 0, row[np.maximum(idx, 0)], np.nan)
 
     # -- the history ----------------------------------------------------------------------------
-    def history(self, days: int = 21, sessions_per_day: int = 120, start: datetime | None = None,
+    def history(self, days: int = 21, sessions_per_day: int = 110, start: datetime | None = None,
                 progress: Callable[[int, int], None] | None = None) -> Iterator[str]:
         """Lines of `days` days of the service, in time order, from `start` (default: `days` ago)."""
         if start is None:

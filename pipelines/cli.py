@@ -48,11 +48,12 @@ def parse_interval(text: str) -> int:
 
 
 def _arguments(source: str, store: str, params: Path | None, deploy: str, canary_percent: float,
-               force_deploy: bool, group: str) -> dict:
+               force_deploy: bool, group: str, s3_secret: str) -> dict:
     from components.params import load_params
 
     return {"source": source, "store": store, "params": json.dumps(load_params(params), sort_keys=True),
-            "group": group, "deploy": deploy, "canary_percent": canary_percent, "force_deploy": force_deploy}
+            "group": group, "deploy": deploy, "canary_percent": canary_percent, "force_deploy": force_deploy,
+            "s3_secret": s3_secret}
 
 
 @app.command("compile")
@@ -136,6 +137,8 @@ PipelineRoot = Annotated[str | None, typer.Option(help="Where Kubeflow keeps the
 ClusterStore = Annotated[str, typer.Option(envvar="MOVIEREC_STORE", help="The artifact store as the pods see "
                                                                          "it, e.g. s3://movierec/prod.")]
 Experiment = Annotated[str, typer.Option(help="Kubeflow experiment to file the runs under.")]
+S3Secret = Annotated[str, typer.Option(help="Kubernetes Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+                                            "(and AWS_ENDPOINT_URL) for the steps that use the store.")]
 
 
 @app.command("submit")
@@ -150,11 +153,12 @@ def submit_command(
     canary_percent: CanaryPercent = 10.0,
     force_deploy: ForceDeploy = False,
     group: Group = "movierec-ingest",
+    s3_secret: S3Secret = "movierec-s3",
 ) -> None:
     """Run the pipeline once on a Kubeflow Pipelines cluster."""
     client = _client(host)
     result = client.create_run_from_pipeline_package(
-        _compiled(params), arguments=_arguments(source, store, params, deploy, canary_percent, force_deploy, group),
+        _compiled(params), arguments=_arguments(source, store, params, deploy, canary_percent, force_deploy, group, s3_secret),
         experiment_name=experiment, pipeline_root=pipeline_root, enable_caching=False)
     typer.echo(f"submitted run {result.run_id}")
 
@@ -173,6 +177,7 @@ def schedule_command(
     canary_percent: CanaryPercent = 10.0,
     force_deploy: ForceDeploy = False,
     group: Group = "movierec-ingest",
+    s3_secret: S3Secret = "movierec-s3",
 ) -> None:
     """Create a Kubeflow recurring run of the pipeline (one at a time, no backfill)."""
     seconds = parse_interval(every)
@@ -180,7 +185,7 @@ def schedule_command(
     exp = client.create_experiment(name=experiment)
     job = client.create_recurring_run(
         experiment_id=exp.experiment_id, job_name=name, interval_second=seconds, max_concurrency=1,
-        no_catchup=True, params=_arguments(source, store, params, deploy, canary_percent, force_deploy, group),
+        no_catchup=True, params=_arguments(source, store, params, deploy, canary_percent, force_deploy, group, s3_secret),
         pipeline_package_path=_compiled(params), pipeline_root=pipeline_root, enable_caching=False)
     typer.echo(f"recurring run {getattr(job, 'recurring_run_id', '')} '{name}': every {seconds} s "
                f"in experiment {experiment}")

@@ -5,6 +5,11 @@
         -> train svd    -> evaluate -> publish --+
         -> train svdpp  -> evaluate -> publish --+-> compare (side-by-side report, the winner)
 
+On a cluster the steps that read or write the artifact store get the S3 (MinIO) endpoint and
+credentials as environment variables from the Kubernetes Secret named by `s3_secret` (keys
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and, optionally, AWS_ENDPOINT_URL), through
+kfp-kubernetes; kfp.local ignores that and uses the caller's environment.
+
 Both models are published as versions, each with its offline metrics and its gate decision in
 its card; with `deploy="canary"` the SVD model is published first (it becomes stable when nothing
 is deployed yet) and SVD++ second (a candidate becomes the canary). The steps are the thin
@@ -23,6 +28,17 @@ from components.steps import compare, evaluate, ingest, preprocess, publish, tra
 
 PIPELINE_NAME = "movierec-training"
 ALGORITHMS = ("svd", "svdpp")
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+def with_store_credentials(task, secret):
+    """Give a step the store's S3 endpoint and credentials from a Kubernetes Secret (cluster only)."""
+    from kfp import kubernetes
+
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=S3_KEYS)
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"},
+                                 optional=True)
+    return task
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -30,11 +46,11 @@ ALGORITHMS = ("svd", "svdpp")
                           "baseline, publish gated model versions to the artifact store.")
 def training_pipeline(source: str = "file:events.log", store: str = ".movierec/store", params: str = "{}",
                       group: str = "movierec-ingest", deploy: str = "none", canary_percent: float = 10.0,
-                      force_deploy: bool = False) -> str:
-    ingested = ingest(source=source, store=store, group=group)
+                      force_deploy: bool = False, s3_secret: str = "movierec-s3") -> str:
+    ingested = with_store_credentials(ingest(source=source, store=store, group=group), s3_secret)
     ingested.set_caching_options(False)
     ingested.set_display_name("ingest")
-    prepared = preprocess(store=store, params=params).after(ingested)
+    prepared = with_store_credentials(preprocess(store=store, params=params).after(ingested), s3_secret)
     prepared.set_caching_options(False)               # reads the store, which ingest just changed
     prepared.set_display_name("preprocess")
     published = []
@@ -42,13 +58,14 @@ def training_pipeline(source: str = "file:events.log", store: str = ".movierec/s
     for algorithm in ALGORITHMS:
         trained = train(dataset=prepared.outputs["dataset"], algorithm=algorithm, params=params)
         trained.set_display_name(f"train-{algorithm}")
-        scored = evaluate(dataset=prepared.outputs["dataset"], model=trained.outputs["model"], params=params,
-                          store=store)
+        scored = with_store_credentials(evaluate(dataset=prepared.outputs["dataset"], model=trained.outputs["model"],
+                                                 params=params, store=store), s3_secret)
         scored.set_caching_options(False)             # compares with whatever is stable now
         scored.set_display_name(f"evaluate-{algorithm}")
         released = publish(model=trained.outputs["model"], evaluation=scored.outputs["evaluation"], store=store,
                            params=params, deploy=deploy, canary_percent=canary_percent, force=force_deploy,
                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        with_store_credentials(released, s3_secret)
         released.set_display_name(f"publish-{algorithm}")
         released.set_caching_options(False)           # it writes the registry and the rollout state
         if published:

@@ -19,11 +19,19 @@ from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def load_spec(path: Path) -> dict:
+    """The compiled file: the pipeline spec, then (second YAML document) its Kubernetes platform spec."""
+    spec, *platform = yaml.safe_load_all(path.read_text())
+    for doc in platform:
+        spec.update(doc)
+    return spec
+
+
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     compile_pipeline(str(path), {"evaluate": {"gate_margin": 0.02}})
-    return yaml.safe_load(path.read_text())
+    return load_spec(path)
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
@@ -53,6 +61,18 @@ def test_caching_off_where_inputs_are_live(spec):
     assert tasks["train-svd"]["cachingOptions"]["enableCache"] is True
 
 
+def test_store_steps_get_s3_credentials_from_a_secret(spec):
+    executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    with_secret = {name for name, e in executors.items() if e.get("secretAsEnv")}
+    assert with_secret == {"exec-ingest", "exec-preprocess", "exec-evaluate", "exec-evaluate-2", "exec-publish",
+                           "exec-publish-2"}                   # train and compare never touch the store
+    envs = {m["envVar"]: m["secretKey"] for s in executors["exec-publish"]["secretAsEnv"] for m in s["keyToEnv"]}
+    assert envs == {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+    assert {s["secretNameParameter"]["componentInputParameter"] for s in executors["exec-ingest"]["secretAsEnv"]} \
+        == {"s3_secret"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["s3_secret"]["defaultValue"] == "movierec-s3"
+
+
 def test_artifacts_and_defaults(spec):
     outputs = spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
     assert outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
@@ -70,7 +90,7 @@ def test_module_main_compiles_with_the_image_from_the_environment(tmp_path):
     env = {"MOVIEREC_IMAGE": "registry.example/movierec/components:9.9", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-m", "pipelines.training_pipeline", str(out)], cwd=ROOT, env=env, check=True,
                    capture_output=True)
-    spec = yaml.safe_load(out.read_text())
+    spec = load_spec(out)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/movierec/components:9.9"}
     # component bodies import the project inside, never at module level
@@ -82,7 +102,7 @@ def test_compile_command(tmp_path):
     out = tmp_path / "build" / "pipeline.yaml"
     result = CliRunner().invoke(pipeline_cli.app, ["compile", "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load(out.read_text())["pipelineInfo"]["name"] == "movierec-training"
+    assert load_spec(out)["pipelineInfo"]["name"] == "movierec-training"
 
 
 def test_parse_interval():
@@ -128,7 +148,8 @@ def test_schedule_and_submit(monkeypatch):
     assert kwargs["pipeline_root"] == "minio://mlpipeline/v2/artifacts"
     assert kwargs["params"]["store"] == "s3://movierec/prod" and kwargs["params"]["deploy"] == "canary"
     assert json.loads(kwargs["params"]["params"])["evaluate"]["k"] == 20
-    assert yaml.safe_load(Path(kwargs["pipeline_package_path"]).read_text())["pipelineInfo"]["name"] == PIPELINE_NAME
+    assert kwargs["params"]["s3_secret"] == "movierec-s3"
+    assert load_spec(Path(kwargs["pipeline_package_path"]))["pipelineInfo"]["name"] == PIPELINE_NAME
 
     result = CliRunner().invoke(pipeline_cli.app, ["submit", "--host", "http://kfp.example:8080"])
     assert result.exit_code == 0, result.output

@@ -125,13 +125,14 @@ def run_worker(args: argparse.Namespace) -> None:
     request_log = None
     if args.request_log:
         request_log = RequestLog(args.request_log, server=f"{socket.gethostname()}:{port}")
-    routes.add_routes(app, serving, request_log)
+    recommender = routes.add_routes(app, serving, request_log)
     model_server._register_and_check_atleast_one_model_is_ready([RoutedModel(serving), *serving.split.models()])
     rest = RESTServer("kserve.model_server:app", model_server.dataplane, model_server.model_repository_extension,
                       port, workers=1)
     rest.create_application()
     state = DrainState()
-    config = uvicorn.Config(DrainMiddleware(app, state), log_config=None, loop="uvloop", http="httptools",
+    front = routes.RecommendFastPath(app, recommender)
+    config = uvicorn.Config(DrainMiddleware(front, state), log_config=None, loop="uvloop", http="httptools",
                             timeout_keep_alive=args.timeout_keep_alive, lifespan="off", access_log=False,
                             timeout_graceful_shutdown=args.grace_seconds, backlog=2048)
     server = DrainingServer(config, state, args.drain_seconds, args.ready_fd)

@@ -86,6 +86,9 @@ def gate(metrics: dict[str, float], baseline: dict[str, float], stable: dict[str
     decision.stable_value = stable_value
     if stable_value is None:
         decision.reasons.append(f"stable {stable_version} has no {primary}: comparison skipped")
+    elif value >= stable_value:
+        decision.reasons.append(f"at least as good as stable {stable_version}{where}: "
+                                f"{value:.4f} vs {stable_value:.4f}")
     elif value >= stable_value - margin:
         decision.reasons.append(f"within {margin} of stable {stable_version}{where}: "
                                 f"{value:.4f} vs {stable_value:.4f}")

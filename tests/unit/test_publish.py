@@ -31,6 +31,11 @@ def test_behind_stable_within_margin():
     assert "within 0.01 of stable v1" in d.reasons[1]
 
 
+def test_ahead_of_stable():
+    d = gate({"ndcg@20": 0.35}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, stable_version="v1")
+    assert d.candidate and "at least as good as stable v1" in d.reasons[1]
+
+
 def test_behind_stable_beyond_margin():
     d = gate({"ndcg@20": 0.28}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, margin=0.01, stable_version="v1")
     assert not d.candidate

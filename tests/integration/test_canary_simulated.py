@@ -129,3 +129,55 @@ def test_slow_canary_is_rolled_back_whatever_its_hit_rate(tmp_path):
     assert result["canary"]["decision"] == canary.ROLLBACK
     assert any("latency" in r or "availability" in r for r in result["canary"]["reasons"])
     assert requests <= 2 * ROUND and state.canary is None
+
+
+def test_worse_canary_over_the_real_predictor_is_rolled_back_and_withdrawn(tmp_path):
+    """End to end over HTTP: the predictor serves and logs, users react, online-eval rolls back,
+    and the predictor stops serving the canary (it polls the rollout state)."""
+    import socket
+    import time
+
+    import httpx
+
+    from components.online_eval import frames_from_log
+    from predictor.supervisor import start_instance, stop_instance, wait_ready
+
+    svc = StreamingService(seed=11, n_users=1200, n_movies=300)
+    store = LocalStore(tmp_path / "store")
+    for version, m in (("rank-2", truth_model(svc, 2)), ("random", truth_model(svc, None, random_seed=5))):
+        m.save(store, ModelCard(version=version, algorithm="simulated-truth", trained_at=START.isoformat()))
+    rollout.set_stable(store, "rank-2")
+    rollout.start_canary(store, "random", PERCENT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    requests_log, user_log = tmp_path / "requests.log", tmp_path / "users.log"
+    ready, server_log = tmp_path / "ready", open(tmp_path / "server.log", "wb")
+    proc = start_instance(["--store", str(store.root), "--http_port", str(port), "--bind_host", "127.0.0.1",
+                           "--workers", "1", "--poll_seconds", "0.3", "--request_log", f"file:{requests_log}"],
+                          ready, log_file=server_log)
+    try:
+        wait_ready(proc, ready, timeout=90)
+        url = f"http://127.0.0.1:{port}"
+        n = 1200
+        user_log.write_text("\n".join(svc.serve_traffic(url, n_requests=n, concurrency=4)) + "\n")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not requests_log.exists()
+                                               or requests_log.read_text().count("\n") < n):
+            time.sleep(0.2)
+        frames = concat_frames(frames_from_log(str(requests_log)), frames_from_log(str(user_log)))
+        assert len(frames["recommendation"]) == n
+        result = run_once(frames, store, policy=POLICY, auto=True)
+        assert result["canary"]["acted"] == canary.ROLLBACK, result["canary"]["reasons"]
+        assert rollout.load(store).canary is None
+        deadline = time.monotonic() + 20
+        with httpx.Client(base_url=url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                served = {client.get(f"/recommend/{u}").headers["x-model-version"] for u in range(1, 200)}
+                if served == {"rank-2"}:
+                    break
+                time.sleep(0.3)
+        assert served == {"rank-2"}
+    finally:
+        stop_instance(proc)
+        server_log.close()

@@ -113,7 +113,9 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
     analysis = canary.analyse(joined, state, policy)
     if auto:
         analysis = canary.act(store, analysis)
-    recent_rows = joined[joined["time"] > consumed - pd.Timedelta(recent)] if consumed is not None else joined
+    # The gauges Prometheus sees cover the last `recent` of answers (answers still in their window
+    # count for availability and latency only), so alerts follow the current state, not the history.
+    recent_rows = joined[joined["time"] > joined["time"].max() - pd.Timedelta(recent)] if len(joined) else joined
     result = {
         "window": str(window), "evaluated_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
         "data_from": joined["time"].min().isoformat() if len(joined) else None,

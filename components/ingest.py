@@ -176,8 +176,8 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
             committed += sum(len(line) for line in batch.lines) + len(batch.lines)
             if committed > (end if end is not None else float("inf")):
                 committed = end  # the unterminated last line of a bounded run has no newline
-            writer._retry(f"checkpoint {key}", lambda b=batch: store.put_json(
-                key, {"source": str(path), "line": b.last + 1, "byte": committed}))
+            checkpoint = {"source": str(path), "line": batch.last + 1, "byte": committed}
+            writer.retry(f"checkpoint {key}", lambda c=checkpoint: store.put_json(key, c))
             report.add(batch, counts)
             report.committed[source] = batch.last + 1
             metrics.set_committed(source, 0, batch.last + 1)

@@ -140,7 +140,7 @@ class SnapshotWriter:
     def _load_index(self) -> dict[str, list[tuple[int, int, str]]]:
         index: dict[str, list[tuple[int, int, str]]] = {}
         for prefix in (layout.events_prefix(), layout.DEADLETTER + "/"):
-            for key in self._retry(f"listing {prefix}", lambda p=prefix: self.store.list(p)):
+            for key in self.retry(f"listing {prefix}", lambda p=prefix: self.store.list(p)):
                 m = _RANGE_RE.search(key)
                 if m:
                     index.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3)), key))
@@ -151,7 +151,7 @@ class SnapshotWriter:
         started = time.perf_counter()
         events, rejections = [], []
         read: Tally = Tally()
-        for offset, line in zip(batch.offsets, batch.lines):
+        for offset, line in zip(batch.offsets, batch.lines, strict=True):
             parsed = parse_line(line if line is not None else b"")
             if parsed.kind == "rejection":
                 rejections.append((offset, parsed))
@@ -163,7 +163,7 @@ class SnapshotWriter:
         if rejections:
             read[INVALID] = len(rejections)
         first, last = batch.first, batch.last
-        keys = self._retry(f"{batch.source} offsets {first}-{last}",
+        keys = self.retry(f"{batch.source} offsets {first}-{last}",
                            lambda: write_batch(self.store, batch.source, first, last, events, rejections))
         self._remove_overlaps(batch.source, first, last, set(keys))
         self.metrics.count_batch(read, stored, rejected, time.perf_counter() - started)
@@ -184,12 +184,12 @@ class SnapshotWriter:
                 keep.append((a, b, key))
             else:
                 log.info("replacing snapshot %s (offsets %d-%d) by batch %d-%d", key, a, b, first, last)
-                self._retry(f"deleting {key}", lambda k=key: self.store.delete(k))
+                self.retry(f"deleting {key}", lambda k=key: self.store.delete(k))
         known = {k for _, _, k in keep}
         keep.extend((first, last, k) for k in written if k not in known)
         self._index[source] = keep
 
-    def _retry(self, what: str, call: Callable):
+    def retry(self, what: str, call: Callable):
         delay, deadline = 0.5, time.monotonic() + self.retry_seconds
         while True:
             try:

@@ -84,7 +84,7 @@ class KafkaIngest:
                     group_instance_id=self.instance_id, client_id=f"movierec-ingest-{self.instance_id or 'member'}",
                     enable_auto_commit=False, auto_offset_reset="earliest",
                     bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
-                    heartbeat_interval_ms=3000, max_poll_records=20000,
+                    heartbeat_interval_ms=1000, max_poll_records=20000,
                     max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
             except KafkaError as exc:
                 waited = time.monotonic() - started
@@ -158,13 +158,13 @@ class KafkaIngest:
         for tp in self.assigned - self.done:
             end = self.ends.get(tp, 0)
             pending = self.batcher.pending.get(source_name(tp))
-            reached = pending.last + 1 if pending else self.written.get(tp)
-            if reached is None:
+            reached = pending.last + 1 if pending else self.written.get(tp, -1)
+            if reached < end:  # nothing more buffered: where the consumer stands (skips control records)
                 try:
-                    reached = self.consumer.position(tp, timeout_ms=1000)
+                    reached = max(reached, self.consumer.position(tp, timeout_ms=1000) or -1)
                 except KafkaError:
-                    reached = None
-            if reached is not None and reached >= end:
+                    pass
+            if reached >= end:
                 self.done.add(tp)
                 self.consumer.pause(tp)
                 batch = self.batcher.take(source_name(tp))
@@ -255,6 +255,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         revoked = set(revoked)
         if not revoked:
             return
+        ing.joined = False  # a rebalance is under way: an empty assignment does not mean "done" yet
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
         try:
             for tp in revoked:
@@ -280,6 +281,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         log.info("partitions assigned: %s", sorted(tp.partition for tp in ing.assigned))
 
     async def on_partitions_lost(self, lost):
+        self.ingest.joined = False
         log.warning("partitions lost (evicted from the group): %s; buffered lines dropped, nothing committed",
                     sorted(tp.partition for tp in lost))
         for tp in lost:

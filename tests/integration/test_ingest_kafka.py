@@ -75,7 +75,7 @@ class Log:
                                  bootstrap_timeout_ms=15000, max_in_flight_requests_per_connection=1)
         try:
             bounds = [start + (stop - start) * k // chunks for k in range(chunks + 1)]
-            for a, b in zip(bounds, bounds[1:]):
+            for a, b in zip(bounds, bounds[1:], strict=True):
                 for i in range(a, b):
                     producer.send(topic, self.lines[i], partition=i % PARTITIONS)
                 producer.flush(timeout=15)
@@ -89,10 +89,10 @@ class Log:
         for prefix, out in ((layout.events_prefix(), events), (layout.DEADLETTER + "/", dead)):
             for key in store.list(prefix):
                 table = pq.read_table(io.BytesIO(store.get_bytes(key)))
-                pos = list(zip(table.column("source").to_pylist(), table.column("offset").to_pylist()))
+                pos = list(zip(table.column("source").to_pylist(), table.column("offset").to_pylist(), strict=True))
                 out.extend(pos)
                 if prefix.startswith(layout.DEADLETTER):
-                    dead_lines.update(zip(pos, table.column("line").to_pylist()))
+                    dead_lines.update(zip(pos, table.column("line").to_pylist(), strict=True))
         valid = {self.position(i, topic) for i in range(len(self.lines)) if i not in self.corrupted}
         bad = {self.position(i, topic): i for i in self.corrupted}
         assert len(events) == len(set(events)), "an event is stored twice"
@@ -167,7 +167,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka, kafka_topi
     producer = threading.Thread(target=log.produce, args=(kafka.bootstrap, topic, 0, 2400, 0.25, 12))
     producer.start()
     rng = random.Random(7)
-    for run in range(4):
+    for _run in range(4):
         proc = ingest_cmd(tmp_path, "ingest", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "i0")
         stopper.append(proc)
         time.sleep(rng.uniform(1.0, 2.5))
@@ -181,19 +181,27 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka, kafka_topi
     log.check_store(s3_store, topic)
 
 
-def test_broker_restart_mid_stream(kafka, kafka_topic, s3_store, tmp_path, stopper):
+def test_broker_down_at_start_and_restarted_mid_stream(kafka, kafka_topic, s3_store, tmp_path, stopper):
     topic, log, group = kafka_topic(PARTITIONS), Log(1500, seed=2), "g-restart"
     uri = f"s3://{s3_store.bucket}"
     proc = ingest_cmd(tmp_path, "ingest", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "i0")
     stopper.append(proc)
     log.produce(kafka.bootstrap, topic, 0, 700)
     wait_committed(kafka.bootstrap, group, log.ends(700), [proc])
-    proc.send_signal(signal.SIGKILL)  # one crash too, then a restart of the broker under a live consumer
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    proc = ingest_cmd(tmp_path, "ingest", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "i0")
-    stopper.append(proc)
+    kafka.stop()  # the next start finds no broker: it retries with backoff and says so
+    try:
+        proc = ingest_cmd(tmp_path, "ingest", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "i0")
+        stopper.append(proc)
+        deadline = time.monotonic() + 20
+        while "not reachable (attempt 1" not in (tmp_path / "ingest.log").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, "no retry log line"
+            time.sleep(0.3)
+    finally:
+        kafka.start()
     log.produce(kafka.bootstrap, topic, 700, 1000)
-    kafka.restart()
+    kafka.restart()  # under a live consumer, mid-stream
     log.produce(kafka.bootstrap, topic, 1000, 1500)
     wait_committed(kafka.bootstrap, group, log.ends(), [proc], timeout=50)
     assert terminate(proc) == 0

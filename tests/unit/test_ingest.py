@@ -49,7 +49,7 @@ def stored_positions(store) -> tuple[list[tuple[str, int]], list[tuple[str, int]
     for prefix, out in ((layout.events_prefix(), events), (layout.DEADLETTER + "/", dead)):
         for key in store.list(prefix):
             table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["source", "offset"])
-            out.extend(zip(table.column("source").to_pylist(), table.column("offset").to_pylist()))
+            out.extend(zip(table.column("source").to_pylist(), table.column("offset").to_pylist(), strict=True))
     return events, dead
 
 
@@ -243,3 +243,31 @@ def test_report_and_source_helpers():
     assert IngestReport().to_dict()["events_per_second"] == 0.0
     with pytest.raises(ValueError, match="unknown event source"):
         ingest("ftp://x", LocalStore.__new__(LocalStore))
+
+
+def test_following_a_file_reads_whole_lines_until_stopped(tmp_path):
+    import threading
+    import time
+
+    log = tmp_path / "events.log"
+    store = LocalStore(tmp_path / "store")
+    lines, bad = make_lines(200)
+    log.write_bytes(b"\n".join(lines[:100]) + b"\n" + lines[100][:10])  # a writer caught mid-line
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "r", ingest(f"file:{log}", store, follow=True, stop=stop, batch_size=1000, linger=0.1)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not store.exists(layout.checkpoint_key("file-events.log")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.get_json(layout.checkpoint_key("file-events.log"))["line"] == 100
+    with open(log, "ab") as f:
+        f.write(lines[100][10:] + b"\n" + b"\n".join(lines[101:]) + b"\n")
+    while store.get_json(layout.checkpoint_key("file-events.log"))["line"] < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    assert result["r"].read == 200 and sum(result["r"].rejected.values()) == bad
+    events, dead = stored_positions(store)
+    assert sorted(events + dead) == [("file-events.log", i) for i in range(200)]

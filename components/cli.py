@@ -53,6 +53,7 @@ def train_command(
 ) -> None:
     """Train recommenders on a prepared dataset and write their model artifacts."""
     from components.dataset import Dataset
+    from components.dvc_provenance import dvc_data_hash
     from components.params import load_params
     from components.store import open_store
     from components.train import train, write_model_dir
@@ -61,6 +62,7 @@ def train_command(
     data = Dataset.load(dataset)
     for name in algorithm or all_params["train"]["algorithms"]:
         rec, card = train(data, name, all_params)
+        card.dvc_data_hash = dvc_data_hash(dataset)  # set under `dvc repro`: the dataset's hash in dvc.lock
         write_model_dir(rec, card, out / card.version)
         if store is not None:
             rec.save(open_store(store), card)
@@ -240,6 +242,9 @@ def evaluate_command(
                                                 "./params.yaml, else built-in defaults).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report with plots to this file.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the evaluation sets as JSON to this file.")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Write the metrics as JSON keyed by algorithm (and "
+                                                 "'popularity' for the baseline), overall and per activity "
+                                                 "segment: what `dvc metrics diff` compares.")] = None,
 ) -> None:
     """Offline metrics of models on the validation window, beside the popularity baseline."""
     import json
@@ -252,15 +257,21 @@ def evaluate_command(
     from components.store import open_store
 
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
-    sets = []
+    sets, algorithms = [], []
     for spec in model:
         fitted, card = resolve_model(spec, target)
         sets.append(evaluate_with_baseline(fitted, data, all_params, name=card.version))
+        algorithms.append(card.algorithm)
     typer.echo(render_markdown(sets))
     if report:
         report.write_text(render_html(sets))
     if output:
         output.write_text(json.dumps(sets, indent=2))
+    if metrics:  # stable keys (algorithms, not versions) so that runs and commits can be compared
+        table = {"popularity": {**sets[0]["baseline"]["metrics"], "by_activity": sets[0]["baseline"]["by_activity"]}}
+        for algo, s in zip(algorithms, sets, strict=True):
+            table[algo] = {**s["candidate"]["metrics"], "by_activity": s["candidate"]["by_activity"]}
+        metrics.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
 
 
 @app.command("publish")

@@ -39,7 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the server's workers: one core per ranking
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
@@ -104,6 +105,13 @@ def start_server(store, port: int, workers: int, tmp: Path, poll: float):
     proc = start_instance(args, ready, log_file=log)
     wait_ready(proc, ready, timeout=300)
     return proc, log, time.perf_counter() - t0
+
+
+def worker_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by the instance's worker processes."""
+    import psutil
+
+    return sum(sum(p.cpu_times()[:2]) for p in psutil.Process(pid).children(recursive=True))
 
 
 def memory(pid: int) -> dict:
@@ -286,7 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"scale": {"users": args.users, "movies": args.movies, "factors": args.factors, "versions": 2},
               "two_models_factor_bytes": two_models_factor_bytes,
               "two_models_all_array_bytes": two_models_all_bytes,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "runs": {}}
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+                          "note": "a shared 2-core machine: other processes compete for the CPU; "
+                                  "server_cpu_ms_per_request is the figure that does not depend on them"},
+              "runs": {}}
     print(f"two models: factors {two_models_factor_bytes / 2**20:.0f} MiB, all arrays "
           f"{two_models_all_bytes / 2**20:.0f} MiB", flush=True)
     result["baseline"] = surprise_baseline(models["bench-a"], [1, 2, 3] if args.quick else [1, 2, 3, 4, 5])
@@ -301,7 +313,13 @@ def main(argv: list[str] | None = None) -> dict:
                 run = {"start_to_ready_s": round(start_s, 2), "memory_after_start": memory(proc.pid)}
                 fixed_rate(port, args.rate, 2.0, args.users)  # warm-up
                 run["fixed_rate"] = fixed_rate(port, args.rate, args.seconds, args.users)
+                run["fixed_rate_lower"] = [fixed_rate(port, r, args.seconds / 2, args.users)
+                                           for r in (args.rate / 5, args.rate / 2)]
+                cpu0 = worker_cpu_seconds(proc.pid)
                 run["max_throughput"] = max_throughput(port, args.wrk_seconds, args.users, 16, tmp)
+                run["server_cpu_ms_per_request"] = round(
+                    1000 * (worker_cpu_seconds(proc.pid) - cpu0) / max(1, run["max_throughput"].get("requests", 1)), 3)
+                run["load_average_1m_after"] = round(os.getloadavg()[0], 2)
                 mem = memory(proc.pid)
                 mem["pss_vs_two_models_factors"] = round(mem["pss_bytes"] / two_models_factor_bytes, 3)
                 mem["rss_vs_two_models_factors"] = round(mem["rss_bytes"] / two_models_factor_bytes, 3)

@@ -229,7 +229,7 @@ v2_payloads = st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=3)}, op
 v1_payloads = st.fixed_dictionaries({"instances": json_values}, optional={"k": json_values}) | json_values
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(min_size=1, max_size=30))
 def test_fuzz_recommend_paths_never_500(served, text):
     with httpx.Client(base_url=served.url, timeout=10) as client:
@@ -241,7 +241,7 @@ def test_fuzz_recommend_paths_never_500(served, text):
             assert r.status_code == 400 and r.text
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(v1=v1_payloads, v2=v2_payloads, model=st.sampled_from(["movierec", "v1"]))
 def test_fuzz_v1_v2_payloads_never_500(served, v1, v2, model):
     with httpx.Client(base_url=served.url, timeout=10) as client:
@@ -348,8 +348,6 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
         inst.roll()
         assert inst.proc.pid != old_pid
         time.sleep(1.0)
-        inst.roll()  # and once more, back and forth
-        time.sleep(0.5)
     finally:
         load.stop()
     try:

@@ -1,4 +1,5 @@
-"""A real kfp.local run of movierec-training, end to end, through `movierec pipeline run`.
+"""Real kfp.local runs of movierec-training, end to end: from a log file into a local store through
+`movierec pipeline run`, and from a Kafka topic into an S3 store (SeaweedFS), as on a cluster.
 
 A small event log (synthetic users with low-rank tastes, formatted by the event contract, plus
 corrupted lines) goes through ingest, preprocess, SVD and SVD++ training, evaluation and publish
@@ -28,8 +29,9 @@ PARAMS = {"train": {"svd": {"n_factors": 10, "n_epochs": 10}, "svdpp": {"n_facto
 CORRUPTED = ["garbage", "2026-01-01T00:00:00,12,GET /rate/movie+001=9", ",,,"]
 
 
-def write_event_log(path: Path) -> int:
-    rates, watches = synthetic_events(n_users=120, n_movies=60, per_user=20, seed=5)
+def event_lines(n_users: int = 120, n_movies: int = 60) -> list[str]:
+    """Synthetic rate and watch lines in time order, with the corrupted lines mixed in."""
+    rates, watches = synthetic_events(n_users=n_users, n_movies=n_movies, per_user=20, seed=5)
     lines = [(r.time, format_event(RateEvent(time=r.time.to_pydatetime(), user_id=int(r.user_id),
                                              movie_id=r.movie_id, rating=int(r.rating))))
              for r in rates.itertuples()]
@@ -40,7 +42,12 @@ def write_event_log(path: Path) -> int:
     text = [line for _, line in lines]
     for n, bad in enumerate(CORRUPTED):
         text.insert(100 * (n + 1), bad)
-    path.write_text("\n".join(text) + "\n")
+    return text
+
+
+def write_event_log(path: Path) -> int:
+    lines = event_lines()
+    path.write_text("\n".join(lines) + "\n")
     return len(lines)
 
 
@@ -94,3 +101,29 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
     for report in (run_dir / "compare" / "report", run_dir / "evaluate" / "report"):
         assert report.read_text().count("data:image/png;base64,") == 3
     assert (run_dir / "preprocess" / "dataset" / "dataset.json").exists()
+
+
+def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
+    from components.eventlog import open_event_log
+    from components.store import open_store
+    from pipelines.local import run_local
+
+    topic = kafka_topic(partitions=2)
+    lines = event_lines(n_users=60, n_movies=40)
+    with open_event_log(f"kafka://{kafka.bootstrap}/{topic}") as log:
+        log.extend(lines)
+    store_uri = f"s3://{s3_env}/prod"
+    small = {"train": {name: {"n_factors": 5, "n_epochs": 5} for name in ("svd", "svdpp")}}
+    run = run_local(f"kafka://{kafka.bootstrap}/{topic}", store_uri, str(tmp_path / "root"), small,
+                    group=f"pipeline-{topic}", deploy="stable")
+    store = open_store(store_uri)                     # the steps' subprocesses inherited the AWS_* variables
+    versions = list_versions(store)
+    assert sorted(v.split("-")[0] for v in versions) == ["svd", "svdpp"]
+    assert {p["version"] for p in run.published} == set(versions)
+    for version in versions:
+        card = FactorModel.load(store, version)[1]
+        assert "ndcg@20" in card.metrics and "reasons" in card.gate
+    stored = sum(1 for key in store.list("events/") if key.endswith(".parquet"))
+    assert stored > 0 and any(key.endswith(".parquet") for key in store.list("deadletter/"))
+    deployed = [p["version"] for p in run.published if p["deployed"] == "stable"]
+    assert rollout.load(store).stable == (deployed[-1] if deployed else None)

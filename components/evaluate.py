@@ -25,8 +25,8 @@ model's catalogue that appears in any list; popularity_bias@k = mean, over all l
 the share of train users who had rated or watched the movie. RMSE and MAE are over all
 validation ratings (predictions clipped to 1-5; unknown users or movies drop their terms, as
 Surprise does). Activity groups: `new` users have no usable train history (not in the dataset's
-id map), `light` ones at most `evaluate.light_max_history` movies before the cutoff, `heavy`
-the rest.
+id map), `light` ones at most `evaluate.light_max_history` movies before the cutoff (null: the
+median of the evaluated known users, so that both groups say something), `heavy` the rest.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Targets:
     users: np.ndarray          # evaluated user ids, ascending
     pairs: pd.DataFrame        # user_id, movie_id: the relevant movies
     activity: np.ndarray       # per evaluated user: "new" | "light" | "heavy"
+    light_max_history: float = 0.0
 
 
 def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
@@ -93,8 +94,12 @@ def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
     users = per_user["user_id"].to_numpy(np.int64)
     history = per_user["history"].to_numpy(np.int64)
     known = dataset.user_index(users) >= 0
-    activity = np.where(~known, "new", np.where(history <= int(p["light_max_history"]), "light", "heavy"))
-    return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity)
+    light_max = p.get("light_max_history")
+    if light_max is None:                       # the less active half of the known users
+        light_max = float(np.median(history[known])) if known.any() else 0.0
+    activity = np.where(~known, "new", np.where(history <= float(light_max), "light", "heavy"))
+    return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity,
+                   light_max_history=float(light_max))
 
 
 def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
@@ -162,6 +167,7 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
     metrics[f"popularity_bias@{k}"] = _mean(popularity[listed])
     metrics["users"] = float(len(targets.users))
     metrics["relevant_per_user"] = _mean(n_relevant)
+    metrics["light_max_history"] = targets.light_max_history
     metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}  # no users: no metric
 
     by_activity = {}

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "random": {"n_factors": 8, "seed": 0},
     },
     "evaluate": {"k": 20, "primary_metric": "ndcg@20", "gate_margin": 0.01, "relevant_min_rating": 4,
-                 "light_max_history": 10, "canary_percent": 10.0},
+                 "light_max_history": None, "canary_percent": 10.0},
 }
 
 

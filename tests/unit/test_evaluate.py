@@ -56,6 +56,10 @@ def test_relevance_and_activity(dataset):
     assert sorted(map(tuple, targets.pairs.to_numpy().tolist())) == [
         (1, "c"), (1, "e"), (1, "z"), (2, "a"), (3, "b")]
     assert targets.activity.tolist() == ["light", "heavy", "new"]
+    median = relevant_targets(dataset, {"evaluate": {"light_max_history": None}})
+    assert median.light_max_history == 10.5 and median.activity.tolist() == ["light", "heavy", "new"]
+    assert relevant_targets(dataset, {"evaluate": {"light_max_history": 0}}).activity.tolist() == [
+        "heavy", "heavy", "new"]
 
 
 def test_lists_exclude_seen_and_fall_back_to_popularity(ranked_model):

@@ -118,3 +118,40 @@ def test_bad_deploy_mode_and_model_resolution(tmp_path):
     assert resolve_model(str(flat), store)[1].version == "svd-8"
     _model().save(store, ModelCard(version="svd-7", algorithm="svd"))
     assert resolve_model("svd-7", store)[1].version == "svd-7"
+
+
+def test_evaluate_and_publish_commands(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from components.cli import app
+    from components.preprocess import build_dataset
+    from components.recommender import make_recommender
+    from components.train import write_model_dir
+    from tests.unit.synthetic_events import synthetic_events
+
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
+    data = build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    data.save(tmp_path / "dataset")
+    rec = make_recommender("random", {"seed": 1}).fit(data)
+    write_model_dir(rec, ModelCard(version="random-1", algorithm="random"), tmp_path / "models" / "random-1")
+    store = tmp_path / "store"
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "models" / "random-1"),
+                                 "--dataset", str(tmp_path / "dataset"), "--store", str(store),
+                                 "--report", str(tmp_path / "r.html"), "--output", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert "| random-1 |" in result.output and "| popularity |" in result.output
+    assert "data:image/png" in (tmp_path / "r.html").read_text()
+    assert json.loads((tmp_path / "e.json").read_text())[0]["candidate"]["name"] == "random-1"
+
+    result = runner.invoke(app, ["publish", "--model", str(tmp_path / "models" / "random-1"),
+                                 "--dataset", str(tmp_path / "dataset"), "--store", str(store),
+                                 "--deploy", "canary", "--force"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["version"] == "random-1" and out["deployed"] == "stable"
+    assert load_card(LocalStore(store), "random-1").gate["reasons"]
+    assert rollout.load(LocalStore(store)).stable == "random-1"

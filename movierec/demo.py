@@ -65,11 +65,11 @@ def demo(
     output: Annotated[Path, typer.Option(help="Folder for everything the demo writes (wiped first).")] = Path(
         "demo-output"),
     seed: Annotated[int, typer.Option(help="Seed of the simulated service (users, tastes, catalogue).")] = 7,
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 1500,
+    users: Annotated[int, typer.Option(help="Simulated users (more than the requests of all phases: each asks once).")] = 2500,
     movies: Annotated[int, typer.Option(help="Movies in the simulated catalogue.")] = 400,
     days: Annotated[int, typer.Option(help="Days of simulated history to train on.")] = 21,
     corrupt_rate: Annotated[float, typer.Option(help="Share of corrupted lines in the history.")] = 0.01,
-    requests: Annotated[int, typer.Option(help="Recommendation requests per traffic phase.")] = 1500,
+    requests: Annotated[int, typer.Option(help="Recommendation requests per traffic phase.")] = 700,
     concurrency: Annotated[int, typer.Option(help="Concurrent simulated users during traffic.")] = 4,
     canary_percent: Annotated[float, typer.Option(help="Share of users sent to the canary.")] = 50.0,
 ) -> None:
@@ -141,7 +141,7 @@ def demo(
         phases = {"svd-vs-svdpp": drive(service, url, log, requests, concurrency, "phase 1")}
 
     with stage("5/6 canary swapped to the popularity model under load, then a rolling restart under load"):
-        swap = threading.Timer(1.0, rollout.start_canary, (store, popularity, canary_percent),
+        swap = threading.Timer(0.2, rollout.start_canary, (store, popularity, canary_percent),
                                {"reason": "demo: popularity baseline as canary"})
         swap.start()
         phases["svd-vs-popularity"] = drive(service, url, log, requests, concurrency, "phase 2")

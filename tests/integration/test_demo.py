@@ -1,0 +1,33 @@
+"""`movierec demo` end to end on small settings: the loop closes and the summary says so."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_the_whole_loop_and_personalized_versions_beat_popularity(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "movierec.cli", "demo", "--output", str(out), "--users", "1200",
+         "--movies", "150", "--days", "10", "--requests", "300"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+
+    events = summary["events"]
+    assert events["rejected"] == summary["simulated"]["corrupted"] > 0
+    assert events["read"] > 10_000
+    for algo in ("svd", "svdpp"):
+        assert 0.3 < summary["models"][algo]["rmse"] < 1.5
+    per_version = summary["online"]["per_version"]
+    assert set(per_version) == {"svd", "svdpp", "popularity"}
+    assert sum(v["share_of_requests"] for v in per_version.values()) == pytest.approx(1.0, abs=1e-3)
+    for v in per_version.values():
+        assert v["failed"] == 0 and v["requests"] > 0
+        assert 0.0 <= v["hit_rate"]["low"] <= v["hit_rate"]["value"] <= v["hit_rate"]["high"] <= 1.0
+    assert all(phase["failed"] == 0 for phase in summary["traffic"].values()), summary["traffic"]
+    assert (out / "online-report").is_dir() and (out / "events.log").stat().st_size > 0

@@ -68,7 +68,8 @@ def gate(metrics: dict[str, float], baseline: dict[str, float], stable: dict[str
                             margin=margin, stable_version=stable_version, stable_source=stable_source)
     if value is None:
         decision.candidate = False
-        decision.reasons.append(f"no {primary} in the evaluation: cannot gate")
+        decision.reasons.append(f"no {primary} in the evaluation (no validation user with a relevant movie?): "
+                                "cannot gate")
         return decision
     if base is None:
         decision.candidate = False

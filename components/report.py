@@ -71,7 +71,8 @@ def plots(evaluation_sets: list[dict[str, Any]]) -> dict[str, str]:
     ax.set_xlabel(f"NDCG@{k} of a user")
     ax.set_ylabel("users")
     ax.set_title(f"Distribution of per-user NDCG@{k}")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     out[f"Per-user NDCG@{k}"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -154,3 +154,35 @@ def test_schedule_and_submit(monkeypatch):
     result = CliRunner().invoke(pipeline_cli.app, ["submit", "--host", "http://kfp.example:8080"])
     assert result.exit_code == 0, result.output
     assert "run-1" in result.output and fake.calls[-1][0] == "run"
+
+
+def test_local_progress_from_kfp_log_lines():
+    import logging
+
+    from pipelines.local import _StepTimer
+
+    lines = []
+    timer = _StepTimer(lines.append, {"train-2": "train-svdpp"})
+
+    def record(msg):
+        return logging.LogRecord("root", logging.INFO, __file__, 1, msg, None, None)
+
+    assert timer.filter(record("Executing task \x1b[96m'train-2'\x1b[0m"))
+    assert timer.filter(record("Task \x1b[96m'train-2'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m"))
+    assert lines[0] == "[1] train-svdpp ..." and lines[1].startswith("    train-svdpp: SUCCESS in ")
+    assert set(timer.seconds) == {"train-svdpp"}
+
+
+def test_a_docker_folder_is_not_taken_for_docker_py(tmp_path, monkeypatch):
+    import sys
+
+    from pipelines.local import _hide_docker_folder
+
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "components.Dockerfile").write_text("FROM scratch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "docker", None)         # so that the entry is restored after the test
+    monkeypatch.delitem(sys.modules, "docker")
+    _hide_docker_folder()
+    with pytest.raises(ImportError):
+        import docker  # noqa: F401

@@ -42,12 +42,19 @@ class _SurpriseFactorization(Recommender):
     def fit(self, dataset: Dataset) -> _SurpriseFactorization:
         import surprise
 
+        clock = time.perf_counter
+        t0 = clock()
         algo = getattr(surprise, self.surprise_class)(**self.params)
         trainset = surprise_trainset(dataset)
+        t1 = clock()
         algo.fit(trainset)
+        t2 = clock()
         self.algo = algo
         self.model = self._export(algo, trainset, dataset)
+        t3 = clock()
         self.export_error = check_export(self.model, algo, trainset)
+        self.fit_timings = {"trainset_seconds": t1 - t0, "surprise_fit_seconds": t2 - t1,
+                            "export_seconds": t3 - t2, "check_seconds": clock() - t3}
         return self
 
     def _export(self, algo, trainset, dataset: Dataset) -> FactorModel:

@@ -81,11 +81,14 @@ def frames_from_log(path: str) -> dict[str, pd.DataFrame]:
         return frames_from_lines(f)
 
 
-def frames_from_store(store) -> dict[str, pd.DataFrame]:
-    """The frames of the ingested snapshots in the artifact store."""
-    from components.snapshots import read_events
+def frames_from_store(store, last_days: int | None = None) -> dict[str, pd.DataFrame]:
+    """The frames of the ingested snapshots in the store (only the newest `last_days` days if given)."""
+    from components.snapshots import read_events, snapshot_days
 
-    return {k: read_events(store, k)[_COLUMNS[k]] for k in KINDS}
+    days = None
+    if last_days is not None:
+        days = sorted({d for ds in snapshot_days(store).values() for d in ds})[-last_days:]
+    return {k: read_events(store, k, days)[_COLUMNS[k]] for k in KINDS}
 
 
 def _frame(kind: str, rows: list) -> pd.DataFrame:

@@ -152,7 +152,8 @@ def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedel
     result, n = None, 0
     try:
         while cycles is None or n < cycles:
-            frames = concat_frames(frames, frames_from_lines(tail.read())) if tail else frames_from_store(store)
+            frames = (concat_frames(frames, frames_from_lines(tail.read())) if tail
+                      else frames_from_store(store, last_days=keep.days + 1))
             times = [f["time"].max() for f in frames.values() if len(f)]
             if times:
                 horizon = max(times) - pd.Timedelta(keep)

@@ -180,3 +180,12 @@ def test_kubeflow_component_runs_the_bounded_evaluation(store, log_file, tmp_pat
     assert task.outputs["Output"] == "keep_collecting"
     assert (tmp_path / "kfp").exists()
     assert (Path(task.outputs["report"].path) / "online-eval.json").exists()
+
+
+def test_follow_from_store_snapshots(store, log_file):
+    from components.ingest import ingest
+
+    ingest(f"file:{log_file}", store)
+    result = follow(None, store, interval=0.01, cycles=1)
+    assert set(result["versions"]) == {"v1", "v2"}
+    assert store.exists(layout.ONLINE_WATERMARK)

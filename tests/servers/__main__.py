@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.which in ("kafka", "all"):
             print("starting Kafka (the first run fetches its jars with Maven) ...", flush=True)
-            servers.append(KafkaBroker().start())
+            servers.append(KafkaBroker())  # listed before starting: Ctrl-C while starting cleans up too
+            servers[-1].start()
         if args.which in ("s3", "all"):
             print("starting SeaweedFS ...", flush=True)
-            servers.append(SeaweedFS().start())
+            servers.append(SeaweedFS())
+            servers[-1].start()
         print("\n# ready; export these in another shell:")
         for server in servers:
             if isinstance(server, KafkaBroker):

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
             pass
 
 
-_LIVE: weakref.WeakSet[ServerProcess] = weakref.WeakSet()
+_LIVE: set[ServerProcess] = set()  # strong references: a dropped server object is still stopped
 
 
 def stop_all() -> None:
@@ -155,7 +154,7 @@ class ServerProcess:
         while True:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
-                self.proc = None
+                self.stop()
                 raise ServerError(f"{self.name} exited with code {code} while starting.\n{self.log_tail()}")
             try:
                 if self._ready():

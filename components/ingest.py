@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from components import layout
-from components.ingest_batches import Batch, Batcher, IngestError, SnapshotWriter, merge_counts
+from components.ingest_batches import Batch, BatchCounts, Batcher, IngestError, SnapshotWriter, merge_counts
 from components.ingest_metrics import IngestMetrics
 from components.store import ArtifactStore
 
@@ -53,8 +53,8 @@ class IngestReport:
     seconds: float = 0.0
     committed: dict[str, int] = field(default_factory=dict)  # source -> next position to read
 
-    def add(self, batch: Batch, counts) -> None:
-        self.read += len(batch.offsets)
+    def add(self, counts: BatchCounts) -> None:
+        self.read += counts.lines
         merge_counts(self.stored, counts.stored.items())
         merge_counts(self.rejected, counts.rejected.items())
         self.batches += 1
@@ -83,14 +83,17 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
            batch_size: int = DEFAULT_BATCH_SIZE, stop: threading.Event | None = None,
            metrics_port: int | None = None, metrics_host: str = "0.0.0.0", metrics_file: str | None = None,
            linger: float = 5.0, instance_id: str | None = None, connect_timeout: float | None = None,
-           store_retry_seconds: float = 30.0, metrics: IngestMetrics | None = None) -> IngestReport:
+           store_retry_seconds: float = 30.0, write_process: bool = True,
+           metrics: IngestMetrics | None = None) -> IngestReport:
     """Ingest `source` (`file:PATH` or `kafka://HOST:PORT/TOPIC`) into `store`; see the module doc.
 
     `batch_size` lines per snapshot batch (cut at offset multiples), `linger` seconds before a
     partial batch is written anyway, `instance_id` a static consumer-group membership id (a
     restarted process takes its partitions back without waiting for a session timeout),
     `connect_timeout` how long to retry an unreachable broker (default: forever when following,
-    60 s otherwise), `store_retry_seconds` how long to retry a failing store before giving up.
+    60 s otherwise), `store_retry_seconds` how long to retry a failing store before giving up,
+    `write_process` whether a Kafka run parses and writes in a second process (see
+    `components.ingest_writer`) so that consuming and writing overlap.
     Raises `IngestError` when the broker or the store stays unreachable; nothing is committed
     past what is in the store.
     """
@@ -110,8 +113,14 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
                 bootstrap, topic = parse_kafka_url(source)
                 if connect_timeout is None:
                     connect_timeout = float("inf") if follow else 60.0
-                KafkaIngest(bootstrap, topic, group, writer, batcher, report, metrics, stop=stop,
-                            follow=follow, instance_id=instance_id, connect_timeout=connect_timeout).run()
+                from components.ingest_writer import InlineWriter, ProcessWriter
+
+                sink = ProcessWriter(store, store_retry_seconds) if write_process else InlineWriter(writer)
+                try:
+                    KafkaIngest(bootstrap, topic, group, sink, batcher, report, metrics, stop=stop,
+                                follow=follow, instance_id=instance_id, connect_timeout=connect_timeout).run()
+                finally:
+                    sink.close(cancel=True)
             elif source.startswith("file:"):
                 path = source[len("file://"):] if source.startswith("file://") else source[len("file:"):]
                 _ingest_file(Path(path), writer, batcher, report, metrics, stop=stop, follow=follow)
@@ -173,12 +182,13 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
         nonlocal committed
         for batch in batches:
             counts = writer.write(batch)
+            counts.count(metrics)
             committed += sum(len(line) for line in batch.lines) + len(batch.lines)
             if committed > (end if end is not None else float("inf")):
                 committed = end  # the unterminated last line of a bounded run has no newline
             checkpoint = {"source": str(path), "line": batch.last + 1, "byte": committed}
             writer.retry(f"checkpoint {key}", lambda c=checkpoint: store.put_json(key, c))
-            report.add(batch, counts)
+            report.add(counts)
             report.committed[source] = batch.last + 1
             metrics.set_committed(source, 0, batch.last + 1)
 

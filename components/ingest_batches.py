@@ -117,9 +117,19 @@ def transient(exc: BaseException) -> bool:
 
 @dataclass
 class BatchCounts:
+    """What one written batch held (returned across processes, so plain data)."""
+
+    source: str
+    first: int
+    last: int
+    lines: int
     read: Tally
     stored: Tally
     rejected: Tally
+    seconds: float
+
+    def count(self, metrics: IngestMetrics) -> None:
+        metrics.count_batch(self.read, self.stored, self.rejected, self.seconds)
 
 
 class SnapshotWriter:
@@ -147,7 +157,9 @@ class SnapshotWriter:
         return index
 
     def write(self, batch: Batch) -> BatchCounts:
-        """Write one batch durably; return what it held. Raises IngestError once retries run out."""
+        """Write one batch durably; return what it held (the caller counts it in the metrics).
+
+        Raises IngestError once retries run out."""
         started = time.perf_counter()
         events, rejections = [], []
         read: Tally = Tally()
@@ -166,8 +178,8 @@ class SnapshotWriter:
         keys = self.retry(f"{batch.source} offsets {first}-{last}",
                            lambda: write_batch(self.store, batch.source, first, last, events, rejections))
         self._remove_overlaps(batch.source, first, last, set(keys))
-        self.metrics.count_batch(read, stored, rejected, time.perf_counter() - started)
-        return BatchCounts(read, stored, rejected)
+        return BatchCounts(batch.source, first, last, len(batch.offsets), read, stored, rejected,
+                           time.perf_counter() - started)
 
     def _remove_overlaps(self, source: str, first: int, last: int, written: set[str]) -> None:
         if self._index is None:

@@ -22,17 +22,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
-from components.ingest_batches import Batch, Batcher, IngestError, SnapshotWriter
+from components.ingest_batches import Batch, BatchCounts, Batcher, IngestError
 from components.ingest_metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL = 5.0
 POLL_MS = 200
+MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet back
 
 
 class _Consumer(KafkaConsumer):
@@ -56,11 +59,12 @@ def source_name(tp: TopicPartition) -> str:
 class KafkaIngest:
     """One consumer-group member ingesting one topic; `run()` returns when done or stopped."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str, writer: SnapshotWriter, batcher: Batcher,
+    def __init__(self, bootstrap: str, topic: str, group: str, sink, batcher: Batcher,
                  report, metrics: IngestMetrics, *, stop: threading.Event, follow: bool,
                  instance_id: str | None = None, connect_timeout: float = 60.0):
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
-        self.writer, self.batcher, self.report, self.metrics = writer, batcher, report, metrics
+        self.sink, self.batcher, self.report, self.metrics = sink, batcher, report, metrics
+        self.in_flight: deque[tuple[TopicPartition, Future]] = deque()
         self.stop, self.follow = stop, follow
         self.instance_id, self.connect_timeout = instance_id, connect_timeout
         self.consumer: KafkaConsumer | None = None
@@ -94,7 +98,7 @@ class KafkaIngest:
                 log.warning("Kafka broker %s not reachable (attempt %d: %s); retrying in %.0f s",
                             self.bootstrap, attempt, exc, delay)
                 self.stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 5.0)
                 continue
             log.info("connected to Kafka %s (topic %s, group %s)", self.bootstrap, self.topic, self.group)
             consumer.subscribe([self.topic], listener=_Rebalance(self))
@@ -173,19 +177,35 @@ class KafkaIngest:
         return batches
 
     def flush(self, batches: list[Batch]) -> None:
-        """Write batches to the store, then commit their offsets (even if a later write fails)."""
+        """Hand batches to the writer, take back the finished ones, commit what they cover."""
         try:
             for batch in batches:
                 self.write(batch)
+            self.collect(keep=MAX_IN_FLIGHT)
         finally:
             self.commit()
 
     def write(self, batch: Batch) -> None:
         tp = TopicPartition(self.topic, int(batch.source.rsplit("-", 1)[1]))
-        counts = self.writer.write(batch)
-        self.report.add(batch, counts)
-        self.written[tp] = batch.last + 1
-        self.uncommitted[tp] = batch.last + 1
+        self.in_flight.append((tp, self.sink.submit(batch)))
+
+    def collect(self, keep: int) -> None:
+        """Account for finished writes, in order; wait while more than `keep` are in flight."""
+        while self.in_flight:
+            tp, future = self.in_flight[0]
+            if not future.done() and len(self.in_flight) <= keep:
+                return
+            try:
+                counts: BatchCounts = future.result()
+            except IngestError:
+                raise
+            except Exception as exc:  # the writer process died, or a bug in it
+                raise IngestError(f"writing {tp.topic}[{tp.partition}] failed: {exc!r}") from exc
+            self.in_flight.popleft()
+            counts.count(self.metrics)
+            self.report.add(counts)
+            self.written[tp] = counts.last + 1
+            self.uncommitted[tp] = counts.last + 1
 
     def _offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         return {tp: OffsetAndMetadata(o, "", -1) for tp, o in self.uncommitted.items() if tp in self.assigned}
@@ -232,6 +252,8 @@ class KafkaIngest:
         try:
             if flush:
                 self.flush(self.batcher.take_all())
+                self.collect(keep=0)
+                self.commit()
                 deadline = time.monotonic() + 15
                 while self._offsets() and time.monotonic() < deadline:
                     time.sleep(0.5)
@@ -262,6 +284,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
                 batch = ing.batcher.take(source_name(tp))
                 if batch:
                     ing.write(batch)
+            ing.collect(keep=0)  # blocks the IO loop while the writer finishes: a rebalance is on anyway
         except Exception as exc:  # the next owner reads the unwritten range again
             log.error("could not write revoked partitions' buffers (%s); they will be read again", exc)
         offsets = {tp: o for tp, o in ing._offsets().items() if tp in revoked}
@@ -277,7 +300,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         ing = self.ingest
         ing.assigned |= set(assigned)
         ing.joined = True
-        ing.writer.invalidate()
+        ing.sink.invalidate()
         log.info("partitions assigned: %s", sorted(tp.partition for tp in ing.assigned))
 
     async def on_partitions_lost(self, lost):

@@ -7,6 +7,7 @@ hold each valid event exactly once and each corrupted line exactly once as a dea
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 import signal
@@ -75,7 +76,7 @@ class Log:
                                  bootstrap_timeout_ms=15000, max_in_flight_requests_per_connection=1)
         try:
             bounds = [start + (stop - start) * k // chunks for k in range(chunks + 1)]
-            for a, b in zip(bounds, bounds[1:], strict=True):
+            for a, b in itertools.pairwise(bounds):
                 for i in range(a, b):
                     producer.send(topic, self.lines[i], partition=i % PARTITIONS)
                 producer.flush(timeout=15)

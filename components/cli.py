@@ -98,7 +98,7 @@ def ingest_command(
     group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "movierec-ingest",
     instance_id: Annotated[str | None, typer.Option(help="Static group membership id (e.g. the pod name): a "
                                                          "restarted process gets its partitions back at once.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Lines per snapshot batch (batches are cut at multiples of it).")] = 50_000,
+    batch_size: Annotated[int, typer.Option(help="Lines per snapshot batch (batches are cut at multiples of it).")] = 20_000,
     linger: Annotated[float, typer.Option(help="Seconds a partial batch waits before it is written anyway.")] = 5.0,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds to.")] = "0.0.0.0",

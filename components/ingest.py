@@ -34,7 +34,7 @@ from components.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_GROUP = "movierec-ingest"
 _CHUNK = 4 << 20
 

@@ -271,3 +271,28 @@ def test_following_a_file_reads_whole_lines_until_stopped(tmp_path):
     assert result["r"].read == 200 and sum(result["r"].rejected.values()) == bad
     events, dead = stored_positions(store)
     assert sorted(events + dead) == [("file-events.log", i) for i in range(200)]
+
+
+def test_the_writer_process_writes_in_order_and_reports_store_failures(tmp_path):
+    from components.ingest_writer import ProcessWriter
+
+    lines, bad = make_lines(300)
+    store = LocalStore(tmp_path / "ok")
+    sink = ProcessWriter(store, retry_seconds=5)
+    try:
+        batches = Batcher(100, 0).add("t-0", list(range(300)), lines)
+        results = [f.result(timeout=30) for f in [sink.submit(b) for b in batches]]
+    finally:
+        sink.close()
+    assert [(r.first, r.last) for r in results] == [(0, 99), (100, 199), (200, 299)]
+    assert sum(sum(r.rejected.values()) for r in results) == bad
+    events, dead = stored_positions(store)
+    assert sorted(events + dead) == [("t-0", i) for i in range(300)]
+
+    sink = ProcessWriter(FlakyStore(tmp_path / "down", failures=10**9), retry_seconds=0.6)
+    try:
+        future = sink.submit(Batcher(100, 0).add("t-0", list(range(100)), lines[:100])[0])
+        with pytest.raises(IngestError, match="unavailable"):
+            future.result(timeout=30)
+    finally:
+        sink.close()

@@ -54,7 +54,7 @@ def _run(action):
         state = action()
     except (RolloutError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(f"stable={state.stable} canary={state.canary} canary_percent={state.canary_percent:g}")
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from kserve import Model

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from components.events import RecommendationEvent, format_event
 from predictor import metrics
@@ -40,7 +40,7 @@ class RequestLog:
                response_ms: float, error: str = "") -> None:
         """Queue one request for logging; never blocks."""
         try:
-            self._queue.put_nowait((datetime.now(timezone.utc).replace(tzinfo=None), user_id, version,
+            self._queue.put_nowait((datetime.now(UTC).replace(tzinfo=None), user_id, version,
                                     status, tuple(results), int(round(response_ms)), error))
         except queue.Full:
             metrics.REQUEST_LOG_DROPPED.inc()

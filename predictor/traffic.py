@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # the model module imports kserve; keep this one importable w
 class TrafficSplit:
     """Which loaded model serves which users."""
 
-    stable: "RecommenderModel | None" = None
-    canary: "RecommenderModel | None" = None
+    stable: RecommenderModel | None = None
+    canary: RecommenderModel | None = None
     canary_percent: float = 0.0
     state: RolloutState = field(default_factory=RolloutState)
 
@@ -37,12 +37,12 @@ class TrafficSplit:
             canary_percent=self.canary_percent if self.canary else 0.0))
         object.__setattr__(self, "_by_version", {m.version: m for m in (self.stable, self.canary) if m})
 
-    def route(self, user_id: int) -> "RecommenderModel | None":
+    def route(self, user_id: int) -> RecommenderModel | None:
         """The model that serves `user_id`, or None if nothing is loaded."""
         version = self.state.route(user_id)
         return self._by_version.get(version) if version else None  # type: ignore[attr-defined]
 
-    def models(self) -> list["RecommenderModel"]:
+    def models(self) -> list[RecommenderModel]:
         return [m for m in (self.stable, self.canary) if m]
 
     @property

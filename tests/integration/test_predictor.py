@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import random
 import re
-import shutil
 import socket
 import threading
 import time

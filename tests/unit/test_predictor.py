@@ -82,7 +82,7 @@ def test_split_routes_by_the_rollout_hash_and_holds_the_share():
     split = TrafficSplit(stable=_Fake("a"), canary=_Fake("b"), canary_percent=25)
     users = range(20_000)
     chosen = [split.route(u).version for u in users]
-    assert all(c == ("b" if rollout.in_canary(u, 25) else "a") for u, c in zip(users, chosen))
+    assert all(c == ("b" if rollout.in_canary(u, 25) else "a") for u, c in zip(users, chosen, strict=True))
     share = chosen.count("b") / len(chosen)
     assert abs(share - 0.25) < 4 * (0.25 * 0.75 / len(chosen)) ** 0.5
 

@@ -132,8 +132,11 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
     items = recs.loc[out["served"], ["time", "user_id", "results"]].explode("results")
     items = items.rename(columns={"results": "movie_id", "time": "rec_time"})
     items["rec_id"] = items.index.astype("int64")
-    watches = _credit(frames["watch"], items, window)
-    rates = _credit(frames["rate"], items, window)
+    # Integer movie codes: merge_asof groups int64 keys much faster than strings.
+    codes, movies = pd.factorize(items["movie_id"].astype(str))
+    items = items.assign(movie=codes.astype("int64"), user_id=items["user_id"].astype("int64"))
+    watches = _credit(frames["watch"], items, pd.Index(movies), window)
+    rates = _credit(frames["rate"], items, pd.Index(movies), window)
 
     out["hit"] = out.index.isin(watches["rec_id"].unique())
     minutes = watches.drop_duplicates(["rec_id", "movie_id", "minute"]).groupby("rec_id").size()
@@ -143,14 +146,16 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
     return out
 
 
-def _credit(events: pd.DataFrame, items: pd.DataFrame, window: timedelta) -> pd.DataFrame:
+def _credit(events: pd.DataFrame, items: pd.DataFrame, movies: pd.Index, window: timedelta) -> pd.DataFrame:
     """Events matched to the latest earlier recommendation of the same user listing the movie."""
-    if events.empty or items.empty:
+    codes = movies.get_indexer(events["movie_id"].astype(str)) if len(events) else np.empty(0, dtype=np.int64)
+    keep = (codes >= 0) & events["user_id"].isin(items["user_id"].unique()).to_numpy()
+    if not keep.any():
         return events.assign(rec_id=pd.Series(dtype="int64")).iloc[0:0]
-    left = events.assign(user_id=events["user_id"].astype("int64"), movie_id=events["movie_id"].astype(str))
-    right = items.assign(movie_id=items["movie_id"].astype(str))
+    left = events[keep].assign(user_id=lambda f: f["user_id"].astype("int64"), movie=codes[keep].astype("int64"))
+    right = items[["rec_time", "user_id", "movie", "rec_id"]]
     matched = pd.merge_asof(left.sort_values("time", kind="stable"), right.sort_values("rec_time", kind="stable"),
-                            left_on="time", right_on="rec_time", by=["user_id", "movie_id"],
+                            left_on="time", right_on="rec_time", by=["user_id", "movie"],
                             direction="backward", tolerance=pd.Timedelta(window), allow_exact_matches=True)
     matched = matched.dropna(subset=["rec_id"])
     return matched.assign(rec_id=matched["rec_id"].astype("int64"))

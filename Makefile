@@ -77,9 +77,9 @@ IMAGE_PREFIX ?= movierec
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 
 images:
-	$(X) $(DOCKER) build --file docker/components.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
+	$(X) $(DOCKER) build --file images/components.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
 		--tag $(IMAGE_PREFIX)/components:$(IMAGE_TAG) .
-	$(X) $(DOCKER) build --file docker/predictor.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
+	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
 		--tag $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) .
 ifeq ($(PUSH),1)
 	@test -n "$$REGISTRY_USER" -a -n "$$REGISTRY_PASSWORD" || { echo "PUSH=1 needs REGISTRY_USER and REGISTRY_PASSWORD" >&2; exit 1; }

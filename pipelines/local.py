@@ -66,28 +66,6 @@ class _StepTimer(logging.Filter):
         return True
 
 
-def _hide_docker_folder() -> None:
-    """Keep a folder named `docker/` (Dockerfiles) in the working directory from passing for docker-py.
-
-    When the working directory is on sys.path (`python -m`, pytest from the project root) such a
-    folder imports as a namespace package `docker`; kfp.local then takes it for docker-py and fails
-    with AttributeError instead of the ImportError it handles. Make `import docker` fail as it does
-    without docker-py; a real docker-py installation is left alone."""
-    import importlib.util
-    import sys
-
-    module = sys.modules.get("docker")
-    if module is not None:
-        if getattr(module, "__file__", None) is None and not hasattr(module, "DockerClient"):
-            sys.modules["docker"] = None
-        return
-    if "docker" in sys.modules:
-        return
-    spec = importlib.util.find_spec("docker")
-    if spec is not None and spec.origin is None:
-        sys.modules["docker"] = None
-
-
 def run_local(source: str, store: str, pipeline_root: str, params: dict | None = None, *, deploy: str = "none",
               canary_percent: float = 10.0, force_deploy: bool = False, group: str = "movierec-ingest",
               progress: Callable[[str], None] | None = None, quiet: bool = True) -> LocalRun:
@@ -95,7 +73,6 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
 
     `store` should be absolute (a path or s3:// URI): the steps run as subprocesses. `progress`
     gets one line per step start and end."""
-    _hide_docker_folder()
     from kfp import local
 
     from pipelines.training_pipeline import training_pipeline

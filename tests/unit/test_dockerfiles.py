@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = sorted((ROOT / "docker").glob("*Dockerfile"))
+DOCKERFILES = sorted((ROOT / "images").glob("*Dockerfile"))
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake|cargo|rustc|gfortran|python3?-dev)\b")
 
 

@@ -137,9 +137,9 @@ def test_make_images_dry_run_builds_both_dockerfiles():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     for image in ("components", "predictor"):
-        assert any(line.startswith("docker build") and f"docker/{image}.Dockerfile" in line
+        assert any(line.startswith("docker build") and f"images/{image}.Dockerfile" in line
                    and f"--tag registry.example/movierec/{image}:t1" in line for line in lines), lines
-        assert (ROOT / "docker" / f"{image}.Dockerfile").exists()
+        assert (ROOT / "images" / f"{image}.Dockerfile").exists()
 
 
 def test_make_images_push_logs_in_without_showing_the_password():

@@ -166,9 +166,6 @@ def test_cli_online_eval_and_trace(store, log_file, tmp_path):
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 def test_kubeflow_component_runs_the_bounded_evaluation(store, log_file, tmp_path):
     """`components.steps.online_eval` under kfp.local reads the store's snapshots and returns the decision."""
-    from pipelines.local import _hide_docker_folder
-
-    _hide_docker_folder()   # the repository's docker/ folder must not pass for docker-py
     from kfp import local
 
     from components.ingest import ingest

@@ -172,17 +172,3 @@ def test_local_progress_from_kfp_log_lines():
     assert lines[0] == "[1] train-svdpp ..." and lines[1].startswith("    train-svdpp: SUCCESS in ")
     assert set(timer.seconds) == {"train-svdpp"}
 
-
-def test_a_docker_folder_is_not_taken_for_docker_py(tmp_path, monkeypatch):
-    import sys
-
-    from pipelines.local import _hide_docker_folder
-
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "docker" / "components.Dockerfile").write_text("FROM scratch\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(sys.modules, "docker", None)         # so that the entry is restored after the test
-    monkeypatch.delitem(sys.modules, "docker")
-    _hide_docker_folder()
-    with pytest.raises(ImportError):
-        import docker  # noqa: F401

@@ -1,6 +1,6 @@
 # The component image: the base_image of every Kubeflow pipeline step. The project installed,
 # nothing else. Build from the repository root:
-#   docker build -f docker/components.Dockerfile -t movierec/components:0.1.0 .
+#   docker build -f images/components.Dockerfile -t movierec/components:0.1.0 .
 # Pinned base; the build stage holds pip and its caches, the final stage only the installed venv.
 FROM python:3.11.7-slim-bookworm AS build
 WORKDIR /src

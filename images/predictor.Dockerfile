@@ -1,5 +1,5 @@
 # The predictor image: the KServe model server for the stable and canary model versions.
-#   docker build -f docker/predictor.Dockerfile -t movierec/predictor:0.1.0 .
+#   docker build -f images/predictor.Dockerfile -t movierec/predictor:0.1.0 .
 # Same install as the component image (one dependency set), its own entry point and port.
 FROM python:3.11.7-slim-bookworm AS build
 WORKDIR /src

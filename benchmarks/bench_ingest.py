@@ -2,8 +2,8 @@
 
 Both sides read the same topic on a real Kafka broker (started here with `tests.servers`):
 - ours: `components.ingest.ingest` in bounded mode into a local store (Parquet snapshots,
-  consumer-group commits), once with one consumer and once with two consumer processes in one
-  group (how the service scales: partitions spread over members);
+  consumer-group commits): with its writer process (default), with the writer inline, and as two
+  consumer processes in one group (how the service scales: partitions spread over members);
 - baseline (the reference project's approach): a consumer that parses each line and appends it as
   a JSON record to the file of its user (open, append, close per event).
 
@@ -73,11 +73,12 @@ def produce(bootstrap: str, topic: str, lines: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def run_ours(bootstrap: str, topic: str, group: str, workdir: Path) -> dict:
+def run_ours(bootstrap: str, topic: str, group: str, workdir: Path, write_process: bool = True) -> dict:
     from components.ingest import ingest
     from components.store import LocalStore
 
-    report = ingest(f"kafka://{bootstrap}/{topic}", LocalStore(workdir / group), group=group)
+    report = ingest(f"kafka://{bootstrap}/{topic}", LocalStore(workdir / group), group=group,
+                    write_process=write_process)
     return {"events": report.read, "seconds": round(report.seconds, 3),
             "events_per_second": round(report.read / report.seconds), "batches": report.batches}
 
@@ -168,10 +169,11 @@ def stage_rates(bootstrap: str, topic: str, lines: list[bytes], workdir: Path) -
 
 
 def profile_ours(bootstrap: str, topic: str, workdir: Path) -> dict:
-    """Share of one ingest run's CPU time by where it is spent (cProfile, by own time)."""
+    """Share of one ingest run's CPU time by where it is spent (cProfile, by own time; inline
+    writer, since cProfile does not follow the writer process)."""
     profiler = cProfile.Profile()
     profiler.enable()
-    run_ours(bootstrap, topic, "bench-profiled", workdir)
+    run_ours(bootstrap, topic, "bench-profiled", workdir, write_process=False)
     profiler.disable()
     buckets = {"kafka_client": 0.0, "parsing": 0.0, "snapshots_arrow_parquet": 0.0, "ingest_loop": 0.0,
                "waiting": 0.0, "other": 0.0}
@@ -215,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         stages = stage_rates(broker.bootstrap, topic, lines, workdir)
         baseline = run_baseline(broker.bootstrap, topic, workdir, len(lines))
         ours = run_ours(broker.bootstrap, topic, "bench-ours", workdir)
+        inline = run_ours(broker.bootstrap, topic, "bench-ours-inline", workdir, write_process=False)
         two = run_ours_two_consumers(broker.bootstrap, topic, "bench-ours-2", workdir)
         profile = profile_ours(broker.bootstrap, topic, workdir)
     try:
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "ingest: Kafka topic -> store",
         "events": len(lines), "partitions": PARTITIONS, "produce_seconds": round(produce_seconds, 2),
-        "ours": ours, "ours_two_consumers": two, "baseline_per_user_json": baseline,
+        "ours": ours, "ours_inline_writer": inline, "ours_two_consumers": two, "baseline_per_user_json": baseline,
         "ratio_ours_vs_baseline": round(ours["events_per_second"] / baseline["events_per_second"], 2),
         "ratio_two_consumers_vs_baseline": round(two["events_per_second"] / baseline["events_per_second"], 2),
         "stage_rates_events_per_second": stages, "profile": profile,
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("ours", "ours_two_consumers", "baseline_per_user_json",
+    print(json.dumps({k: result[k] for k in ("ours", "ours_inline_writer", "ours_two_consumers", "baseline_per_user_json",
                                              "ratio_ours_vs_baseline", "stage_rates_events_per_second")}, indent=2))
     return result
 

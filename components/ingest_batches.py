@@ -127,9 +127,11 @@ class BatchCounts:
     stored: Tally
     rejected: Tally
     seconds: float
+    store_errors: int = 0
 
     def count(self, metrics: IngestMetrics) -> None:
         metrics.count_batch(self.read, self.stored, self.rejected, self.seconds)
+        metrics.store_errors.inc(self.store_errors)
 
 
 class SnapshotWriter:
@@ -142,6 +144,7 @@ class SnapshotWriter:
         self.retry_seconds = retry_seconds
         self.sleep = sleep
         self._index: dict[str, list[tuple[int, int, str]]] | None = None
+        self.errors = 0  # failed store calls so far (retried or not)
 
     def invalidate(self) -> None:
         """Forget the snapshot index (another consumer may have written since): relist on next write."""
@@ -160,7 +163,7 @@ class SnapshotWriter:
         """Write one batch durably; return what it held (the caller counts it in the metrics).
 
         Raises IngestError once retries run out."""
-        started = time.perf_counter()
+        started, errors = time.perf_counter(), self.errors
         events, rejections = [], []
         read: Tally = Tally()
         for offset, line in zip(batch.offsets, batch.lines, strict=True):
@@ -179,7 +182,7 @@ class SnapshotWriter:
                            lambda: write_batch(self.store, batch.source, first, last, events, rejections))
         self._remove_overlaps(batch.source, first, last, set(keys))
         return BatchCounts(batch.source, first, last, len(batch.offsets), read, stored, rejected,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, self.errors - errors)
 
     def _remove_overlaps(self, source: str, first: int, last: int, written: set[str]) -> None:
         if self._index is None:
@@ -209,7 +212,7 @@ class SnapshotWriter:
             except Exception as exc:
                 if not transient(exc):
                     raise
-                self.metrics.store_errors.inc()
+                self.errors += 1
                 if time.monotonic() + delay > deadline:
                     raise IngestError(
                         f"artifact store {self.store.uri} unavailable for {self.retry_seconds:.0f} s while "

@@ -158,7 +158,7 @@ def test_store_errors_are_retried(tmp_path):
     b = Batcher(10, 0)
     lines, _ = make_lines(10, corrupt_every=0)
     counts = w.write(b.add("t-0", list(range(10)), lines)[0])
-    assert sum(counts.stored.values()) == 10 and sleeps == [0.5, 1.0]
+    assert sum(counts.stored.values()) == 10 and sleeps == [0.5, 1.0] and counts.store_errors == 2
 
 
 def test_a_store_that_stays_down_stops_ingest_without_a_checkpoint(tmp_path):

@@ -312,7 +312,7 @@ def publish_command(
     evaluation = evaluate_with_baseline(fitted, data, all_params, name=card.version, references=references)
     try:
         result = publish(target, fitted, card, evaluation, all_params, deploy=deploy,
-                         canary_percent=canary_percent, force=force)
+                         canary_percent=canary_percent, force=force, seen=data.serving_seen_csr)
     except (ValueError, rollout.RolloutError) as exc:
         typer.echo(f"publish failed: {exc}", err=True)
         raise typer.Exit(1) from exc

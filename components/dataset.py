@@ -95,6 +95,20 @@ class Dataset:
         m.sort_indices()
         return m
 
+    @property
+    def serving_seen_csr(self) -> sp.csr_matrix:
+        """Users x movies, 1 where the user rated or watched the movie at any time of the snapshot.
+
+        Evaluation must mask only the train period (the validation window holds its targets); a
+        model about to be served must mask everything its users have already seen."""
+        frames = [f.loc[(f["u"] >= 0) & (f["i"] >= 0), ["u", "i"]]
+                  for f in (self.train_ratings, self.train_watches, self.valid_ratings, self.valid_watches)]
+        pairs = pd.concat(frames, ignore_index=True).drop_duplicates()
+        m = sp.csr_matrix((np.ones(len(pairs), dtype=np.int8), (pairs["u"].to_numpy(), pairs["i"].to_numpy())),
+                          shape=(self.n_users, self.n_movies), dtype=np.int8)
+        m.sort_indices()
+        return m
+
     def _csr(self, frame: pd.DataFrame, values: np.ndarray) -> sp.csr_matrix:
         m = sp.csr_matrix((values, (frame["u"].to_numpy(), frame["i"].to_numpy())),
                           shape=(self.n_users, self.n_movies), dtype=np.float32)

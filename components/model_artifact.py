@@ -175,6 +175,15 @@ class FactorModel:
         top = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
         return top[np.argsort(-s[top], kind="stable")]
 
+    def with_seen(self, seen) -> "FactorModel":
+        """The same model masking another users x movies matrix of seen movies (scipy CSR, same ids)."""
+        seen = seen.tocsr()
+        if seen.shape != (self.n_users, self.n_movies):
+            raise ArtifactError(f"seen matrix {seen.shape} does not match the model ({self.n_users}, {self.n_movies})")
+        seen.sort_indices()
+        return FactorModel(self.global_mean, self.user_bias, self.item_bias, self.user_factors, self.item_factors,
+                           self.user_ids, self.movie_ids, seen.indptr, seen.indices, self.popular)
+
     # -- persistence ------------------------------------------------------------------------
     def to_files(self, card: ModelCard) -> dict[str, bytes]:
         factors = _npz(global_mean=np.array([self.global_mean], dtype=np.float64),

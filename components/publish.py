@@ -118,9 +118,15 @@ def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[
 
 def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluation: dict[str, Any],
             params: dict | None = None, *, deploy: str = "none", canary_percent: float | None = None,
-            force: bool = False, pipeline_run: str = "") -> PublishResult:
+            force: bool = False, pipeline_run: str = "", seen=None) -> PublishResult:
     """Gate `model` on its evaluation set (from `components.evaluate.evaluate_with_baseline`), write
-    it to the store as `card.version` with metrics and decision in its card, and deploy it if asked."""
+    it to the store as `card.version` with metrics and decision in its card, and deploy it if asked.
+
+    `seen` (a users x movies CSR, `Dataset.serving_seen_csr`) replaces the train-period mask the
+    model was evaluated with, so the served model never recommends what its users watched in the
+    validation window either."""
+    if seen is not None:
+        model = model.with_seen(seen)
     if deploy not in DEPLOY_MODES:
         raise ValueError(f"deploy must be one of {', '.join(DEPLOY_MODES)}, got {deploy!r}")
     p = section(params, "evaluate")

@@ -126,13 +126,15 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
 
 
 @dsl.component(base_image=IMAGE)
-def publish(model: Input[Model], evaluation: Input[Artifact], store: str, params: str, deploy: str,
+def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dataset], store: str, params: str,
+            deploy: str,
             canary_percent: float, force: bool, run_name: str
             ) -> NamedTuple("Published", version=str, candidate=bool, deployed=str, reasons=str):
     """Gate the model and write it with its metrics and decision to the store; deploy if asked."""
     import json
     from collections import namedtuple
 
+    from components.dataset import Dataset as PreparedDataset
     from components.model_artifact import FactorModel, list_versions
     from components.publish import publish as run_publish
     from components.store import LocalStore, open_store
@@ -141,7 +143,8 @@ def publish(model: Input[Model], evaluation: Input[Artifact], store: str, params
     fitted, card = FactorModel.load(source, list_versions(source)[0])
     with open(evaluation.path) as f:
         result = run_publish(open_store(store), fitted, card, json.load(f), json.loads(params), deploy=deploy,
-                             canary_percent=canary_percent, force=force, pipeline_run=run_name)
+                             canary_percent=canary_percent, force=force, pipeline_run=run_name,
+                             seen=PreparedDataset.load(dataset.path).serving_seen_csr)
     print(json.dumps(result.to_dict(), indent=2))
     published = namedtuple("Published", ["version", "candidate", "deployed", "reasons"])
     return published(result.version, result.decision.candidate, result.deployed or "",

@@ -62,7 +62,8 @@ def training_pipeline(source: str = "file:events.log", store: str = ".movierec/s
                                                  params=params, store=store), s3_secret)
         scored.set_caching_options(False)             # compares with whatever is stable now
         scored.set_display_name(f"evaluate-{algorithm}")
-        released = publish(model=trained.outputs["model"], evaluation=scored.outputs["evaluation"], store=store,
+        released = publish(model=trained.outputs["model"], evaluation=scored.outputs["evaluation"],
+                           dataset=prepared.outputs["dataset"], store=store,
                            params=params, deploy=deploy, canary_percent=canary_percent, force=force_deploy,
                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         with_store_credentials(released, s3_secret)

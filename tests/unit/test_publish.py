@@ -155,3 +155,26 @@ def test_evaluate_and_publish_commands(tmp_path):
     assert out["version"] == "random-1" and out["deployed"] == "stable"
     assert load_card(LocalStore(store), "random-1").gate["reasons"]
     assert rollout.load(LocalStore(store)).stable == "random-1"
+
+
+def test_published_model_masks_what_users_saw_in_the_validation_window_too(tmp_path):
+    """Evaluation masks the train period only; the served copy masks the whole snapshot."""
+    import numpy as np
+
+    from components.model_artifact import FactorModel
+    from components.store import LocalStore
+
+    model = FactorModel(global_mean=3.0, user_bias=np.zeros(2), item_bias=np.array([0.3, 0.2, 0.1]),
+                        user_factors=np.zeros((2, 1)), item_factors=np.zeros((3, 1)), user_ids=[1, 2],
+                        movie_ids=["a", "b", "c"], seen_indptr=[0, 0, 0], seen_indices=[], popular=[0, 1, 2])
+    import scipy.sparse as sp
+
+    seen = sp.csr_matrix((np.ones(2, dtype=np.int8), ([0, 1], [0, 2])), shape=(2, 3))
+    masked = model.with_seen(seen)
+    assert masked.recommend(1, 3)[0] == ["b", "c"] and masked.recommend(2, 3)[0] == ["a", "b"]
+    assert model.recommend(1, 3)[0] == ["a", "b", "c"]          # the evaluated model is unchanged
+    store = LocalStore(tmp_path)
+    from components.model_artifact import ModelCard
+
+    masked.save(store, ModelCard(version="m-1", algorithm="popularity"))
+    assert FactorModel.load(store, "m-1")[0].recommend(1, 3)[0] == ["b", "c"]

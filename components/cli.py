@@ -108,6 +108,8 @@ def ingest_command(
                                                                "(default: forever with --follow, else 60).")] = None,
     store_retry_seconds: Annotated[float, typer.Option(help="Seconds to retry a failing store before stopping "
                                                             "with an error.")] = 30.0,
+    write_process: Annotated[bool, typer.Option(help="Parse and write snapshots in a second process, beside the "
+                                                     "Kafka consumer (off: everything in one process).")] = True,
     report: Annotated[str | None, typer.Option(help="Also write the run's report as JSON to this file.")] = None,
 ) -> None:
     """Ingest the event log into Parquet snapshots in the store (bounded, or --follow as a service)."""
@@ -123,7 +125,7 @@ def ingest_command(
         result = ingest(source, open_store(store), group=group, follow=follow, batch_size=batch_size,
                         linger=linger, instance_id=instance_id, metrics_port=metrics_port,
                         metrics_host=metrics_host, metrics_file=metrics_file, connect_timeout=connect_timeout,
-                        store_retry_seconds=store_retry_seconds)
+                        store_retry_seconds=store_retry_seconds, write_process=write_process)
     except (IngestError, StoreError, ValueError) as exc:
         typer.echo(f"ingest failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -118,8 +118,9 @@ def demo(
                 f"NDCG@20 {p['metrics'].get('ndcg@20', float('nan')):.3f} candidate={p['candidate']}")
 
     with stage("3/6 popularity baseline as a servable version; deploy SVD stable, SVD++ canary"):
-        rec, card = train(prepare(store, load_params()), "popularity", load_params())
-        popularity = rec.save(store, card)
+        dataset = prepare(store, load_params())
+        rec, card = train(dataset, "popularity", load_params())
+        popularity = rec.fitted.with_seen(dataset.serving_seen_csr).save(store, card)   # masked as publish does
         svd, svdpp = models["svd"]["version"], models["svdpp"]["version"]
         rollout.set_stable(store, svd, reason="demo: first deployment")
         rollout.start_canary(store, svdpp, canary_percent, reason="demo: SVD++ as canary")

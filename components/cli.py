@@ -186,7 +186,8 @@ def online_eval_command(
 
     from components.canary import CanaryPolicy
     from components.online_eval import frames_from_log, frames_from_store, parse_window
-    from components.online_run import LogTail, follow as follow_loop, run_once
+    from components.online_run import LogTail, run_once
+    from components.online_run import follow as follow_loop
     from components.store import open_store
 
     st = open_store(store)

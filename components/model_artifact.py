@@ -61,7 +61,7 @@ class ModelCard:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes | str | dict) -> "ModelCard":
+    def from_json(cls, data: bytes | str | dict) -> ModelCard:
         obj = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in obj.items() if k in known})
@@ -175,7 +175,7 @@ class FactorModel:
         top = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
         return top[np.argsort(-s[top], kind="stable")]
 
-    def with_seen(self, seen) -> "FactorModel":
+    def with_seen(self, seen) -> FactorModel:
         """The same model masking another users x movies matrix of seen movies (scipy CSR, same ids)."""
         seen = seen.tocsr()
         if seen.shape != (self.n_users, self.n_movies):
@@ -198,7 +198,7 @@ class FactorModel:
         return files
 
     @classmethod
-    def from_files(cls, files: dict[str, bytes]) -> tuple["FactorModel", ModelCard]:
+    def from_files(cls, files: dict[str, bytes]) -> tuple[FactorModel, ModelCard]:
         verify_checksums(files)
         try:
             with np.load(io.BytesIO(files["factors.npz"]), allow_pickle=False) as f, \
@@ -223,7 +223,7 @@ class FactorModel:
         return card.version
 
     @classmethod
-    def load(cls, store: ArtifactStore, version: str) -> tuple["FactorModel", ModelCard]:
+    def load(cls, store: ArtifactStore, version: str) -> tuple[FactorModel, ModelCard]:
         """Read and verify a model version; raise ArtifactError if it is missing or corrupt."""
         files = {}
         for name in (*layout.MODEL_FILES, layout.CHECKSUMS):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from components import layout
 from components.store import ArtifactStore
@@ -34,7 +34,7 @@ class RolloutState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, obj: dict) -> "RolloutState":
+    def from_dict(cls, obj: dict) -> RolloutState:
         return cls(stable=obj.get("stable"), canary=obj.get("canary"),
                    canary_percent=float(obj.get("canary_percent", 0.0)),
                    updated_at=obj.get("updated_at", ""), history=list(obj.get("history", [])))
@@ -67,7 +67,7 @@ def load(store: ArtifactStore) -> RolloutState:
 
 
 def save(store: ArtifactStore, state: RolloutState, action: str, **detail) -> RolloutState:
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     state.updated_at = now
     state.history = (state.history + [{"at": now, "action": action, "stable": state.stable,
                                        "canary": state.canary, "canary_percent": state.canary_percent,

@@ -54,9 +54,9 @@ def events_to_tables(events: Iterable[tuple[int, Event]], source: str) -> dict[t
         cols = columns.get(key)
         if cols is None:
             cols = columns[key] = [[] for _ in row]
-        for col, value in zip(cols, row):
+        for col, value in zip(cols, row, strict=True):
             col.append(value)
-    return {key: pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, SCHEMAS[key[0]])],
+    return {key: pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, SCHEMAS[key[0]], strict=True)],
                                       schema=SCHEMAS[key[0]])
             for key, cols in columns.items()}
 

@@ -101,9 +101,7 @@ def demo(
     with stage(f"1/6 simulate {days} days of a streaming service ({users} users, {movies} movies)"):
         service = StreamingService(seed=seed, n_users=users, n_movies=movies, corrupt_rate=corrupt_rate)
         with open_event_log(log_uri) as log:
-            n = 0
-            for n, line in enumerate(service.history(days=days, progress=_day_progress), 1):
-                log.append(line)
+            n = log.extend(service.history(days=days, progress=_day_progress))
         summary["simulated"] = {"lines": n, "corrupted": service.corrupted, "by_kind": dict(service.counts)}
         say(f"   {n} lines, {service.corrupted} corrupted on purpose -> {log_path.name}")
 

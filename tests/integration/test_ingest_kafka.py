@@ -220,7 +220,8 @@ def test_two_consumers_split_the_partitions(kafka, kafka_topic, s3_store, tmp_pa
     # what it holds) and splits them.
     producer = threading.Thread(target=log.produce, args=(kafka.bootstrap, topic, 600, 1800, 0.25, 16))
     producer.start()
-    b = ingest_cmd(tmp_path, "b", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "b")
+    b = ingest_cmd(tmp_path, "b", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "b",
+                   "--no-write-process")  # one member of each kind
     stopper.append(b)
     deadline = time.monotonic() + 30
     while "partitions assigned: [" not in (tmp_path / "b.log").read_text().replace("assigned: []", ""):

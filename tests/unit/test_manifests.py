@@ -467,3 +467,16 @@ def test_prometheus_and_grafana_mount_the_generated_configmaps():
         for vol in spec["volumes"]:
             if "configMap" in vol:
                 assert vol["configMap"]["name"] in names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_one_event_topic_everywhere(overlay):
+    """The predictor logs requests, ingest reads and the pipeline runs on the topic that the
+    topic job (or KafkaTopic) creates, on the same bootstrap servers."""
+    objs = build(f"overlays/{overlay}")
+    settings = find(objs, "ConfigMap", "movie-events-topic")["data"]
+    expected = f"kafka://{settings['KAFKA_BOOTSTRAP']}/{settings['TOPIC']}"
+    uris = {v for v in walk_values(list(objs)) if isinstance(v, str) and v.startswith("kafka://")}
+    assert uris == {expected}, uris
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"EVENTS_SOURCE ?= {expected}" in makefile

@@ -238,7 +238,7 @@ v1_payloads = st.fixed_dictionaries({"instances": json_values}, optional={"k": j
 def test_fuzz_recommend_paths_never_500(served, text):
     r = served.client.get("/recommend/" + quote(text, safe=""))
     assert r.status_code < 500, (text, r.status_code, r.text)
-    if "/" in text:  # another path: 404, or a redirect for a trailing slash
+    if "/" in text or text in (".", ".."):  # another path (the client resolves dot segments): 404 or 307
         return
     if re.fullmatch(r"0|[1-9][0-9]{0,18}", text) and int(text) < 2**63:
         assert r.status_code == 200

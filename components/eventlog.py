@@ -3,7 +3,7 @@
 Two settings, one interface, chosen by a URI (design.md section 4):
 
     open_event_log("file:events.log")                    # append-only local file (the default)
-    open_event_log("kafka://127.0.0.1:9092/movielog")    # a Kafka topic
+    open_event_log("kafka://127.0.0.1:9092/movie-events")    # a Kafka topic
 
     with open_event_log(uri) as log:
         log.append(line)          # one contract line, no newline

@@ -144,7 +144,7 @@ S3Secret = Annotated[str, typer.Option(help="Kubernetes Secret with AWS_ACCESS_K
 @app.command("submit")
 def submit_command(
     host: Host,
-    source: Source = "kafka://kafka:9092/movielog",
+    source: Source = "kafka://kafka-bootstrap.kafka:9092/movie-events",
     store: ClusterStore = "s3://movierec/prod",
     pipeline_root: PipelineRoot = None,
     experiment: Experiment = "movierec",
@@ -168,7 +168,7 @@ def schedule_command(
     host: Host,
     every: Annotated[str, typer.Option(help="Interval between runs: 72h, 1d, 30m, ...")] = "72h",
     name: Annotated[str, typer.Option(help="Name of the recurring run.")] = "movierec-training-every",
-    source: Source = "kafka://kafka:9092/movielog",
+    source: Source = "kafka://kafka-bootstrap.kafka:9092/movie-events",
     store: ClusterStore = "s3://movierec/prod",
     pipeline_root: PipelineRoot = "minio://mlpipeline/v2/artifacts",
     experiment: Experiment = "movierec",

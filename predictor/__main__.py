@@ -1,7 +1,7 @@
 """`python -m predictor`: the movierec model server (the entry point of the serving image).
 
     python -m predictor --store s3://models/prod --http_port 8080 --workers 2 \\
-        --request_log kafka://kafka:9092/movielog
+        --request_log kafka://kafka-bootstrap.kafka:9092/movie-events
 
 The parser extends `kserve.model_server.parser` (KServe's own flags keep their meaning:
 `--http_port`, `--workers`, ...); the predictor's flags have names KServe does not use. Without

@@ -1,7 +1,7 @@
 """`movierec simulate`: the streaming-service stand-in, writing to a log file or a Kafka topic.
 
     movierec simulate --to file:events.log --days 21                  # a history
-    movierec simulate --to kafka://127.0.0.1:9092/movielog --seed 7   # the same into Kafka
+    movierec simulate --to kafka://127.0.0.1:9092/movie-events --seed 7   # the same into Kafka
     movierec simulate --to file:events.log --recommend-url http://127.0.0.1:8080 --requests 2000
 
 With `--recommend-url` the history of `--days` days is replayed in memory (not written again) so

@@ -31,6 +31,9 @@ def own_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="On SIGTERM, how long in-flight requests may take to finish")
     parser.add_argument("--ready_file", default=None,
                         help="Written (pid and port) once every worker accepts; removed on exit")
+    parser.add_argument("--model_dir", default=None,
+                        help="A folder holding one version's files (KServe's storage initializer downloads "
+                             "storageUri to /mnt/models): that version is loaded from there, not from the store")
     parser.add_argument("--no_mmap", action="store_true",
                         help="Read model arrays into memory instead of mapping them from a local store")
     parser.add_argument("--listen_fd", type=int, default=None, help=argparse.SUPPRESS)

@@ -11,6 +11,11 @@ The checksum is still verified on every load: the file is opened once, hashed th
 descriptor, and mapped from that same descriptor, so what was verified is what is served even if
 the key is replaced meanwhile (the store replaces files by rename, never in place).
 Other stores (S3) fall back to `FactorModel.load`.
+
+On a cluster, KServe's storage initializer may have pre-fetched one version into `--model_dir`
+(`/mnt/models`, the files of `models/<version>/` side by side): `PrefetchedVersion` makes that
+folder look like a local store holding that one version, so it is verified and mapped like any
+other, and a new pod serves it without reading S3.
 """
 
 from __future__ import annotations
@@ -164,3 +169,18 @@ class _MMapFile:
 def model_files_bytes(store: LocalStore, version: str) -> int:
     """Bytes on disk of one version (for memory comparisons in the benchmark)."""
     return sum(Path(store.local_path(layout.model_key(version, n))).stat().st_size for n in layout.MODEL_FILES)
+
+
+class PrefetchedVersion(LocalStore):
+    """A folder with one version's files side by side, read as a store that holds only that version."""
+
+    def __init__(self, directory: str | os.PathLike):
+        super().__init__(directory)
+        try:
+            self.version = ModelCard.from_json((self.root / "card.json").read_bytes()).version
+        except (OSError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{directory}: not a model version folder ({exc})") from exc
+
+    def _path(self, key: str) -> Path:
+        return self.root / key.rsplit("/", 1)[-1]
+

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -109,8 +110,15 @@ def run_worker(args: argparse.Namespace) -> None:
             if m.version not in {c.version for c in current.models()} and registry.get_model(m.version) is m:
                 registry.unload(m.version)
 
+    prefetched = None
+    if args.model_dir and (Path(args.model_dir) / "card.json").exists():
+        from predictor.mapped import PrefetchedVersion
+
+        prefetched = PrefetchedVersion(args.model_dir)
+        log.info("version %s pre-fetched in %s: loaded from there when the rollout names it",
+                 prefetched.version, args.model_dir)
     watcher = RolloutWatcher(store, serving, poll_seconds=args.poll_seconds, on_swap=sync_registry,
-                             mmap_arrays=not args.no_mmap)
+                             mmap_arrays=not args.no_mmap, prefetched=prefetched)
     while True:
         try:
             watcher.sync()

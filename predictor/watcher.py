@@ -31,8 +31,10 @@ class RolloutWatcher:
     """Loads what the rollout state asks for and swaps it in; `sync()` does one round."""
 
     def __init__(self, store: ArtifactStore, serving: Serving, *, poll_seconds: float = 2.0,
-                 on_swap: Callable[[TrafficSplit, TrafficSplit], None] | None = None, mmap_arrays: bool = True):
+                 on_swap: Callable[[TrafficSplit, TrafficSplit], None] | None = None, mmap_arrays: bool = True,
+                 prefetched: ArtifactStore | None = None):
         self.store, self.serving, self.poll_seconds = store, serving, poll_seconds
+        self.prefetched = prefetched   # a PrefetchedVersion: one version already on local disk
         self.on_swap = on_swap
         self.mmap_arrays = mmap_arrays
         self.refused: dict[str, tuple[float, str]] = {}
@@ -73,7 +75,9 @@ class RolloutWatcher:
             return None
         try:
             t0 = time.perf_counter()
-            factors, card = load_model(self.store, version, mmap_arrays=self.mmap_arrays)
+            local = self.prefetched is not None and self.prefetched.version == version
+            factors, card = load_model(self.prefetched if local else self.store, version,
+                                       mmap_arrays=self.mmap_arrays)
             model = RecommenderModel(version, factors, card)
             model.smoke_test()
         except Exception as exc:

@@ -141,6 +141,30 @@ def test_watcher_promote_keeps_the_loaded_model_object(store):
     assert serving.split.stable is canary and serving.split.canary is None
 
 
+def test_watcher_loads_the_version_prefetched_into_model_dir(store, tmp_path):
+    """KServe's storage initializer puts one version's files in /mnt/models: served from there, verified."""
+    import shutil
+
+    from predictor.mapped import PrefetchedVersion
+    from predictor.watcher import RolloutWatcher
+
+    mnt = tmp_path / "mnt-models"
+    shutil.copytree(store.local_path(layout.model_prefix("v1")), mnt)
+    store.delete_prefix(layout.model_prefix("v1"))          # the store no longer has it: only the copy does
+    prefetched = PrefetchedVersion(mnt)
+    assert prefetched.version == "v1"
+    serving = Serving()
+    rollout.set_stable(store, "v1")
+    RolloutWatcher(store, serving, prefetched=prefetched).sync()
+    assert serving.split.versions == ("v1", None, 0.0)
+
+    (mnt / "ids.npz").write_bytes(b"torn")                   # a corrupt copy is refused like any artifact
+    serving = Serving()
+    watcher = RolloutWatcher(store, serving, prefetched=PrefetchedVersion(mnt))
+    watcher.sync()
+    assert serving.split.stable is None and "v1" in watcher.refused
+
+
 # -- V1 / V2 tensors ---------------------------------------------------------------------------------
 def test_v1_and_v2_answers(store):
     from kserve.errors import InvalidInput

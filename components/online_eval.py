@@ -227,13 +227,16 @@ def personalized_from_store(store) -> Personalized:
     return known
 
 
+_BUCKETS = ("1s", "5s", "15s", "1min", "5min", "15min", "1h", "6h", "1D")
+
+
 def time_series(joined: pd.DataFrame, freq: str | None = None) -> pd.DataFrame:
     """Per version and time bucket: requests, hit rate (closed answers), availability, p95 latency."""
     if joined.empty:
         return pd.DataFrame(columns=["version", "time", "requests", "hit_rate", "availability", "p95_ms"])
-    if freq is None:
+    if freq is None:   # the finest bucket that keeps the plot to at most ~30 points per version
         span = joined["time"].max() - joined["time"].min()
-        freq = "5min" if span <= pd.Timedelta(hours=4) else "1h" if span <= pd.Timedelta(days=3) else "1D"
+        freq = next((f for f in _BUCKETS if span / pd.Timedelta(f) <= 30), _BUCKETS[-1])
     j = joined.assign(ok=(joined["status"] == 200) & (joined["response_time_ms"] < LATENCY_OBJECTIVE_MS),
                       closed=joined["served"] & ~joined["open"])
     j["closed_hit"] = j["hit"] & j["closed"]

@@ -96,7 +96,10 @@ def plot(series: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(title="version")
-    fig.autofmt_xdate()
+    import matplotlib.dates as mdates
+
+    for ax in axes.flat:   # readable times whatever the span: seconds of a demo or weeks of a cluster
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -12,6 +12,7 @@ is full the line is dropped and counted (`movierec_predictor_request_log_dropped
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -41,7 +42,7 @@ class RequestLog:
         """Queue one request for logging; never blocks."""
         try:
             self._queue.put_nowait((datetime.now(UTC).replace(tzinfo=None), user_id, version,
-                                    status, tuple(results), int(round(response_ms)), error))
+                                    status, tuple(results), math.ceil(response_ms), error))  # never under-reported
         except queue.Full:
             metrics.REQUEST_LOG_DROPPED.inc()
 

@@ -116,13 +116,19 @@ def demo(
             say(f"   {algo}: {p['version']} RMSE {p['metrics'].get('rmse', float('nan')):.3f} "
                 f"NDCG@20 {p['metrics'].get('ndcg@20', float('nan')):.3f} candidate={p['candidate']}")
 
-    with stage("3/6 popularity baseline as a servable version; deploy SVD stable, SVD++ canary"):
+    with stage("3/6 popularity baseline as a servable version; the better model stable, the other canary"):
         dataset = prepare(store, load_params())
         rec, card = train(dataset, "popularity", load_params())
         popularity = rec.fitted.with_seen(dataset.serving_seen_csr).save(store, card)   # masked as publish does
         svd, svdpp = models["svd"]["version"], models["svdpp"]["version"]
-        rollout.set_stable(store, svd, reason="demo: first deployment")
-        rollout.start_canary(store, svdpp, canary_percent, reason="demo: SVD++ as canary")
+        # The pipeline's winner (the better gated candidate on NDCG@20) is stable; the other one
+        # is the canary whatever its gate said: the demo wants both online, and says so.
+        ranked = sorted(models.values(), key=lambda p: (p["version"] == run.winner,
+                                                        p["metrics"].get("ndcg@20", 0.0)), reverse=True)
+        stable, canary = ranked[0]["version"], ranked[1]["version"]
+        rollout.set_stable(store, stable, reason="demo: the pipeline's winner")
+        rollout.start_canary(store, canary, canary_percent, reason="demo: the other model, gate or not")
+        say(f"   stable {stable}, canary {canary} ({canary_percent:.0f}% of users)")
         summary["models"] = {algo: {"version": p["version"], "rmse": p["metrics"].get("rmse"),
                                     "offline": p["metrics"], "gate": {"candidate": p["candidate"],
                                                                       "reasons": p["reasons"]}}
@@ -217,7 +223,9 @@ def _print_summary(s: dict) -> None:
     say(f"events read {e['read']}, rejected {e['rejected']} (simulated corrupted: {s['simulated']['corrupted']})")
     for algo, m in s["models"].items():
         rmse = f"{m['rmse']:.3f}" if m.get("rmse") is not None else "-"
-        say(f"model {algo:<10} {m['version']:<40} offline RMSE {rmse}")
+        gate = m.get("gate") or {}
+        passed = "" if not gate else ("  gate: candidate" if gate["candidate"] else "  gate: not a candidate")
+        say(f"model {algo:<10} {m['version']:<40} offline RMSE {rmse}{passed}")
     say(f"{'version':<12}{'share':>7}{'requests':>10}{'failed':>8}{'hit rate':>10}   95% CI")
     for algo, m in s["online"]["per_version"].items():
         h = m["hit_rate"]

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from components import layout
-from components.events import parse_line
+from components.event_columns import parse_columns
 from components.ingest_metrics import INVALID, IngestMetrics
-from components.snapshots import write_batch
+from components.snapshots import write_parsed
 from components.store import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -164,22 +164,17 @@ class SnapshotWriter:
 
         Raises IngestError once retries run out."""
         started, errors = time.perf_counter(), self.errors
-        events, rejections = [], []
-        read: Tally = Tally()
-        for offset, line in zip(batch.offsets, batch.lines, strict=True):
-            parsed = parse_line(line if line is not None else b"")
-            if parsed.kind == "rejection":
-                rejections.append((offset, parsed))
-            else:
-                events.append((offset, parsed))
-        stored = Tally(e.kind for _, e in events)
-        rejected = Tally(r.reason for _, r in rejections)
-        read.update(stored)
-        if rejections:
-            read[INVALID] = len(rejections)
+        if len(batch.offsets) != len(batch.lines):
+            raise ValueError(f"batch of {batch.source}: {len(batch.offsets)} offsets for {len(batch.lines)} lines")
+        parsed = parse_columns(batch.lines)
+        stored = Tally(parsed.counts())
+        rejected = Tally(r.reason for _, r in parsed.rejections)
+        read: Tally = Tally(stored)
+        if parsed.rejections:
+            read[INVALID] = len(parsed.rejections)
         first, last = batch.first, batch.last
         keys = self.retry(f"{batch.source} offsets {first}-{last}",
-                           lambda: write_batch(self.store, batch.source, first, last, events, rejections))
+                          lambda: write_parsed(self.store, batch.source, batch.offsets, parsed))
         self._remove_overlaps(batch.source, first, last, set(keys))
         return BatchCounts(batch.source, first, last, len(batch.offsets), read, stored, rejected,
                            time.perf_counter() - started, self.errors - errors)

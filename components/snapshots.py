@@ -14,9 +14,11 @@ from collections.abc import Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import layout
+from components.event_columns import ParsedLines
 from components.events import AccountEvent, Event, RateEvent, RecommendationEvent, Rejection, WatchEvent
 from components.store import ArtifactStore
 
@@ -74,6 +76,29 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def parsed_to_tables(parsed: ParsedLines, offsets: list[int], source: str) -> dict[tuple[str, str], pa.Table]:
+    """The same tables as `events_to_tables`, built from bulk-parsed columns (`parse_columns`) with
+    one Arrow conversion per column instead of one Python event per row; `offsets[i]` is the log
+    position of input line i."""
+    tables = {}
+    for kind, (positions, *cols) in parsed.columns.items():
+        if not positions:
+            continue
+        schema = SCHEMAS[kind]
+        arrays = [pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=False)]
+        arrays += [pa.array([source] * len(positions), pa.string()),
+                   pa.array(offsets, pa.int64()).take(pa.array(positions, pa.int64()))]
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        days = pc.cast(table["time"], pa.date32())
+        first, last = (d.as_py() for d in pc.min_max(days).values())
+        if first == last:  # the usual case: the whole batch within one day
+            tables[(kind, first.isoformat())] = table
+            continue
+        for day in pc.unique(days).to_pylist():
+            tables[(kind, day.isoformat())] = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+    return tables
+
+
 def write_batch(store: ArtifactStore, source: str, first: int, last: int,
                 events: Iterable[tuple[int, Event]], rejections: Iterable[tuple[int, Rejection]],
                 day: str | None = None) -> list[str]:
@@ -82,13 +107,23 @@ def write_batch(store: ArtifactStore, source: str, first: int, last: int,
     Keys depend only on (kind, day, source, first, last): writing the same batch twice leaves the
     same objects. Rejections go to the dead-letter area under the batch's first event day (or
     `day`, or the day of the batch's first valid event)."""
+    return write_tables(store, source, first, last, events_to_tables(events, source),
+                        rejections_to_table(rejections, source), day)
+
+
+def write_parsed(store: ArtifactStore, source: str, offsets: list[int], parsed: ParsedLines) -> list[str]:
+    """`write_batch` for lines parsed in bulk: line i of `parsed` is at log position `offsets[i]`."""
+    dead = rejections_to_table(((offsets[i], r) for i, r in parsed.rejections), source)
+    return write_tables(store, source, offsets[0], offsets[-1], parsed_to_tables(parsed, offsets, source), dead)
+
+
+def write_tables(store: ArtifactStore, source: str, first: int, last: int,
+                 tables: dict[tuple[str, str], pa.Table], dead: pa.Table, day: str | None = None) -> list[str]:
     keys = []
-    tables = events_to_tables(events, source)
     for (kind, event_day), table in sorted(tables.items()):
         key = layout.snapshot_key(kind, event_day, source, first, last)
         store.put_bytes(key, table_bytes(table))
         keys.append(key)
-    dead = rejections_to_table(rejections, source)
     if dead.num_rows:
         dl_day = day or (min(d for _, d in tables) if tables else "unknown")
         key = layout.deadletter_key(dl_day, source, first, last)
@@ -130,6 +165,6 @@ def snapshot_days(store: ArtifactStore) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in days.items()}
 
 
-__all__ = ["SCHEMAS", "DEADLETTER_SCHEMA", "write_batch", "read_events", "read_deadletters",
-           "events_to_tables", "rejections_to_table", "snapshot_days",
+__all__ = ["SCHEMAS", "DEADLETTER_SCHEMA", "write_batch", "write_parsed", "read_events", "read_deadletters",
+           "events_to_tables", "parsed_to_tables", "rejections_to_table", "snapshot_days",
            "WatchEvent", "RateEvent", "RecommendationEvent", "AccountEvent"]

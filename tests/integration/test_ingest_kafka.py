@@ -141,6 +141,15 @@ def wait_committed(bootstrap: str, group: str, ends: dict[int, int], procs=(), t
     raise AssertionError(f"committed offsets {seen} never reached {ends}")
 
 
+def wait_log(path: Path, text: str, after: int, proc: subprocess.Popen, timeout: float = 40.0) -> None:
+    """Wait until `text` appears in a log past byte `after` (e.g. a restarted process has joined its group)."""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in path.read_bytes()[after:]:
+        assert proc.poll() is None, f"ingest exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, f"{text!r} not in {path} after byte {after}"
+        time.sleep(0.2)
+
+
 def terminate(proc: subprocess.Popen, timeout: float = 30.0) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -175,8 +184,12 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka, kafka_topi
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     producer.join()
+    logged = (tmp_path / "ingest.log").stat().st_size
     proc = ingest_cmd(tmp_path, "ingest", kafka.bootstrap, topic, uri, "--group", group, "--instance-id", "i0")
     stopper.append(proc)
+    # The killed runs may already have committed everything: wait until this one is running (has
+    # joined) so that SIGTERM reaches its handler, not a process still importing.
+    wait_log(tmp_path / "ingest.log", "partitions assigned", logged, proc)
     wait_committed(kafka.bootstrap, group, log.ends(), [proc])
     assert terminate(proc) == 0, (tmp_path / "ingest.log").read_text()[-3000:]
     log.check_store(s3_store, topic)

@@ -7,7 +7,7 @@ pattern for the common well-formed lines (watch, rate, account, served recommend
 the contract's own fragments in `components.events`, and appends the fields straight to column lists.
 
 Every other line goes to the contract's own code: recommendations with another status to
-`_parse_recommendation` (after the shared head), anything unusual (a 19-digit user id, a rating
+`parse_recommendation` (after the shared head), anything unusual (a 19-digit user id, a rating
 written `05`, a trailing `\\r`, invalid UTF-8) and every corrupted line to `parse_line`. The fast
 pattern only accepts lines that `parse_line` parses to the same event, so the contract keeps one
 definition and every rejection keeps its reason and detail;
@@ -22,16 +22,16 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from components.events import (
-    _SLUG,
     MAX_RESULTS,
+    SLUG_PATTERN,
     AccountEvent,
     Event,
     RateEvent,
     RecommendationEvent,
     Rejection,
     WatchEvent,
-    _parse_recommendation,
     parse_line,
+    parse_recommendation,
 )
 
 CLASSES = {"watch": WatchEvent, "rate": RateEvent, "recommendation": RecommendationEvent, "account": AccountEvent}
@@ -44,8 +44,8 @@ _HEAD = r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?),(0|[1-9]\d{0,17}),"
 # A served recommendation (status 200) whose result is up to MAX_RESULTS slugs: slugs hold neither
 # ',' nor ' ', so the groups are the ones `_RECO_RE` takes and `result.split(", ")` gives the ids.
 _FAST = re.compile(
-    _HEAD + rf"(?:GET /data/m/({_SLUG})/(\d{{1,5}})\.mpg|GET /rate/({_SLUG})=([1-5])|(GET /create_account)"
-    rf"|recommendation request (\S+), status 200, result: ((?:{_SLUG}(?:, {_SLUG}){{0,{MAX_RESULTS - 1}}})?), "
+    _HEAD + rf"(?:GET /data/m/({SLUG_PATTERN})/(\d{{1,5}})\.mpg|GET /rate/({SLUG_PATTERN})=([1-5])|(GET /create_account)"
+    rf"|recommendation request (\S+), status 200, result: ((?:{SLUG_PATTERN}(?:, {SLUG_PATTERN}){{0,{MAX_RESULTS - 1}}})?), "
     rf"(\d{{1,9}}) ms)\Z", re.ASCII).match
 # No \r or \n anywhere: parse_line strips trailing ones first, so such lines go to it whole.
 _RECO_HEAD = re.compile(_HEAD + r"(recommendation request [^\r\n]*)\Z", re.ASCII).match
@@ -146,5 +146,5 @@ def _slow(line: str) -> Event | Rejection:
             time = datetime.fromisoformat(m.group(1))
         except ValueError:
             return parse_line(line)
-        return _parse_recommendation(line, time, int(m.group(2)), m.group(3))
+        return parse_recommendation(line, time, int(m.group(2)), m.group(3))
     return parse_line(line)

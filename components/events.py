@@ -25,16 +25,16 @@ RATING_RANGE = (1, 5)
 
 # A movie id is a slug: lowercase title words joined by '+', optionally '+<year>'. It never holds
 # the separators of the line format (',', ' ', '/', '=') nor control characters.
-_SLUG = r"[a-z0-9][a-z0-9+\-'.:&!?()%$#@*;_]*"
-SLUG_RE = re.compile(rf"^{_SLUG}\Z")
+SLUG_PATTERN = r"[a-z0-9][a-z0-9+\-'.:&!?()%$#@*;_]*"
+SLUG_RE = re.compile(rf"^{SLUG_PATTERN}\Z")
 _YEAR_RE = re.compile(r"\+(\d{4})$")
 
 _TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$", re.ASCII)
 _USER_RE = re.compile(r"^(?:[1-9]\d{0,18}|0)\Z", re.ASCII)  # \Z: "1\n" is not a user id
-_WATCH_RE = re.compile(rf"^GET /data/m/({_SLUG})/(\d{{1,5}})\.mpg$", re.ASCII)
+_WATCH_RE = re.compile(rf"^GET /data/m/({SLUG_PATTERN})/(\d{{1,5}})\.mpg$", re.ASCII)
 # re.ASCII: only 0-9 are digits of the contract ('١٢' is not user 12); the rating is bounded
 # because int() refuses strings of 4300+ digits with an exception.
-_RATE_RE = re.compile(rf"^GET /rate/({_SLUG})=(-?\d{{1,9}})$", re.ASCII)
+_RATE_RE = re.compile(rf"^GET /rate/({SLUG_PATTERN})=(-?\d{{1,9}})$", re.ASCII)
 _RECO_RE = re.compile(r"^recommendation request (\S+), status (\d{1,3}), result: (.*), (\d{1,9}) ms$", re.ASCII)
 
 # Reason codes of a rejection. They are metric labels: keep the set small and stable.
@@ -222,7 +222,7 @@ def parse_line(line: str | bytes) -> Event | Rejection:
             return Rejection(line, "bad_rating", f"rating {rating} outside 1-5")
         return RateEvent(time, user_id, m.group(1), rating)
     if request.startswith("recommendation request "):
-        return _parse_recommendation(line, time, user_id, request)
+        return parse_recommendation(line, time, user_id, request)
     if request == "GET /create_account":
         return AccountEvent(time, user_id)
     return Rejection(line, "bad_request", f"unknown request {request[:60]!r}")
@@ -245,7 +245,7 @@ def _reject_request(line: str, request: str, kind: str) -> Rejection:
     return Rejection(line, "bad_rating", f"bad rating {rating[:20]!r}")
 
 
-def _parse_recommendation(line: str, time: datetime, user_id: int, request: str) -> Event | Rejection:
+def parse_recommendation(line: str, time: datetime, user_id: int, request: str) -> Event | Rejection:
     m = _RECO_RE.match(request)
     if not m:
         if " ms" not in request[-4:]:

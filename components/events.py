@@ -246,6 +246,7 @@ def _reject_request(line: str, request: str, kind: str) -> Rejection:
 
 
 def parse_recommendation(line: str, time: datetime, user_id: int, request: str) -> Event | Rejection:
+    """The recommendation-request part of a line whose time and user are already parsed."""
     m = _RECO_RE.match(request)
     if not m:
         if " ms" not in request[-4:]:

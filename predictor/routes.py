@@ -29,7 +29,7 @@ from predictor.request_log import RequestLog
 from predictor.traffic import Serving
 
 VERSION_HEADER = "X-Model-Version"
-_USER_RE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+_USER_RE = re.compile(r"^(0|[1-9][0-9]{0,18})\Z")  # \Z, not $: "1\n" (%0A) is not a user id
 
 
 def parse_user_id(text: str) -> int:

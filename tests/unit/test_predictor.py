@@ -66,7 +66,8 @@ def test_parse_user_id_accepts_canonical_ids(text, value):
     assert parse_user_id(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-1", "+1", "01", "1.5", " 1", "1e3", str(MAX_USER_ID + 1), "١٢"])
+@pytest.mark.parametrize("text", ["", "abc", "-1", "+1", "01", "1.5", " 1", "1\n", "0\n", "1e3", str(MAX_USER_ID + 1),
+                                  "١٢"])
 def test_parse_user_id_rejects_with_a_reason(text):
     with pytest.raises(ValueError, match="user id"):
         parse_user_id(text)

@@ -166,11 +166,6 @@ class _MMapFile:
         return True
 
 
-def model_files_bytes(store: LocalStore, version: str) -> int:
-    """Bytes on disk of one version (for memory comparisons in the benchmark)."""
-    return sum(Path(store.local_path(layout.model_key(version, n))).stat().st_size for n in layout.MODEL_FILES)
-
-
 class PrefetchedVersion(LocalStore):
     """A folder with one version's files side by side, read as a store that holds only that version."""
 

@@ -3,7 +3,7 @@
 A recommender is any callable `user_id -> (movie ids best first, HTTP status, response ms)`,
 optionally with a 4th element, the error text of a failed request. `HttpRecommender` calls a real
 `GET /recommend/<userid>` endpoint under the contract's 600 ms budget; the oracle, popularity and
-random recommenders are in-process baselines for tests and benchmarks (see `StreamingService`).
+random recommenders are in-process baselines for tests and benchmarks (`simulator/recommenders.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlparse
 
@@ -106,6 +106,3 @@ class TrafficStats:
     def follow_rate(self) -> float:
         """Share of requests followed by a watch of a recommended movie."""
         return self.followed / self.requests if self.requests else 0.0
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "follow_rate": self.follow_rate}

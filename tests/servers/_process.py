@@ -50,14 +50,6 @@ def free_port_pair(offset: int) -> tuple[int, int]:
     raise ServerError(f"no free pair of ports {offset} apart on {LOOPBACK}")
 
 
-def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         import ctypes

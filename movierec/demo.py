@@ -1,9 +1,9 @@
 """`movierec demo`: the whole loop on one machine, on the embedded default.
 
     simulate a history ─▶ kfp.local pipeline (ingest, preprocess, train SVD + SVD++, evaluate,
-    publish) ─▶ serve SVD (stable) + SVD++ (canary) ─▶ simulated users at /recommend ─▶ swap a
-    popularity model in as canary under load ─▶ roll the server (new instance, same port) under
-    load ─▶ online evaluation per version ─▶ demo-output/summary.json
+    publish) ─▶ serve the pipeline's winner (stable) + the other model (canary) ─▶ simulated
+    users at /recommend ─▶ swap a popularity model in as canary under load ─▶ roll the server
+    (new instance, same port) under load ─▶ online evaluation per version ─▶ demo-output/summary.json
 
 Everything lands in one output folder: the event log (the simulator's events and the
 predictor's request lines, one file), the artifact store, the pipeline root, server logs, the
@@ -137,8 +137,7 @@ def demo(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    serve_args = ["--store", store_uri, "--http_port", str(port), "--bind_host", "127.0.0.1",
-                  "--request_log", log_uri, "--poll_seconds", "0.5"]
+    serve_args = supervisor.serve_args(store_uri, port, request_log=log_uri, poll_seconds=0.5)
     server_log = open(output / "server.log", "ab")
     with stage(f"4/6 serve stable + canary on {url}; simulated users ask for recommendations"):
         server = supervisor.start_instance(serve_args, output / "ready-1", log_file=server_log)
@@ -186,9 +185,10 @@ def _day_progress(day: int, days: int) -> None:
 
 
 def _ingest_report(store) -> dict:
+    from components.events import EVENT_KINDS
     from components.snapshots import read_deadletters, read_events
 
-    kinds = {k: len(read_events(store, k)) for k in ("watch", "rate", "recommendation", "account")}
+    kinds = {k: len(read_events(store, k)) for k in EVENT_KINDS}
     dead = read_deadletters(store)
     return {"read": sum(kinds.values()) + len(dead), "stored": kinds, "rejected": len(dead),
             "rejected_by_reason": dead["reason"].value_counts().to_dict()}

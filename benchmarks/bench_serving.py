@@ -97,10 +97,9 @@ def free_port() -> int:
 
 
 def start_server(store, port: int, workers: int, tmp: Path, poll: float):
-    from predictor.supervisor import start_instance, wait_ready
+    from predictor.supervisor import serve_args, start_instance, wait_ready
 
-    args = ["--store", str(store.root), "--http_port", str(port), "--bind_host", "127.0.0.1",
-            "--workers", str(workers), "--poll_seconds", str(poll)]
+    args = serve_args(str(store.root), port, workers=workers, poll_seconds=poll)
     log = open(tmp / f"server-{workers}.log", "wb")
     ready = tmp / f"ready-{workers}"
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from components.dataset import index_of
 from components.model_artifact import FactorModel
 
 N_BINS = 10
@@ -61,10 +62,7 @@ def input_drift(model: FactorModel, recommendations: pd.DataFrame, watches: pd.D
     user_counts = np.diff(model.seen_indptr).astype(float)
     movie_counts = np.bincount(model.seen_indices, minlength=model.n_movies).astype(float)
     users = recommendations["user_id"].to_numpy(dtype=np.int64)
-    pos = np.searchsorted(model.user_ids, users)
-    pos = np.minimum(pos, max(model.n_users - 1, 0))
-    user_index = np.where((model.n_users > 0) & (model.user_ids[pos] == users), pos, -1) \
-        if model.n_users else np.full(len(users), -1)
+    user_index = index_of(model.user_ids, users)
     movie_pos = pd.Index(model.movie_ids).get_indexer(watches["movie_id"].astype(str))
-    return {"users": _score(np.asarray(user_index), user_counts),
+    return {"users": _score(user_index, user_counts),
             "movies": _score(np.asarray(movie_pos), movie_counts)}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import re
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
@@ -33,8 +32,6 @@ from components.snapshots import write_parsed
 from components.store import ArtifactStore, StoreError
 
 log = logging.getLogger(__name__)
-
-_RANGE_RE = re.compile(r"/([A-Za-z0-9._=-]+)-(\d{12})-(\d{12})\.parquet$")
 
 
 class IngestError(RuntimeError):
@@ -152,11 +149,11 @@ class SnapshotWriter:
 
     def _load_index(self) -> dict[str, list[tuple[int, int, str]]]:
         index: dict[str, list[tuple[int, int, str]]] = {}
-        for prefix in (layout.events_prefix(), layout.DEADLETTER + "/"):
+        for prefix in layout.snapshot_prefixes():
             for key in self.retry(f"listing {prefix}", lambda p=prefix: self.store.list(p)):
-                m = _RANGE_RE.search(key)
-                if m:
-                    index.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3)), key))
+                if found := layout.range_of_key(key):
+                    source, first, last = found
+                    index.setdefault(source, []).append((first, last, key))
         return index
 
     def write(self, batch: Batch) -> BatchCounts:

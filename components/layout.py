@@ -1,4 +1,4 @@
-"""The artifact-store layout: which key holds what. The one place that builds store keys.
+"""The artifact-store layout: which key holds what. The one place that builds store keys and reads them back.
 
     events/kind=<kind>/day=<YYYY-MM-DD>/<source>-<first>-<last>.parquet   event snapshots
     deadletter/day=<YYYY-MM-DD>/<source>-<first>-<last>.parquet           rejected lines
@@ -31,6 +31,9 @@ CHECKSUMS = "checksums.json"
 
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9._=-]+\Z")  # \Z, not $: no trailing newline
 _VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")
+_RANGE_RE = re.compile(r"/([A-Za-z0-9._=-]+)-(\d{12})-(\d{12})\.parquet$")
+_KIND_RE = re.compile(rf"^{EVENTS}/kind=([^/]+)/")
+_DAY_RE = re.compile(r"/day=(\d{4}-\d{2}-\d{2})/")
 
 
 def check_source(source: str) -> str:
@@ -70,10 +73,31 @@ def events_prefix(kind: str | None = None) -> str:
     return f"{EVENTS}/kind={kind}/" if kind else f"{EVENTS}/"
 
 
+def deadletter_prefix() -> str:
+    return f"{DEADLETTER}/"
+
+
+def snapshot_prefixes() -> tuple[str, str]:
+    """The prefixes holding snapshot files: event snapshots and dead letters."""
+    return events_prefix(), deadletter_prefix()
+
+
 def day_of_key(key: str) -> str | None:
     """The 'YYYY-MM-DD' partition a snapshot or dead-letter key belongs to."""
-    m = re.search(r"/day=(\d{4}-\d{2}-\d{2})/", key)
+    m = _DAY_RE.search(key)
     return m.group(1) if m else None
+
+
+def kind_of_key(key: str) -> str | None:
+    """The event kind of a snapshot key, or None for any other key."""
+    m = _KIND_RE.match(key)
+    return m.group(1) if m else None
+
+
+def range_of_key(key: str) -> tuple[str, int, int] | None:
+    """(source, first offset, last offset) of a snapshot or dead-letter key, or None for any other key."""
+    m = _RANGE_RE.search(key)
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
 
 
 def online_canary_key(version: str) -> str:

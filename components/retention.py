@@ -54,7 +54,7 @@ def expire_snapshots(store: ArtifactStore, keep_days: float, *, now: datetime | 
     now = _naive_utc(now) if now else datetime.now(UTC).replace(tzinfo=None)
     watermark = read_watermark(store)
     report = RetentionReport(cutoff=None, watermark=watermark.isoformat() if watermark else None, dry_run=dry_run)
-    keys = [k for prefix in (layout.events_prefix(), layout.DEADLETTER + "/") for k in store.list(prefix)]
+    keys = [k for prefix in layout.snapshot_prefixes() for k in store.list(prefix)]
     by_day: dict[str, list[str]] = {}
     for key in keys:
         day = layout.day_of_key(key)

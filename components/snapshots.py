@@ -141,7 +141,7 @@ def read_events(store: ArtifactStore, kind: str, days: Iterable[str] | None = No
 
 
 def read_deadletters(store: ArtifactStore) -> pd.DataFrame:
-    keys = [k for k in store.list(layout.DEADLETTER + "/") if k.endswith(".parquet")]
+    keys = [k for k in store.list(layout.deadletter_prefix()) if k.endswith(".parquet")]
     return _read_tables(store, keys, DEADLETTER_SCHEMA, sort="offset")
 
 
@@ -158,9 +158,8 @@ def snapshot_days(store: ArtifactStore) -> dict[str, list[str]]:
     """Which days hold snapshots, per kind (for retention and for reports)."""
     days: dict[str, set[str]] = defaultdict(set)
     for key in store.list(layout.events_prefix()):
-        kind = key.split("/")[1].removeprefix("kind=")
-        day = layout.day_of_key(key)
-        if day:
+        kind, day = layout.kind_of_key(key), layout.day_of_key(key)
+        if kind and day:
             days[kind].add(day)
     return {k: sorted(v) for k, v in days.items()}
 

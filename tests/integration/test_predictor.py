@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import random
 import re
-import socket
 import threading
 import time
 from collections import Counter
@@ -26,8 +25,9 @@ from components import layout, rollout
 from components.events import RecommendationEvent, parse_line
 from components.model_artifact import FactorModel
 from components.store import LocalStore
-from predictor.supervisor import roll, start_instance, stop_instance, wait_ready
+from predictor.supervisor import roll, serve_args, start_instance, stop_instance, wait_ready
 from predictor.synthetic import publish_synthetic
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +36,13 @@ CANARY_PERCENT = 30.0
 _instances = itertools.count()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Instance:
     """One `python -m predictor` server instance started for a test."""
 
     def __init__(self, store: LocalStore, port: int, tmp: Path, workers: int = 2, extra: tuple = ()):
         n = next(_instances)
         self.port, self.ready_file = port, tmp / f"ready-{n}"
-        self.args = ["--store", str(store.root), "--http_port", str(port), "--bind_host", "127.0.0.1",
-                     "--workers", str(workers), "--poll_seconds", "0.3", "--drain_seconds", "0.5", *extra]
+        self.args = [*serve_args(str(store.root), port, workers=workers, poll_seconds=0.3, drain_seconds=0.5), *extra]
         self.log = open(tmp / f"server-{n}.log", "wb")
         self.proc = start_instance(self.args, self.ready_file, log_file=self.log)
         wait_ready(self.proc, self.ready_file, timeout=60)
@@ -161,7 +154,7 @@ def test_recommend_route_answers_plain_text_without_seen_movies(served):
         assert unknown.status_code == 200
         model = served.models[unknown.headers["x-model-version"]]
         assert unknown.text.split(",") == model.movie_ids[model.popular[:20]].tolist()
-        for bad in ("abc", "-3", "1.5", "01", str(2**63), "%20"):
+        for bad in ("abc", "-3", "1.5", "01", str(2**63), "%20", "1%0A"):
             r = client.get(f"/recommend/{bad}")
             assert r.status_code == 400 and "user id" in r.text, (bad, r.status_code, r.text)
 
@@ -322,7 +315,9 @@ def test_swap_under_load_drops_nothing_and_a_corrupt_artifact_is_refused(tmp_pat
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
         rollout.start_canary(store, "v3", 50)
-        time.sleep(1.5)  # several polls
+        refused = lambda: _metric_sum(httpx.get(f"{inst.url}/metrics").text,  # noqa: E731
+                                      "movierec_predictor_model_loads_total", version="v3", result="refused")
+        wait_for(lambda: refused() >= 2, what="both workers refusing v3")
         assert versions_seen_after(load, 0.5) == {"v2"}
         metrics = httpx.get(f"{inst.url}/metrics").text
         assert _metric_sum(metrics, "movierec_predictor_model_loads_total", version="v3", result="refused") >= 1
@@ -351,7 +346,8 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
         old_pid = inst.proc.pid
         inst.roll()
         assert inst.proc.pid != old_pid
-        time.sleep(1.0)
+        after_roll = load.total
+        wait_for(lambda: load.total > after_roll + 100, what="traffic on the new instance")
     finally:
         load.stop()
     try:

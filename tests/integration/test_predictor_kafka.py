@@ -12,7 +12,8 @@ from components import rollout
 from components.events import RecommendationEvent, parse_line
 from components.store import LocalStore
 from predictor.synthetic import publish_synthetic
-from tests.integration.test_predictor import Instance, free_port
+from tests.integration.test_predictor import Instance
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 

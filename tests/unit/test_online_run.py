@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from components.online_eval import frames_from_log
 from components.online_run import LogTail, follow, last_training_success, run_once, write_watermark
 from components.provenance import TraceError, trace
 from components.store import LocalStore
+from tests.servers import free_port
 
 T0 = datetime(2026, 3, 18, 12, 0, 0)
 MOVIES = [f"movie+{i}+2000" for i in range(30)]
@@ -101,12 +101,6 @@ def test_log_tail_reads_complete_lines_once(tmp_path):
         f.write(b"ial\nc\n")
     assert tail.read() == [b"partial", b"c"]
     assert LogTail(str(tmp_path / "missing")).read() == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_follow_serves_metrics_and_stops_after_cycles(store, log_file):

@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from components import layout
 from components.model_artifact import ArtifactError, ModelCard
 from components.preprocess import build_dataset
 from components.recommender import LoadedRecommender, Recommender, make_recommender
@@ -101,7 +102,7 @@ class RecommenderContract:
 
     def test_corrupted_artifact_is_refused(self, published):
         store, version = published
-        key = f"models/{version}/factors.npz"
+        key = layout.model_key(version, "factors.npz")
         data = bytearray(store.get_bytes(key))
         data[len(data) // 2] ^= 0xFF
         store.put_bytes(key, bytes(data))
@@ -111,7 +112,7 @@ class RecommenderContract:
     def test_artifact_holds_no_pickled_objects(self, published):
         store, version = published
         for name in ("factors.npz", "ids.npz"):
-            raw = store.get_bytes(f"models/{version}/{name}")
+            raw = store.get_bytes(layout.model_key(version, name))
             with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
                 assert all(arrays[k].dtype != object for k in arrays.files)
             with zipfile.ZipFile(io.BytesIO(raw)) as z:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from components import rollout, stats
-from components.online_eval import LATENCY_OBJECTIVE_MS
+from components.online_eval import LATENCY_OBJECTIVE_MS, available, closed
 
 PROMOTE, ROLLBACK, KEEP, NO_CANARY = "promote", "rollback", "keep_collecting", "no_canary"
 
@@ -66,12 +66,11 @@ class CanaryAnalysis:
 
 
 def _arm(g: pd.DataFrame) -> dict:
-    closed = g[g["served"] & ~g["open"]]
-    ok = (g["status"] == 200) & (g["response_time_ms"] < LATENCY_OBJECTIVE_MS)
-    return {"requests": len(g), "users": int(g["user_id"].nunique()), "evaluated": len(closed),
-            "hits": int(closed["hit"].sum()),
-            "hit_rate": stats.wilson(int(closed["hit"].sum()), len(closed)).to_dict(),
-            "availability": stats.wilson(int(ok.sum()), len(g)).to_dict(),
+    done = g[closed(g)]
+    return {"requests": len(g), "users": int(g["user_id"].nunique()), "evaluated": len(done),
+            "hits": int(done["hit"].sum()),
+            "hit_rate": stats.wilson(int(done["hit"].sum()), len(done)).to_dict(),
+            "availability": stats.wilson(int(available(g).sum()), len(g)).to_dict(),
             "latency_p99_seconds": stats.quantile_ci(g["response_time_ms"] / 1000.0, 0.99).to_dict()}
 
 

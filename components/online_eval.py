@@ -163,6 +163,16 @@ def _credit(events: pd.DataFrame, items: pd.DataFrame, movies: pd.Index, window:
 
 # -- figures -----------------------------------------------------------------------------------
 
+def available(joined: pd.DataFrame) -> pd.Series:
+    """Answers within the service objective (status 200 under LATENCY_OBJECTIVE_MS): what availability counts."""
+    return (joined["status"] == 200) & (joined["response_time_ms"] < LATENCY_OBJECTIVE_MS)
+
+
+def closed(joined: pd.DataFrame) -> pd.Series:
+    """Served answers whose window is over: the ones hit rate, minutes and ratings count."""
+    return joined["served"] & ~joined["open"]
+
+
 Personalized = Callable[[str, np.ndarray], np.ndarray | None]
 
 
@@ -174,13 +184,12 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
     so the answer was personalized) or None when the version's model is unavailable."""
     result = {}
     for version, g in joined.groupby("version", sort=True):
-        closed = g[g["served"] & ~g["open"]]
-        ok = (g["status"] == 200) & (g["response_time_ms"] < LATENCY_OBJECTIVE_MS)
-        ratings = np.concatenate([np.asarray(r, dtype=float) for r in closed["ratings"]] or [np.empty(0)])
+        done, ok = g[closed(g)], available(g)
+        ratings = np.concatenate([np.asarray(r, dtype=float) for r in done["ratings"]] or [np.empty(0)])
         lat = g["response_time_ms"].to_numpy() / 1000.0
         figures = {
-            "hit_rate": stats.wilson(int(closed["hit"].sum()), len(closed), confidence),
-            "watched_minutes_per_recommendation": stats.mean_ci(closed["minutes"], confidence),
+            "hit_rate": stats.wilson(int(done["hit"].sum()), len(done), confidence),
+            "watched_minutes_per_recommendation": stats.mean_ci(done["minutes"], confidence),
             "mean_rating_of_recommended": stats.mean_ci(ratings, confidence),
             "availability": stats.wilson(int(ok.sum()), len(g), confidence),
             "latency_p50_seconds": stats.quantile_ci(lat, 0.50, confidence),
@@ -193,9 +202,9 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
                                          if known is not None else stats.Estimate(None, len(served), None,
                                                                                     None, "unavailable"))
         result[version] = {
-            "requests": len(g), "served": len(served), "evaluated": len(closed),
-            "open": int((g["served"] & g["open"]).sum()), "hits": int(closed["hit"].sum()),
-            "watched_minutes": int(closed["minutes"].sum()), "users": int(g["user_id"].nunique()),
+            "requests": len(g), "served": len(served), "evaluated": len(done),
+            "open": int((g["served"] & g["open"]).sum()), "hits": int(done["hit"].sum()),
+            "watched_minutes": int(done["minutes"].sum()), "users": int(g["user_id"].nunique()),
             "first": g["time"].min().isoformat(), "last": g["time"].max().isoformat(),
             **{name: est.to_dict() for name, est in figures.items()},
         }
@@ -237,8 +246,7 @@ def time_series(joined: pd.DataFrame, freq: str | None = None) -> pd.DataFrame:
     if freq is None:   # the finest bucket that keeps the plot to at most ~30 points per version
         span = joined["time"].max() - joined["time"].min()
         freq = next((f for f in _BUCKETS if span / pd.Timedelta(f) <= 30), _BUCKETS[-1])
-    j = joined.assign(ok=(joined["status"] == 200) & (joined["response_time_ms"] < LATENCY_OBJECTIVE_MS),
-                      closed=joined["served"] & ~joined["open"])
+    j = joined.assign(ok=available(joined), closed=closed(joined))
     j["closed_hit"] = j["hit"] & j["closed"]
     grouped = j.groupby(["version", pd.Grouper(key="time", freq=freq)])
     ts = grouped.agg(requests=("status", "size"), closed=("closed", "sum"), hits=("closed_hit", "sum"),

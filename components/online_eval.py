@@ -98,6 +98,12 @@ def _frame(kind: str, rows: list) -> pd.DataFrame:
     return frame
 
 
+def last_time(frames: dict[str, pd.DataFrame]) -> pd.Timestamp | None:
+    """The time of the newest event in the frames, None when they are all empty."""
+    times = [f["time"].max() for f in frames.values() if len(f)]
+    return max(times) if times else None
+
+
 def concat_frames(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {k: pd.concat([a[k], b[k]], ignore_index=True) if len(a[k]) else b[k] for k in KINDS}
 
@@ -125,8 +131,7 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
                         "response_time_ms": recs["response_time_ms"].astype(float)})
     out["served"] = (out["status"] == 200) & (recs["results"].map(len) > 0)
     if end is None:
-        times = [f["time"].max() for f in frames.values() if len(f)]
-        end = max(times) if times else None
+        end = last_time(frames)
     out["open"] = out["time"] > end - pd.Timedelta(window) if end is not None else False
 
     items = recs.loc[out["served"], ["time", "user_id", "results"]].explode("results")

@@ -30,6 +30,7 @@ from components.online_eval import (
     concat_frames,
     frames_from_lines,
     join,
+    last_time,
     personalized_from_store,
     time_series,
     version_metrics,
@@ -104,10 +105,9 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
              policy: canary.CanaryPolicy = canary.CanaryPolicy(), auto: bool = False,
              recent: timedelta = RECENT, report_dir: str | Path | None = None) -> dict:
     """Evaluate `frames`, analyse the canary (and act on it with `auto`), record the results."""
-    joined = join(frames, window)
+    end = last_time(frames)
+    joined = join(frames, window, end)
     known = personalized_from_store(store)
-    times = [f["time"].max() for f in frames.values() if len(f)]
-    end = max(times) if times else None
     consumed = end - pd.Timedelta(window) if end is not None else None
     state = rollout.load(store)
     analysis = canary.analyse(joined, state, policy)
@@ -154,9 +154,9 @@ def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedel
         while cycles is None or n < cycles:
             frames = (concat_frames(frames, frames_from_lines(tail.read())) if tail
                       else frames_from_store(store, last_days=keep.days + 1))
-            times = [f["time"].max() for f in frames.values() if len(f)]
-            if times:
-                horizon = max(times) - pd.Timedelta(keep)
+            newest = last_time(frames)
+            if newest is not None:
+                horizon = newest - pd.Timedelta(keep)
                 frames = {k: f[f["time"] >= horizon].reset_index(drop=True) for k, f in frames.items()}
                 result = run_once(frames, store, **kwargs)
                 if server:

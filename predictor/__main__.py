@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from predictor.supervisor import run_supervisor
 
     args, _ = supervisor_parser().parse_known_args(argv)
-    worker_argv = [a for a in argv]
-    return run_supervisor(args, worker_argv)
+    return run_supervisor(args, argv)  # the workers get the same arguments, plus their socket
 
 
 if __name__ == "__main__":

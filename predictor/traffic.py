@@ -27,7 +27,7 @@ class TrafficSplit:
     stable: RecommenderModel | None = None
     canary: RecommenderModel | None = None
     canary_percent: float = 0.0
-    state: RolloutState = field(default_factory=RolloutState)
+    state: RolloutState = field(init=False, repr=False)  # derived from the loaded models, never passed in
 
     def __post_init__(self) -> None:
         # Route with the versions actually loaded: a refused canary sends its users to stable.

@@ -6,8 +6,8 @@ user, within the window, that listed the movie). The run checks that both count 
 then reports recommendations joined per second:
 
 - ours: `components.online_eval.join` (exploded lists, one `merge_asof` by user and movie);
-- baseline: the straightforward loop, per recommendation, over that user's later watches (with a
-  per-user index, so it is not a strawman quadratic scan).
+- baseline: the straightforward loop, per watch, back over that user's earlier recommendations
+  (with a per-user index, so it is not a strawman quadratic scan).
 
     python -m benchmarks.bench_online_eval [--recs 20000]   # writes benchmarks/results/online_eval.json
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import os
 import platform
 import time
 from collections import defaultdict
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "recommendations_per_second": round(args.recs / ours)},
         "baseline": {"what": "per-watch Python loop over the user's recommendations (hits only)",
                      "seconds": round(baseline, 3), "recommendations_per_second": round(args.recs / baseline)},
-        "speedup": round(baseline / ours, 2), "python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+        "speedup": round(baseline / ours, 2), "python": platform.python_version(), "cpus": os.cpu_count(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -298,21 +298,14 @@ def publish_command(
     from components import rollout
     from components.dataset import Dataset
     from components.evaluate import evaluate_with_baseline
-    from components.model_artifact import ArtifactError, FactorModel
     from components.params import load_params
-    from components.publish import publish, resolve_model
+    from components.publish import publish, reference_models, resolve_model
     from components.store import open_store
 
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
     fitted, card = resolve_model(model, target)
-    references = {}
-    stable = rollout.load(target).stable
-    if stable and stable != card.version:
-        try:
-            references["stable"] = (stable, FactorModel.load(target, stable)[0])
-        except ArtifactError as exc:
-            typer.echo(f"stable {stable} not re-evaluated ({exc}); its card is used", err=True)
-    evaluation = evaluate_with_baseline(fitted, data, all_params, name=card.version, references=references)
+    evaluation = evaluate_with_baseline(fitted, data, all_params, name=card.version,
+                                        references=reference_models(target, card.version))
     try:
         result = publish(target, fitted, card, evaluation, all_params, deploy=deploy,
                          canary_percent=canary_percent, force=force, seen=data.serving_seen_csr)

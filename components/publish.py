@@ -18,15 +18,17 @@ yet); `deploy="stable"` replaces the stable version. A rejected model is never d
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from components import rollout
-from components.model_artifact import FactorModel, ModelCard, load_card
+from components.model_artifact import ArtifactError, FactorModel, ModelCard, load_card
 from components.params import section
 from components.store import ArtifactStore
 
 DEPLOY_MODES = ("none", "canary", "stable")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +100,21 @@ def gate(metrics: dict[str, float], baseline: dict[str, float], stable: dict[str
         decision.reasons.append(f"trails stable {stable_version}{where} by "
                                 f"{stable_value - value:.4f} > margin {margin}: {value:.4f} vs {stable_value:.4f}")
     return decision
+
+
+def reference_models(store: ArtifactStore, candidate: str | None = None) -> dict[str, tuple[str, FactorModel]]:
+    """The deployed stable model to re-evaluate beside a candidate on the same split, as the
+    `references` of `evaluate_with_baseline`: {"stable": (version, model)}. Empty when nothing is
+    stable, the candidate is the stable version itself, or its artifact cannot be loaded (the
+    gate then falls back to its card, see `stable_reference`)."""
+    stable = rollout.load(store).stable
+    if not stable or stable == candidate:
+        return {}
+    try:
+        return {"stable": (stable, FactorModel.load(store, stable)[0])}
+    except ArtifactError as exc:
+        log.warning("stable %s not re-evaluated (%s); its card is used", stable, exc)
+        return {}
 
 
 def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[str | None, dict, str]:

@@ -94,26 +94,18 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     import json
     import time
 
-    from components import rollout
     from components.dataset import Dataset as PreparedDataset
     from components.evaluate import evaluate_with_baseline
-    from components.model_artifact import ArtifactError, FactorModel, list_versions
+    from components.model_artifact import FactorModel, list_versions
+    from components.publish import reference_models
     from components.report import render_html
     from components.store import LocalStore, open_store
 
     started = time.perf_counter()
     data = PreparedDataset.load(dataset.path)
     candidate, card = FactorModel.load(LocalStore(model.path), list_versions(LocalStore(model.path))[0])
-    references = {}
-    target = open_store(store)
-    stable = rollout.load(target).stable
-    if stable:
-        try:
-            references["stable"] = (stable, FactorModel.load(target, stable)[0])
-        except ArtifactError as exc:
-            print(f"stable {stable} not evaluated: {exc}")
     result = evaluate_with_baseline(candidate, data, json.loads(params), name=card.version,
-                                    references=references)
+                                    references=reference_models(open_store(store), card.version))
     with open(evaluation.path, "w") as f:
         json.dump(result, f)
     evaluation.metadata.update(version=card.version, primary_metric=result["primary_metric"])

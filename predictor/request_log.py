@@ -34,7 +34,6 @@ class RequestLog:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
-        self.written = 0
         self._thread.start()
 
     def record(self, user_id: int, version: str, status: int, results: list[str] | tuple[str, ...],
@@ -64,7 +63,6 @@ class RequestLog:
                     for item in items:
                         sink.append(self._line(item))
                     sink.flush()
-                    self.written += len(items)
                 except Exception as exc:  # the log is down: drop this batch, keep serving
                     metrics.REQUEST_LOG_DROPPED.inc(len(items))
                     log.warning("request log %s: dropped %d lines: %s", self.uri, len(items), exc)

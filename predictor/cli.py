@@ -35,13 +35,10 @@ def serve(
 ) -> None:
     """Serve the stable and canary model versions (KServe model server: /recommend, V1, V2, /metrics)."""
     from predictor.__main__ import main
+    from predictor.supervisor import serve_args
 
-    argv = ["--http_port", str(port), "--bind_host", host, "--workers", str(workers),
-            "--poll_seconds", str(poll_seconds), "--drain_seconds", str(drain_seconds)]
-    if store:
-        argv += ["--store", store]
-    if request_log:
-        argv += ["--request_log", request_log]
+    argv = serve_args(store, port, workers=workers, host=host, request_log=request_log,
+                      poll_seconds=poll_seconds, drain_seconds=drain_seconds)
     if ready_file:
         argv += ["--ready_file", ready_file]
     raise typer.Exit(main(argv))

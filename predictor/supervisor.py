@@ -122,12 +122,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 # -- rolling restart -------------------------------------------------------------------------------
-def serve_args(store: str, port: int, *, workers: int = 1, host: str = "127.0.0.1",
+def serve_args(store: str | None, port: int, *, workers: int = 1, host: str = "127.0.0.1",
                request_log: str | None = None, poll_seconds: float = 2.0, drain_seconds: float = 1.0) -> list[str]:
-    """The `python -m predictor` arguments of an instance (for `start_instance` and `roll`)."""
-    args = ["--store", str(store), "--http_port", str(port), "--bind_host", host, "--workers", str(workers),
+    """The `python -m predictor` arguments of an instance (for `movierec serve`, `start_instance` and
+    `roll`); without a store the server uses $MOVIEREC_STORE or the default."""
+    args = ["--http_port", str(port), "--bind_host", host, "--workers", str(workers),
             "--poll_seconds", str(poll_seconds), "--drain_seconds", str(drain_seconds)]
-    return args + (["--request_log", request_log] if request_log else [])
+    return (["--store", str(store)] if store else []) + args + (["--request_log", request_log] if request_log else [])
 
 
 def start_instance(serve_args: list[str], ready_file: str | os.PathLike, *, log_file=None) -> subprocess.Popen:

@@ -25,9 +25,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from components import layout
+from components.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
 from components.ingest_batches import Batch, BatchCounts, Batcher, IngestError, SnapshotWriter, merge_counts
 from components.ingest_metrics import IngestMetrics
 from components.store import ArtifactStore
@@ -63,15 +63,6 @@ class IngestReport:
         data = asdict(self)
         data["events_per_second"] = round(self.read / self.seconds, 1) if self.seconds > 0 else 0.0
         return data
-
-
-def parse_kafka_url(source: str) -> tuple[str, str]:
-    """`kafka://HOST:PORT[,HOST:PORT]/TOPIC` -> (bootstrap servers, topic)."""
-    parsed = urlparse(source)
-    topic = parsed.path.strip("/")
-    if parsed.scheme != "kafka" or not parsed.netloc or not topic or "/" in topic:
-        raise ValueError(f"not a Kafka source {source!r}: use kafka://HOST:PORT/TOPIC")
-    return parsed.netloc, topic
 
 
 def file_source_name(path: str | os.PathLike) -> str:

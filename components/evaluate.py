@@ -43,6 +43,7 @@ from components.params import section
 from components.recommender import LoadedRecommender, PopularityRecommender
 
 ACTIVITY_GROUPS = ("new", "light", "heavy")
+LIST_METRICS = ("precision", "recall", "ndcg", "hit_rate")  # per-user list metrics, @k; higher is better
 _BATCH = 1024
 
 
@@ -210,7 +211,7 @@ def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | 
     refs = {role: evaluate(m, dataset, params, name=version, targets=targets).to_dict()
             for role, (version, m) in (references or {}).items()}
     primary = p["primary_metric"]
-    known = {f"{m}@{p['k']}" for m in ("precision", "recall", "ndcg", "hit_rate")}  # higher is better
+    known = {f"{m}@{p['k']}" for m in LIST_METRICS}
     if primary not in known:
         raise ValueError(f"evaluate.primary_metric {primary!r} is not one of {sorted(known)} (k={p['k']})")
     if primary in baseline.metrics:

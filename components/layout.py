@@ -69,6 +69,16 @@ def model_key(version: str, name: str) -> str:
     return f"{model_prefix(version)}/{name}"
 
 
+def models_prefix() -> str:
+    return f"{MODELS}/"
+
+
+def published_version(key: str) -> str | None:
+    """The version whose checksums file `key` is (written last, so the version is complete), else None."""
+    head, sep, name = key.removeprefix(models_prefix()).partition("/")
+    return head if key.startswith(models_prefix()) and sep and name == CHECKSUMS else None
+
+
 def events_prefix(kind: str | None = None) -> str:
     return f"{EVENTS}/kind={kind}/" if kind else f"{EVENTS}/"
 

@@ -251,9 +251,8 @@ def load_card(store: ArtifactStore, version: str) -> ModelCard:
 
 
 def list_versions(store: ArtifactStore) -> list[str]:
-    """Published versions (those whose checksums file exists), oldest first by name."""
-    return sorted(v for v in store.iter_children(layout.MODELS)
-                  if store.exists(layout.model_key(v, layout.CHECKSUMS)))
+    """Published versions (those whose checksums file exists), oldest first by name; one listing."""
+    return sorted(v for v in map(layout.published_version, store.list(layout.models_prefix())) if v)
 
 
 NPZ_ALIGN = 64

@@ -248,13 +248,17 @@ def open_event_log(uri: str, **options) -> EventLog:
     if uri.startswith("kafka://"):
         bootstrap, topic = parse_kafka_uri(uri)
         return KafkaEventLog(bootstrap, topic, **options)
-    if uri.startswith("file://"):
-        return FileEventLog(uri[len("file://"):], **options)
-    if uri.startswith("file:"):
-        return FileEventLog(uri[len("file:"):], **options)
-    if "://" in uri:
+    if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unknown event log {uri!r}: use file:PATH or kafka://HOST:PORT/TOPIC")
-    return FileEventLog(uri, **options)
+    return FileEventLog(file_path(uri), **options)
+
+
+def file_path(uri: str) -> str:
+    """The local path of a `file:PATH` or `file://PATH` event log (a bare path is its own)."""
+    for scheme in ("file://", "file:"):
+        if uri.startswith(scheme):
+            return uri[len(scheme):]
+    return uri
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3, *, retention_ms: int = RETENTION_MS,

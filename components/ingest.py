@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components import layout
+from components.eventlog import file_path
 from components.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
 from components.ingest_batches import Batch, BatchCounts, Batcher, IngestError, SnapshotWriter, merge_counts
 from components.ingest_metrics import IngestMetrics
@@ -113,8 +114,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
                 finally:
                     sink.close(cancel=True)
             elif source.startswith("file:"):
-                path = source[len("file://"):] if source.startswith("file://") else source[len("file:"):]
-                _ingest_file(Path(path), writer, batcher, report, metrics, stop=stop, follow=follow)
+                _ingest_file(Path(file_path(source)), writer, batcher, report, metrics, stop=stop, follow=follow)
             else:
                 raise ValueError(f"unknown event source {source!r}: use file:PATH or kafka://HOST:PORT/TOPIC")
     finally:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from components import stats
+from components.eventlog import file_path
 from components.events import RateEvent, RecommendationEvent, WatchEvent, parse_line
 
 DEFAULT_WINDOW = timedelta(minutes=30)
@@ -76,8 +77,7 @@ def frames_from_lines(lines: Iterable[str | bytes]) -> dict[str, pd.DataFrame]:
 
 def frames_from_log(path: str) -> dict[str, pd.DataFrame]:
     """The frames of a local event-log file (`file:PATH` or a plain path)."""
-    path = path.removeprefix("file:")
-    with open(path, "rb") as f:
+    with open(file_path(path), "rb") as f:
         return frames_from_lines(f)
 
 

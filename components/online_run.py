@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from components import canary, layout, rollout
+from components.eventlog import file_path
 from components.online_eval import (
     DEFAULT_WINDOW,
     concat_frames,
@@ -44,7 +45,7 @@ class LogTail:
     """Reads the complete lines appended to a log file since the last call."""
 
     def __init__(self, path: str):
-        self.path = path.removeprefix("file:")
+        self.path = file_path(path)
         self.offset = 0
 
     def read(self) -> list[bytes]:

@@ -199,8 +199,10 @@ def resolve_model(spec: str, store: ArtifactStore) -> tuple[FactorModel, ModelCa
 
     path = Path(spec)
     if (path / layout.CHECKSUMS).is_file():
-        files = {n: (path / n).read_bytes() for n in (*layout.MODEL_FILES, layout.CHECKSUMS) if (path / n).exists()}
-        return FactorModel.from_files(files)
+        from components.train import read_model_dir
+
+        rec = read_model_dir(path)
+        return rec.fitted, rec.card
     if (path / layout.MODELS).is_dir():
         local = LocalStore(path)
         versions = list_versions(local)

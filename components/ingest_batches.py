@@ -6,10 +6,12 @@ Two rules make a replay after a crash converge on the same store content:
   `batch_size` in its source's offsets, so the full batches of a replay have the same ranges,
   hence the same keys (`components.layout.snapshot_key`), as the batches they replace.
 - Batches cut early (idle flush, shutdown, rebalance) can still differ from a replay's: when a
-  batch is written, every older snapshot of the same source whose range overlaps it is deleted,
-  before the offsets are committed. What such a snapshot held beyond the new batch lies past the
-  commit point and is read again. The store therefore holds each log position once, counted in
-  rows, not only through a de-duplicating reader.
+  batch is written, every older snapshot of the same source whose range starts within it is
+  deleted, before the offsets are committed. What such a snapshot held beyond the new batch lies
+  past the commit point and is read again. The store therefore holds each log position once,
+  counted in rows, not only through a de-duplicating reader. (A snapshot that starts before the
+  batch holds committed positions: it is kept, with a warning, and readers drop the overlap; one
+  consumer group per topic and store never produces it.)
 
 Only the consumer that owns a partition writes its snapshots (consumer-group assignment); the
 writer keeps an index of the store's snapshot ranges per source, refreshed when the assignment

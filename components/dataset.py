@@ -132,7 +132,8 @@ class Dataset:
     # -- validation -------------------------------------------------------------------------
     def validation_targets(self) -> dict[int, set[str]]:
         """Per validation user, the movies rated or watched in the window that the user had not
-        rated or watched in the train period: what a top-k list should have found."""
+        rated or watched in the train period (any rating: offline evaluation's relevant movies,
+        `components.evaluate.relevant_targets`, keep only ratings >= evaluate.relevant_min_rating)."""
         pairs = pd.concat([self.valid_ratings[["user_id", "movie_id"]],
                            self.valid_watches[["user_id", "movie_id"]]], ignore_index=True)
         seen = pd.concat([self.train_ratings[["user_id", "movie_id"]],

@@ -63,6 +63,5 @@ def input_drift(model: FactorModel, recommendations: pd.DataFrame, watches: pd.D
     movie_counts = np.bincount(model.seen_indices, minlength=model.n_movies).astype(float)
     users = recommendations["user_id"].to_numpy(dtype=np.int64)
     user_index = index_of(model.user_ids, users)
-    movie_pos = pd.Index(model.movie_ids).get_indexer(watches["movie_id"].astype(str))
     return {"users": _score(user_index, user_counts),
-            "movies": _score(np.asarray(movie_pos), movie_counts)}
+            "movies": _score(model.movie_index(watches["movie_id"].astype(str)), movie_counts)}

@@ -141,15 +141,10 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
     targets = targets or relevant_targets(dataset, params)
     metrics = rating_errors(model, dataset)
 
-    movie_order = np.argsort(model.movie_ids, kind="stable")
-    def model_movie(ids: np.ndarray) -> np.ndarray:
-        pos = index_of(model.movie_ids[movie_order], np.asarray(ids, dtype=str))
-        return np.where(pos >= 0, movie_order[np.maximum(pos, 0)], -1)
-
     lists = top_k_lists(model, index_of(model.user_ids, targets.users), k)
     user_pos = np.searchsorted(targets.users, targets.pairs["user_id"].to_numpy(np.int64))
     n_relevant = np.bincount(user_pos, minlength=len(targets.users))
-    rel_movie = model_movie(targets.pairs["movie_id"].to_numpy())
+    rel_movie = model.movie_index(targets.pairs["movie_id"].to_numpy())
     keys = user_pos[rel_movie >= 0] * model.n_movies + rel_movie[rel_movie >= 0]
     list_keys = np.arange(len(targets.users))[:, None] * model.n_movies + lists
     hits = np.isin(list_keys, keys) & (lists >= 0)
@@ -163,7 +158,7 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
     for metric, values in per_user.items():
         metrics[f"{metric}@{k}"] = _mean(values)
     listed = lists[lists >= 0]
-    popularity = _model_popularity(model, dataset, model_movie)
+    popularity = _model_popularity(model, dataset)
     metrics[f"coverage@{k}"] = round(len(np.unique(listed)) / model.n_movies, 6)
     metrics[f"popularity_bias@{k}"] = _mean(popularity[listed])
     metrics["users"] = float(len(targets.users))
@@ -227,11 +222,11 @@ def pick_winner(evaluations: dict[str, dict[str, float]], primary: str = "ndcg@2
     return max(scored, key=lambda item: item[1])[0] if scored else ""
 
 
-def _model_popularity(model: FactorModel, dataset: Dataset, model_movie) -> np.ndarray:
+def _model_popularity(model: FactorModel, dataset: Dataset) -> np.ndarray:
     """Share of train users who rated or watched each of the model's movies (0 if unknown)."""
     share = dataset.movie_popularity() / max(1, dataset.n_users)
     out = np.zeros(model.n_movies)
-    idx = model_movie(dataset.movie_ids)
+    idx = model.movie_index(dataset.movie_ids)
     out[idx[idx >= 0]] = share[idx >= 0]
     return out
 

@@ -145,6 +145,14 @@ class FactorModel:
         i = int(np.searchsorted(self.user_ids, user_id))
         return i if i < self.n_users and self.user_ids[i] == user_id else -1
 
+    def movie_index(self, movie_ids) -> np.ndarray:
+        """Column of each movie id (int64), -1 where the model does not know the movie."""
+        wanted = np.asarray(movie_ids, dtype=str)
+        order = np.argsort(self.movie_ids, kind="stable")
+        ordered = self.movie_ids[order]
+        pos = np.minimum(np.searchsorted(ordered, wanted), len(ordered) - 1)
+        return np.where(ordered[pos] == wanted, order[pos], -1).astype(np.int64)
+
     def scores(self, u: int) -> np.ndarray:
         """Predicted rating of every movie for user row `u` (float32, one mat-vec)."""
         s = self.item_factors @ self.user_factors[u]

@@ -74,11 +74,7 @@ class Recommender(ABC):
         Unknown users or movies drop their terms, as Surprise does: mu + b_u, mu + b_i or mu."""
         m = self.fitted
         users = np.asarray(user_ids, dtype=np.int64)
-        movies = np.asarray(movie_ids, dtype=str)
-        u = index_of(m.user_ids, users)
-        order = np.argsort(m.movie_ids, kind="stable")
-        i = index_of(m.movie_ids[order], movies)
-        i = np.where(i >= 0, order[np.maximum(i, 0)], -1)
+        u, i = index_of(m.user_ids, users), m.movie_index(movie_ids)
         ku, ki = u >= 0, i >= 0
         est = np.full(len(users), m.global_mean, dtype=np.float64)
         est[ku] += m.user_bias[u[ku]]

@@ -161,6 +161,17 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def parse_user_id(text: str) -> int:
+    """A user id as the contract writes it (decimal, no sign, no leading zeros, 0..2^63-1);
+    ValueError saying why otherwise. The predictor's `/recommend/<userid>` uses the same rule."""
+    if not _USER_RE.match(text):
+        raise ValueError(f"user id must be a decimal integer without sign or leading zeros, got {text[:40]!r}")
+    value = int(text)
+    if value > MAX_USER_ID:
+        raise ValueError(f"user id {text} out of range 0..{MAX_USER_ID}")
+    return value
+
+
 def format_event(event: Event) -> str:
     """The log line of an event (no trailing newline). `parse_line(format_event(e)) == e`."""
     if not isinstance(event, (WatchEvent, RateEvent, RecommendationEvent, AccountEvent)):
@@ -204,9 +215,10 @@ def parse_line(line: str | bytes) -> Event | Rejection:
         time = datetime.fromisoformat(time_text)
     except ValueError as exc:
         return Rejection(line, "bad_time", str(exc))
-    if not _USER_RE.match(user_text) or int(user_text) > MAX_USER_ID:
+    try:
+        user_id = parse_user_id(user_text)
+    except ValueError:
         return Rejection(line, "bad_user", f"bad user id {user_text[:40]!r}")
-    user_id = int(user_text)
 
     if request.startswith("GET /data/m/"):
         m = _WATCH_RE.match(request)

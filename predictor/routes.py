@@ -17,29 +17,17 @@ and an argpartition); the request log and metrics only touch memory.
 
 from __future__ import annotations
 
-import re
 import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from components.events import MAX_RESULTS, MAX_USER_ID
+from components.events import MAX_RESULTS, parse_user_id
 from predictor import metrics
 from predictor.request_log import RequestLog
 from predictor.traffic import Serving
 
 VERSION_HEADER = "X-Model-Version"
-_USER_RE = re.compile(r"^(0|[1-9][0-9]{0,18})\Z")  # \Z, not $: "1\n" (%0A) is not a user id
-
-
-def parse_user_id(text: str) -> int:
-    """The user id of a path segment; ValueError with the reason if it is not a valid one."""
-    if not _USER_RE.match(text):
-        raise ValueError(f"user id must be a decimal integer without sign or leading zeros, got {text[:40]!r}")
-    value = int(text)
-    if value > MAX_USER_ID:
-        raise ValueError(f"user id {text} out of range 0..{MAX_USER_ID}")
-    return value
 
 
 class Recommender:

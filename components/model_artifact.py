@@ -206,16 +206,21 @@ class FactorModel:
         return files
 
     @classmethod
+    def from_arrays(cls, factors, ids) -> FactorModel:
+        """A model from the named arrays of `factors.npz` and `ids.npz` (loaded or memory-mapped)."""
+        return cls(global_mean=float(factors["global_mean"][0]), user_bias=factors["user_bias"],
+                   item_bias=factors["item_bias"], user_factors=factors["user_factors"],
+                   item_factors=factors["item_factors"], user_ids=ids["user_ids"], movie_ids=ids["movie_ids"],
+                   seen_indptr=factors["seen_indptr"], seen_indices=factors["seen_indices"],
+                   popular=factors["popular"])
+
+    @classmethod
     def from_files(cls, files: dict[str, bytes]) -> tuple[FactorModel, ModelCard]:
         verify_checksums(files)
         try:
             with np.load(io.BytesIO(files["factors.npz"]), allow_pickle=False) as f, \
                  np.load(io.BytesIO(files["ids.npz"]), allow_pickle=False) as i:
-                model = cls(global_mean=float(f["global_mean"][0]), user_bias=f["user_bias"],
-                            item_bias=f["item_bias"], user_factors=f["user_factors"],
-                            item_factors=f["item_factors"], user_ids=i["user_ids"], movie_ids=i["movie_ids"],
-                            seen_indptr=f["seen_indptr"], seen_indices=f["seen_indices"],
-                            popular=f["popular"])
+                model = cls.from_arrays(f, i)
             card = ModelCard.from_json(files["card.json"])
         except ArtifactError:
             raise

@@ -76,13 +76,7 @@ def load_mapped(store: LocalStore, version: str) -> tuple[FactorModel, ModelCard
         else:
             maps[name] = mm
     try:
-        f = _npz_arrays(maps["factors.npz"])
-        i = _npz_arrays(maps["ids.npz"])
-        model = FactorModel(global_mean=float(f["global_mean"][0]), user_bias=f["user_bias"],
-                            item_bias=f["item_bias"], user_factors=f["user_factors"],
-                            item_factors=f["item_factors"], user_ids=i["user_ids"],
-                            movie_ids=i["movie_ids"], seen_indptr=f["seen_indptr"],
-                            seen_indices=f["seen_indices"], popular=f["popular"])
+        model = FactorModel.from_arrays(_npz_arrays(maps["factors.npz"]), _npz_arrays(maps["ids.npz"]))
         card = ModelCard.from_json(card_bytes)
     except ArtifactError:
         raise

@@ -134,13 +134,13 @@ def test_slow_canary_is_rolled_back_whatever_its_hit_rate(tmp_path):
 def test_worse_canary_over_the_real_predictor_is_rolled_back_and_withdrawn(tmp_path):
     """End to end over HTTP: the predictor serves and logs, users react, online-eval rolls back,
     and the predictor stops serving the canary (it polls the rollout state)."""
-    import socket
     import time
 
     import httpx
 
     from components.online_eval import frames_from_log
-    from predictor.supervisor import start_instance, stop_instance, wait_ready
+    from predictor.supervisor import serve_args, start_instance, stop_instance, wait_ready
+    from tests.servers import free_port
 
     svc = StreamingService(seed=11, n_users=1200, n_movies=300)
     store = LocalStore(tmp_path / "store")
@@ -148,13 +148,10 @@ def test_worse_canary_over_the_real_predictor_is_rolled_back_and_withdrawn(tmp_p
         m.save(store, ModelCard(version=version, algorithm="simulated-truth", trained_at=START.isoformat()))
     rollout.set_stable(store, "rank-2")
     rollout.start_canary(store, "random", PERCENT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     requests_log, user_log = tmp_path / "requests.log", tmp_path / "users.log"
     ready, server_log = tmp_path / "ready", open(tmp_path / "server.log", "wb")
-    proc = start_instance(["--store", str(store.root), "--http_port", str(port), "--bind_host", "127.0.0.1",
-                           "--workers", "1", "--poll_seconds", "0.3", "--request_log", f"file:{requests_log}"],
+    proc = start_instance(serve_args(str(store.root), port, poll_seconds=0.3, request_log=f"file:{requests_log}"),
                           ready, log_file=server_log)
     try:
         wait_ready(proc, ready, timeout=90)

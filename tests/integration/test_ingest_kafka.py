@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import random
 import signal
@@ -246,7 +247,7 @@ def test_two_consumers_split_the_partitions(kafka, kafka_topic, s3_store, tmp_pa
     owned = {}
     for name in ("a", "b"):
         lines = [x for x in (tmp_path / f"{name}.log").read_text().splitlines() if "partitions assigned" in x]
-        owned[name] = set(eval(lines[-1].rsplit(":", 1)[1]))  # "[0, 2]"
+        owned[name] = set(json.loads(lines[-1].rsplit(":", 1)[1]))  # "[0, 2]"
     assert owned["a"] and owned["b"] and owned["a"].isdisjoint(owned["b"])
     assert owned["a"] | owned["b"] == set(range(PARTITIONS))
     log.check_store(s3_store, topic)

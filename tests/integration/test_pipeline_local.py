@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from components import rollout
+from components import layout, rollout
 from components.events import RateEvent, WatchEvent, format_event
 from components.model_artifact import FactorModel, list_versions
 from components.store import LocalStore
@@ -123,7 +123,7 @@ def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
     for version in versions:
         card = FactorModel.load(store, version)[1]
         assert "ndcg@20" in card.metrics and "reasons" in card.gate
-    stored = sum(1 for key in store.list("events/") if key.endswith(".parquet"))
-    assert stored > 0 and any(key.endswith(".parquet") for key in store.list("deadletter/"))
+    stored = sum(1 for key in store.list(layout.events_prefix()) if key.endswith(".parquet"))
+    assert stored > 0 and any(key.endswith(".parquet") for key in store.list(layout.deadletter_prefix()))
     deployed = [p["version"] for p in run.published if p["deployed"] == "stable"]
     assert rollout.load(store).stable == (deployed[-1] if deployed else None)

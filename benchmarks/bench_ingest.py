@@ -1,7 +1,7 @@
 """Ingest benchmark: events per second from Kafka into the store, against per-user JSON files.
 
 Both sides read the same topic on a real Kafka broker (started here with `tests.servers`):
-- ours: `components.ingest.ingest` in bounded mode into a local store (Parquet snapshots,
+- ours: `components.ingest.run.ingest` in bounded mode into a local store (Parquet snapshots,
   consumer-group commits): with its writer process (default), with the writer inline, and as two
   consumer processes in one group (how the service scales: partitions spread over members);
 - baseline (the reference project's approach): a consumer that parses each line and appends it as
@@ -38,7 +38,7 @@ RUNS = 3  # runs of ours per mode; the median is reported
 
 def make_lines(n: int, seed: int = 0, corrupt_share: float = 0.01) -> list[bytes]:
     """Simulator-like traffic: mostly watch minutes, some ratings and recommendation requests."""
-    from components.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
+    from components.core.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
 
     rng = random.Random(seed)
     t0 = datetime(2026, 3, 18, 6, 0, 0)
@@ -76,8 +76,8 @@ def produce(bootstrap: str, topic: str, lines: list[bytes]) -> float:
 
 
 def run_ours(bootstrap: str, topic: str, group: str, workdir: Path, write_process: bool = True) -> dict:
-    from components.ingest import ingest
-    from components.store import LocalStore
+    from components.core.store import LocalStore
+    from components.ingest.run import ingest
 
     report = ingest(f"kafka://{bootstrap}/{topic}", LocalStore(workdir / group), group=group,
                     write_process=write_process)
@@ -105,7 +105,7 @@ def run_baseline(bootstrap: str, topic: str, workdir: Path, n: int) -> dict:
     """The reference approach: one JSON file per user, each event appended as it is read."""
     from kafka import KafkaConsumer
 
-    from components.events import Rejection, parse_line
+    from components.core.events import Rejection, parse_line
 
     out = workdir / "baseline-users"
     out.mkdir()
@@ -137,10 +137,10 @@ def stage_rates(bootstrap: str, topic: str, lines: list[bytes], workdir: Path) -
     """Each stage alone, events/s: the Kafka client, parsing (one by one, bulk), Arrow tables, snapshots."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from components.event_columns import parse_columns
-    from components.events import parse_line
-    from components.snapshots import parsed_to_tables, write_parsed
-    from components.store import LocalStore
+    from components.core.event_columns import parse_columns
+    from components.core.events import parse_line
+    from components.core.snapshots import parsed_to_tables, write_parsed
+    from components.core.store import LocalStore
 
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=20000,
@@ -202,7 +202,7 @@ def profile_ours(bootstrap: str, topic: str, workdir: Path) -> dict:
     for (path, _line, func), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(profiler).stats.items():
         if "/kafka/" in path:
             buckets["kafka_client"] += tottime
-        elif path.endswith(("components/events.py", "components/event_columns.py")) or func in ("fromisoformat",) or "re.Pattern" in func:
+        elif path.endswith(("components/core/events.py", "components/core/event_columns.py")) or func in ("fromisoformat",) or "re.Pattern" in func:
             buckets["parsing"] += tottime
         elif "pyarrow" in path or path.endswith(("snapshots.py", "store.py")) or "pyarrow" in func:
             buckets["snapshots_arrow_parquet"] += tottime

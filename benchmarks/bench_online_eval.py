@@ -5,7 +5,7 @@ and the same attribution rule (a watch counts for the latest earlier recommendat
 user, within the window, that listed the movie). The run checks that both count the same hits,
 then reports recommendations joined per second:
 
-- ours: `components.online_eval.join` (exploded lists, one `merge_asof` by user and movie);
+- ours: `components.online.join.join` (exploded lists, one `merge_asof` by user and movie);
 - baseline: the straightforward loop, per watch, back over that user's earlier recommendations
   (with a per-user index, so it is not a strawman quadratic scan).
 
@@ -79,7 +79,7 @@ def loop_hits(frames: dict[str, pd.DataFrame]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from components.online_eval import join, version_metrics
+    from components.online.join import join, version_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recs", type=int, default=20_000, help="recommendations in the synthetic log")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "online_eval", "recommendations": args.recs, "watch_lines": len(frames["watch"]),
         "rate_lines": len(frames["rate"]), "hits": int(joined["hit"].sum()), "same_hits_as_baseline": agree,
-        "ours": {"what": "components.online_eval.join + version_metrics (merge_asof)", "seconds": round(ours, 3),
+        "ours": {"what": "components.online.join.join + version_metrics (merge_asof)", "seconds": round(ours, 3),
                  "recommendations_per_second": round(args.recs / ours)},
         "baseline": {"what": "per-watch Python loop over the user's recommendations (hits only)",
                      "seconds": round(baseline, 3), "recommendations_per_second": round(args.recs / baseline)},

@@ -65,9 +65,9 @@ end
 
 # -- the models ------------------------------------------------------------------------------------------
 def build_store(root: Path, n_users: int, n_movies: int, k: int):
-    from components import rollout
-    from components.model_artifact import list_versions, load_card
-    from components.store import LocalStore
+    from components.core import rollout
+    from components.core.model_artifact import list_versions, load_card
+    from components.core.store import LocalStore
     from predictor.synthetic import publish_synthetic
 
     store = LocalStore(root)
@@ -194,7 +194,7 @@ def rollout_time(store, port: int, version: str, percent: float, workers: int) -
     """Seconds from writing the canary into the rollout state to answers from it (all workers)."""
     import httpx
 
-    from components import rollout
+    from components.core import rollout
 
     canary_users = [u for u in range(1, 5000) if rollout.in_canary(u, percent)][:50]
     t0 = time.perf_counter()
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.users, args.seconds, args.wrk_seconds = 100_000, 4.0, 3
     os.environ.setdefault("MOVIEREC_LOG_LEVEL", "WARNING")
 
-    from components.model_artifact import FactorModel
+    from components.core.model_artifact import FactorModel
 
     cache = Path(os.environ.get("MOVIEREC_BENCH_CACHE", tempfile.gettempdir())) / "movierec-bench-serving"
     store = build_store(cache / f"store-{args.users}x{args.movies}x{args.factors}", args.users, args.movies,
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
                 run["memory_after_load"] = mem
                 if workers == 2:
                     run["rollout_canary"] = rollout_time(store, port, "bench-c", 20, workers)
-                    from components import rollout
+                    from components.core import rollout
 
                     rollout.start_canary(store, "bench-b", 20, reason="benchmark")
                 result["runs"][f"workers_{workers}"] = run

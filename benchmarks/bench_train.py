@@ -7,7 +7,7 @@ wheel is downloaded (`pip download --no-deps`) into a cache outside the reposito
 
 One 80/20 random split (seed 0) serves both sides:
 - fit time and test RMSE of surprise.SVD / surprise.SVDpp used directly, and of the platform's
-  `components.train.train` (the same Surprise fit plus export to the serving format and the
+  `components.training.train.train` (the same Surprise fit plus export to the serving format and the
   export check; its parts are timed apart), with the same hyper-parameters (params.yaml).
   The direct side's fit time excludes building the trainset. Fit times are the fastest of
   `--repeat` alternating runs, since the machine's cores are shared;
@@ -86,7 +86,7 @@ def surprise_direct(algorithm: str, hyper: dict, train: pd.DataFrame, test: pd.D
 
 
 def platform_stage(algorithm: str, params: dict, dataset, test: pd.DataFrame):
-    from components.train import train
+    from components.training.train import train
 
     started = time.perf_counter()
     rec, card = train(dataset, algorithm, params)
@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON path")
     args = parser.parse_args(argv)
 
-    from components.movielens import read_ratings
-    from components.params import load_params
-    from components.preprocess import from_ratings
+    from components.core.params import load_params
+    from components.ingest.movielens import read_ratings
+    from components.training.preprocess import from_ratings
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     ratings = read_ratings(fetch_ml100k(args.cache), "inter")

@@ -27,9 +27,9 @@ def preprocess_command(
     """Build the training dataset from the event snapshots: filters, id maps, split by time."""
     import json
 
-    from components.params import load_params
-    from components.preprocess import prepare
-    from components.store import open_store
+    from components.core.params import load_params
+    from components.core.store import open_store
+    from components.training.preprocess import prepare
 
     dataset = prepare(open_store(store), load_params(params))
     dataset.save(out)
@@ -52,11 +52,11 @@ def train_command(
                                                 "./params.yaml, else built-in defaults).")] = None,
 ) -> None:
     """Train recommenders on a prepared dataset and write their model artifacts."""
-    from components.dataset import Dataset
-    from components.dvc_provenance import dvc_data_hash
-    from components.params import load_params
-    from components.store import open_store
-    from components.train import train, write_model_dir
+    from components.core.params import load_params
+    from components.core.store import open_store
+    from components.training.dataset import Dataset
+    from components.training.dvc_provenance import dvc_data_hash
+    from components.training.train import train, write_model_dir
 
     all_params = load_params(params)
     data = Dataset.load(dataset)
@@ -81,7 +81,7 @@ def movielens_command(
     limit: Annotated[int | None, typer.Option(help="Convert only the first N ratings of the file.")] = None,
 ) -> None:
     """Turn MovieLens ratings into the platform's rate events (MovieLens itself is never shipped)."""
-    from components.movielens import convert
+    from components.ingest.movielens import convert
 
     count = convert(path, to, fmt=fmt, limit=limit)
     typer.echo(f"{count} rate events written to {to}")
@@ -116,8 +116,8 @@ def ingest_command(
     import json
     import logging
 
-    from components.ingest import IngestError, ingest
-    from components.store import StoreError, open_store
+    from components.core.store import StoreError, open_store
+    from components.ingest.run import IngestError, ingest
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # kafka-python's INFO is per connection
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -148,8 +148,8 @@ def retention_command(
     import json
     from datetime import datetime
 
-    from components.retention import expire_snapshots
-    from components.store import open_store
+    from components.core.store import open_store
+    from components.ingest.retention import expire_snapshots
 
     result = expire_snapshots(open_store(store), keep_days, now=datetime.fromisoformat(now) if now else None,
                               dry_run=dry_run)
@@ -184,11 +184,11 @@ def online_eval_command(
     """Join served recommendations with later watches per version; analyse (and act on) the canary."""
     import json
 
-    from components.canary import CanaryPolicy
-    from components.online_eval import frames_from_log, frames_from_store, parse_window
-    from components.online_run import LogTail, run_once
-    from components.online_run import follow as follow_loop
-    from components.store import open_store
+    from components.core.store import open_store
+    from components.online.canary import CanaryPolicy
+    from components.online.join import frames_from_log, frames_from_store, parse_window
+    from components.online.run import LogTail, run_once
+    from components.online.run import follow as follow_loop
 
     st = open_store(store)
     options = dict(window=parse_window(window), auto=auto, report_dir=report,
@@ -220,8 +220,8 @@ def trace_command(
     """From a served answer (or a version) back to its model card: data, run, commit, metrics, gate."""
     import json
 
-    from components.provenance import TraceError, summary, trace
-    from components.store import open_store
+    from components.core.store import open_store
+    from components.online.trace import TraceError, summary, trace
 
     try:
         result = trace(open_store(store), line=line, version=version)
@@ -252,12 +252,12 @@ def evaluate_command(
     """Offline metrics of models on the validation window, beside the popularity baseline."""
     import json
 
-    from components.dataset import Dataset
-    from components.evaluate import evaluate_with_baseline
-    from components.params import load_params
-    from components.publish import resolve_model
-    from components.report import render_html, render_markdown
-    from components.store import open_store
+    from components.core.params import load_params
+    from components.core.store import open_store
+    from components.training.dataset import Dataset
+    from components.training.evaluate import evaluate_with_baseline
+    from components.training.publish import resolve_model
+    from components.training.report import render_html, render_markdown
 
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
     sets, algorithms = [], []
@@ -295,12 +295,12 @@ def publish_command(
     """Gate a model against the popularity baseline and the stable version, publish it, optionally deploy it."""
     import json
 
-    from components import rollout
-    from components.dataset import Dataset
-    from components.evaluate import evaluate_with_baseline
-    from components.params import load_params
-    from components.publish import publish, reference_models, resolve_model
-    from components.store import open_store
+    from components.core import rollout
+    from components.core.params import load_params
+    from components.core.store import open_store
+    from components.training.dataset import Dataset
+    from components.training.evaluate import evaluate_with_baseline
+    from components.training.publish import publish, reference_models, resolve_model
 
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
     fitted, card = resolve_model(model, target)

@@ -3,7 +3,7 @@
 Kubeflow ships each body as source into a fresh interpreter (a pod from `MOVIEREC_IMAGE` on a
 cluster, the project's venv under `kfp.local`), so every body imports what it needs, parses its
 arguments, calls one core function of `components` and writes its outputs. Nothing here holds
-logic a test would want to reach: that lives in `components.ingest`, `preprocess`, `train`,
+logic a test would want to reach: that lives in `components.ingest.run`, `preprocess`, `train`,
 `evaluate`, `publish` and `report`.
 
 What travels between steps: the prepared dataset as a KFP `Dataset` directory
@@ -34,8 +34,8 @@ def ingest(source: str, store: str, group: str, metrics: Output[Metrics]) -> int
     """Ingest the event log up to its end as of now into snapshots in the store; return lines read."""
     import time
 
-    from components.ingest import ingest as run_ingest
-    from components.store import open_store
+    from components.core.store import open_store
+    from components.ingest.run import ingest as run_ingest
 
     started = time.perf_counter()
     report = run_ingest(source, open_store(store), group=group, follow=False).to_dict()
@@ -53,8 +53,8 @@ def preprocess(store: str, params: str, dataset: Output[Dataset], metrics: Outpu
     import json
     import time
 
-    from components.preprocess import prepare
-    from components.store import open_store
+    from components.core.store import open_store
+    from components.training.preprocess import prepare
 
     started = time.perf_counter()
     data = prepare(open_store(store), json.loads(params))
@@ -73,9 +73,9 @@ def train(dataset: Input[Dataset], algorithm: str, params: str, model: Output[Mo
     """Fit one algorithm; the model directory is a LocalStore holding models/<version>/."""
     import json
 
-    from components.dataset import Dataset as PreparedDataset
-    from components.store import LocalStore
-    from components.train import train as run_train
+    from components.core.store import LocalStore
+    from components.training.dataset import Dataset as PreparedDataset
+    from components.training.train import train as run_train
 
     rec, card = run_train(PreparedDataset.load(dataset.path), algorithm, json.loads(params))
     rec.save(LocalStore(model.path), card)
@@ -94,12 +94,12 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     import json
     import time
 
-    from components.dataset import Dataset as PreparedDataset
-    from components.evaluate import evaluate_with_baseline
-    from components.model_artifact import FactorModel, list_versions
-    from components.publish import reference_models
-    from components.report import render_html
-    from components.store import LocalStore, open_store
+    from components.core.model_artifact import FactorModel, list_versions
+    from components.core.store import LocalStore, open_store
+    from components.training.dataset import Dataset as PreparedDataset
+    from components.training.evaluate import evaluate_with_baseline
+    from components.training.publish import reference_models
+    from components.training.report import render_html
 
     started = time.perf_counter()
     data = PreparedDataset.load(dataset.path)
@@ -126,10 +126,10 @@ def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dat
     import json
     from collections import namedtuple
 
-    from components.dataset import Dataset as PreparedDataset
-    from components.model_artifact import FactorModel, list_versions
-    from components.publish import publish as run_publish
-    from components.store import LocalStore, open_store
+    from components.core.model_artifact import FactorModel, list_versions
+    from components.core.store import LocalStore, open_store
+    from components.training.dataset import Dataset as PreparedDataset
+    from components.training.publish import publish as run_publish
 
     source = LocalStore(model.path)
     fitted, card = FactorModel.load(source, list_versions(source)[0])
@@ -149,8 +149,8 @@ def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candid
     """Put both models side by side; return the winner: the better gated candidate ("" if none)."""
     import json
 
-    from components.evaluate import pick_winner
-    from components.report import render_html
+    from components.training.evaluate import pick_winner
+    from components.training.report import render_html
 
     sets = []
     for artifact in (evaluation_a, evaluation_b):
@@ -173,9 +173,9 @@ def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candid
 def online_eval(store: str, window: str, auto: bool, report: Output[Artifact], metrics: Output[Metrics]) -> str:
     """Bounded online evaluation of the ingested snapshots (and the canary decision, acted on with
     `auto`); the report directory (JSON, Markdown, plots, .prom) is the artifact. Returns the decision."""
-    from components.online_eval import frames_from_store, parse_window
-    from components.online_run import run_once
-    from components.store import open_store
+    from components.core.store import open_store
+    from components.online.join import frames_from_store, parse_window
+    from components.online.run import run_once
 
     st = open_store(store)
     result = run_once(frames_from_store(st), st, window=parse_window(window), auto=auto, report_dir=report.path)

@@ -75,14 +75,14 @@ def demo(
     canary_percent: Annotated[float, typer.Option(help="Share of users sent to the canary.")] = 50.0,
 ) -> None:
     """Run the whole loop on the embedded default and write OUTPUT/summary.json."""
-    from components import rollout
-    from components.eventlog import open_event_log
-    from components.online_eval import frames_from_log
-    from components.online_run import run_once
-    from components.params import load_params
-    from components.preprocess import prepare
-    from components.store import open_store
-    from components.train import train
+    from components.core import rollout
+    from components.core.eventlog import open_event_log
+    from components.core.params import load_params
+    from components.core.store import open_store
+    from components.online.join import frames_from_log
+    from components.online.run import run_once
+    from components.training.preprocess import prepare
+    from components.training.train import train
     from pipelines.local import run_local
     from predictor import supervisor
     from simulator.service import StreamingService
@@ -185,8 +185,8 @@ def _day_progress(day: int, days: int) -> None:
 
 
 def _ingest_report(store) -> dict:
-    from components.events import EVENT_KINDS
-    from components.snapshots import read_deadletters, read_events
+    from components.core.events import EVENT_KINDS
+    from components.core.snapshots import read_deadletters, read_events
 
     kinds = {k: len(read_events(store, k)) for k in EVENT_KINDS}
     dead = read_deadletters(store)

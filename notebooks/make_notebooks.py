@@ -59,7 +59,7 @@ long the popularity tail of the catalogue is, how users rate, and how many lines
 Reads `demo-output/events.log` when `make demo` has run, otherwise simulates a small history."""),
         new_code_cell(SETUP),
         new_code_cell('''\
-from components.events import (AccountEvent, RateEvent, RecommendationEvent, Rejection, WatchEvent,
+from components.core.events import (AccountEvent, RateEvent, RecommendationEvent, Rejection, WatchEvent,
                                parse_line)
 
 log = DEMO / "events.log"
@@ -215,10 +215,10 @@ if not report.exists():
     import dataclasses
     from datetime import datetime
 
-    from components import rollout
-    from components.events import RecommendationEvent, format_event, parse_line
-    from components.model_artifact import FactorModel, list_versions
-    from components.store import open_store
+    from components.core import rollout
+    from components.core.events import RecommendationEvent, format_event, parse_line
+    from components.core.model_artifact import FactorModel, list_versions
+    from components.core.store import open_store
     from simulator.service import StreamingService
 
     service = StreamingService(seed=5, n_users=400, n_movies=150)
@@ -227,9 +227,9 @@ if not report.exists():
                                                                        start=datetime(2026, 3, 1))))
     movierec("ingest", "--source", f"file:{log}", "--store", WORK / "store")
     # the preprocess and train steps' cores, in this process (what `movierec preprocess/train` call)
-    from components.params import load_params
-    from components.preprocess import prepare
-    from components.train import train
+    from components.core.params import load_params
+    from components.training.preprocess import prepare
+    from components.training.train import train
 
     store = open_store(str(WORK / "store"))
     params = load_params(ROOT / "params.yaml")
@@ -258,8 +258,8 @@ if not report.exists():
     with log.open("a") as f:
         f.write("".join(line + "\\n" for line in lines))
     # what `movierec online-eval --log file:... --report ...` does
-    from components.online_eval import frames_from_log
-    from components.online_run import run_once
+    from components.online.join import frames_from_log
+    from components.online.run import run_once
 
     run_once(frames_from_log(str(log)), store, report_dir=WORK / "online-report")
     report = WORK / "online-report" / "online-eval.json"

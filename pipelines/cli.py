@@ -49,7 +49,7 @@ def parse_interval(text: str) -> int:
 
 def _arguments(source: str, store: str, params: Path | None, deploy: str, canary_percent: float,
                force_deploy: bool, group: str, s3_secret: str) -> dict:
-    from components.params import load_params
+    from components.core.params import load_params
 
     return {"source": source, "store": store, "params": json.dumps(load_params(params), sort_keys=True),
             "group": group, "deploy": deploy, "canary_percent": canary_percent, "force_deploy": force_deploy,
@@ -62,7 +62,7 @@ def compile_command(
     params: Params = None,
 ) -> None:
     """Compile the movierec-training pipeline to a Kubeflow Pipelines YAML file."""
-    from components.params import load_params
+    from components.core.params import load_params
     from pipelines.training_pipeline import compile_pipeline
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def run_command(
     report: Annotated[Path | None, typer.Option(help="Also write the run's summary as JSON to this file.")] = None,
 ) -> None:
     """Run the whole pipeline on this machine (kfp.local, in this interpreter) and print what it published."""
-    from components.params import load_params
+    from components.core.params import load_params
     from pipelines.local import run_local
 
     if not store.startswith(("s3://", "file:")):
@@ -124,7 +124,7 @@ def _client(host: str):
 
 
 def _compiled(params: Path | None) -> str:
-    from components.params import load_params
+    from components.core.params import load_params
     from pipelines.training_pipeline import compile_pipeline
 
     path = os.path.join(tempfile.mkdtemp(prefix="movierec-pipeline-"), "pipeline.yaml")

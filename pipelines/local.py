@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.model_artifact import list_versions, load_card
-from components.store import open_store
+from components.core.model_artifact import list_versions, load_card
+from components.core.store import open_store
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '?([\w.-]+)'?")

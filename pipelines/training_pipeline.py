@@ -23,7 +23,7 @@ import sys
 
 from kfp import compiler, dsl
 
-from components.params import complete
+from components.core.params import complete
 from components.steps import compare, evaluate, ingest, preprocess, publish, train
 
 PIPELINE_NAME = "movierec-training"

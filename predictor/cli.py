@@ -2,7 +2,7 @@
 
 `serve` runs the predictor's supervisor in this process (it never imports kserve, which parses
 `sys.argv` at import); the workers are `python -m predictor` processes. `rollout` reads and
-writes the one rollout state in the store (`components.rollout`); running servers pick the
+writes the one rollout state in the store (`components.core.rollout`); running servers pick the
 change up within `--poll-seconds`, without a restart.
 """
 
@@ -45,7 +45,7 @@ def serve(
 
 
 def _run(action):
-    from components.rollout import RolloutError
+    from components.core.rollout import RolloutError
 
     try:
         state = action()
@@ -56,13 +56,13 @@ def _run(action):
 
 
 def _open(store):
-    from components.store import open_store
+    from components.core.store import open_store
 
     return open_store(store)
 
 
 def _published(st, version: str) -> str:
-    from components.model_artifact import list_versions
+    from components.core.model_artifact import list_versions
 
     if version not in list_versions(st):
         raise ValueError(f"version {version!r} is not published in {st.uri}")
@@ -73,7 +73,7 @@ def _published(st, version: str) -> str:
 def rollout_stable(version: Annotated[str, typer.Argument(help="Published model version.")],
                    store: StoreOption = None, reason: ReasonOption = "") -> None:
     """Deploy VERSION as the stable version (first deployment or forced replacement)."""
-    from components import rollout
+    from components.core import rollout
 
     st = _open(store)
     _run(lambda: rollout.set_stable(st, _published(st, version), reason))
@@ -84,7 +84,7 @@ def rollout_canary(version: Annotated[str, typer.Argument(help="Published model 
                    percent: Annotated[float, typer.Option(help="Share of users sent to the canary (0-100).")] = 10.0,
                    store: StoreOption = None, reason: ReasonOption = "") -> None:
     """Send PERCENT % of users (by a stable hash of the user id) to VERSION beside the stable version."""
-    from components import rollout
+    from components.core import rollout
 
     st = _open(store)
     _run(lambda: rollout.start_canary(st, _published(st, version), percent, reason))
@@ -93,7 +93,7 @@ def rollout_canary(version: Annotated[str, typer.Argument(help="Published model 
 @rollout_app.command("promote")
 def rollout_promote(store: StoreOption = None, reason: ReasonOption = "") -> None:
     """Make the canary the stable version (all traffic)."""
-    from components import rollout
+    from components.core import rollout
 
     st = _open(store)
     _run(lambda: rollout.promote(st, reason))
@@ -102,7 +102,7 @@ def rollout_promote(store: StoreOption = None, reason: ReasonOption = "") -> Non
 @rollout_app.command("rollback")
 def rollout_rollback(store: StoreOption = None, reason: ReasonOption = "") -> None:
     """Withdraw the canary: the stable version serves everyone again."""
-    from components import rollout
+    from components.core import rollout
 
     st = _open(store)
     _run(lambda: rollout.rollback(st, reason))
@@ -113,7 +113,7 @@ def rollout_status(store: StoreOption = None,
                    as_json: Annotated[bool, typer.Option("--json", help="Print the whole state as JSON.")] = False
                    ) -> None:
     """Show the stable and canary versions and the canary share."""
-    from components import rollout
+    from components.core import rollout
 
     state = rollout.load(_open(store))
     if as_json:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components import layout
-from components.model_artifact import ArtifactError, FactorModel, ModelCard
-from components.store import ArtifactStore, LocalStore
+from components.core import layout
+from components.core.model_artifact import ArtifactError, FactorModel, ModelCard
+from components.core.store import ArtifactStore, LocalStore
 
 _CHUNK = 8 << 20
 

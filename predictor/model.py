@@ -28,8 +28,8 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from components.events import MAX_USER_ID
-from components.model_artifact import FactorModel, ModelCard
+from components.core.events import MAX_USER_ID
+from components.core.model_artifact import FactorModel, ModelCard
 from predictor import metrics
 from predictor.traffic import Serving
 

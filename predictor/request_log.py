@@ -3,8 +3,8 @@
 Online evaluation joins these lines with later watches, per model version, so each line is the
 contract's recommendation line with `server` = `<host:port>@<version>`. The request handler only
 appends a tuple to a bounded queue (no formatting, no I/O); a background thread formats lines
-with `components.events.format_event`, writes them in batches through
-`components.eventlog.open_event_log(uri)` (a local file or a Kafka topic) and flushes at least
+with `components.core.events.format_event`, writes them in batches through
+`components.core.eventlog.open_event_log(uri)` (a local file or a Kafka topic) and flushes at least
 every `flush_seconds`. A slow or dead event log never blocks or fails a response: when the queue
 is full the line is dropped and counted (`movierec_predictor_request_log_dropped_total`).
 """
@@ -18,7 +18,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from components.events import RecommendationEvent, format_event
+from components.core.events import RecommendationEvent, format_event
 from predictor import metrics
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class RequestLog:
             if items:
                 try:
                     if sink is None:
-                        from components.eventlog import open_event_log
+                        from components.core.eventlog import open_event_log
 
                         sink = open_event_log(self.uri)
                     for item in items:

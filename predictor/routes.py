@@ -22,7 +22,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from components.events import MAX_RESULTS, parse_user_id
+from components.core.events import MAX_RESULTS, parse_user_id
 from predictor import metrics
 from predictor.request_log import RequestLog
 from predictor.traffic import Serving

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import uvicorn
 
-from components.store import open_store
+from components.core.store import open_store
 from predictor import routes
 from predictor.traffic import Serving, TrafficSplit
 from predictor.watcher import RolloutWatcher

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.model_artifact import FactorModel, ModelCard
-from components.store import ArtifactStore
+from components.core.model_artifact import FactorModel, ModelCard
+from components.core.store import ArtifactStore
 
 
 def movie_slugs(n_movies: int) -> np.ndarray:

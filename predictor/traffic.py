@@ -4,7 +4,7 @@ A `TrafficSplit` is immutable: the watcher builds a new one and swaps the single
 `Serving.split`, so a request reads one consistent (stable, canary, percent) triple with one
 attribute load - no lock, no torn state, nothing dropped during a swap.
 
-Users are assigned by `components.rollout` (a blake2b hash of the user id into 10,000 buckets),
+Users are assigned by `components.core.rollout` (a blake2b hash of the user id into 10,000 buckets),
 never by Python's per-process salted `hash()`: the same user lands on the same version in every
 worker, on every replica and after a restart.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from components.rollout import RolloutState
+from components.core.rollout import RolloutState
 
 if TYPE_CHECKING:  # the model module imports kserve; keep this one importable without it
     from predictor.model import RecommenderModel

@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from components import rollout
-from components.store import ArtifactStore
+from components.core import rollout
+from components.core.store import ArtifactStore
 from predictor import metrics
 from predictor.mapped import load_model
 from predictor.model import RecommenderModel

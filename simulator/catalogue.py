@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.events import make_slug
+from components.core.events import make_slug
 
 N_FACTORS = 8          # rank of the hidden taste model
 QUALITY_STD = 0.8      # spread of movie quality biases

@@ -64,7 +64,7 @@ def simulate(
                                             min=1)] = 3,
 ) -> None:
     """Simulate the streaming service's users and write their events to an event log."""
-    from components.eventlog import EventLogError, create_topic, open_event_log, parse_kafka_uri
+    from components.core.eventlog import EventLogError, create_topic, open_event_log, parse_kafka_uri
     from simulator.service import StreamingService
 
     started_at = _parse_start(start)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from components.events import Rejection, parse_line
+from components.core.events import Rejection, parse_line
 
 KINDS = ("bad_time", "truncated", "garbage", "bad_rating", "missing_field", "empty")
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from components.events import RecommendationEvent
+from components.core.events import RecommendationEvent
 from simulator.traffic import Answer, HttpRecommender, Recommender, TrafficStats, as_answer
 
 OWN_CHOICE_SHARE = 0.5    # users who ignore a list still watch something of their own this often

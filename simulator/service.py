@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from components.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
+from components.core.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
 from simulator import population as behaviour
 from simulator.catalogue import Catalogue
 from simulator.corruption import Corruptor

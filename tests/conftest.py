@@ -105,14 +105,14 @@ def s3_env(s3, monkeypatch):
 
 @pytest.fixture
 def s3_store(s3_env):
-    from components.store import S3Store
+    from components.core.store import S3Store
 
     return S3Store(s3_env)
 
 
 @pytest.fixture
 def local_store(tmp_path):
-    from components.store import LocalStore
+    from components.core.store import LocalStore
 
     return LocalStore(tmp_path / "store")
 

@@ -1,7 +1,7 @@
 """Canary analysis against the simulator's ground truth, in automatic mode, within a request budget.
 
 The simulated users have hidden low-rank tastes (`simulator.population`). The served models are
-real `FactorModel`s built from that truth, routed per user by `components.rollout` exactly as
+real `FactorModel`s built from that truth, routed per user by `components.core.rollout` exactly as
 the predictor routes them, and saved in the store like published versions:
 
     rank-2    the stable version: knows 2 of the 8 taste factors
@@ -24,12 +24,13 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from components import canary, rollout
-from components.events import RecommendationEvent, format_event, parse_line
-from components.model_artifact import FactorModel, ModelCard
-from components.online_eval import concat_frames, frames_from_lines
-from components.online_run import run_once
-from components.store import LocalStore
+from components.core import rollout
+from components.core.events import RecommendationEvent, format_event, parse_line
+from components.core.model_artifact import FactorModel, ModelCard
+from components.core.store import LocalStore
+from components.online import canary
+from components.online.join import concat_frames, frames_from_lines
+from components.online.run import run_once
 from simulator.service import StreamingService
 
 pytestmark = pytest.mark.integration
@@ -138,7 +139,7 @@ def test_worse_canary_over_the_real_predictor_is_rolled_back_and_withdrawn(tmp_p
 
     import httpx
 
-    from components.online_eval import frames_from_log
+    from components.online.join import frames_from_log
     from predictor.supervisor import serve_args, start_instance, stop_instance, wait_ready
     from tests.servers import free_port
 

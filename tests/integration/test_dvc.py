@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.store import S3Store
+from components.core.store import S3Store
 
 pytestmark = pytest.mark.integration
 

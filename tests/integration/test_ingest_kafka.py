@@ -23,10 +23,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from components import layout
-from components.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
-from components.ingest import ingest
-from components.store import S3Store
+from components.core import layout
+from components.core.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
+from components.core.store import S3Store
+from components.ingest.run import ingest
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from components import layout, rollout
-from components.events import RateEvent, WatchEvent, format_event
-from components.model_artifact import FactorModel, list_versions
-from components.store import LocalStore
+from components.core import layout, rollout
+from components.core.events import RateEvent, WatchEvent, format_event
+from components.core.model_artifact import FactorModel, list_versions
+from components.core.store import LocalStore
 from pipelines.cli import app as pipeline_app
-from tests.unit.synthetic_events import synthetic_events
+from tests.synthetic_events import synthetic_events
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +104,8 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
 
 
 def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
-    from components.eventlog import open_event_log
-    from components.store import open_store
+    from components.core.eventlog import open_event_log
+    from components.core.store import open_store
     from pipelines.local import run_local
 
     topic = kafka_topic(partitions=2)

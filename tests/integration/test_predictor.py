@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components import layout, rollout
-from components.events import RecommendationEvent, parse_line
-from components.model_artifact import FactorModel
-from components.store import LocalStore
+from components.core import layout, rollout
+from components.core.events import RecommendationEvent, parse_line
+from components.core.model_artifact import FactorModel
+from components.core.store import LocalStore
 from predictor.supervisor import roll, serve_args, start_instance, stop_instance, wait_ready
 from predictor.synthetic import publish_synthetic
 from tests.servers import free_port

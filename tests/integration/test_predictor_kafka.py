@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from components import rollout
-from components.events import RecommendationEvent, parse_line
-from components.store import LocalStore
+from components.core import rollout
+from components.core.events import RecommendationEvent, parse_line
+from components.core.store import LocalStore
 from predictor.synthetic import publish_synthetic
 from tests.integration.test_predictor import Instance
 from tests.servers import free_port

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 from typer.testing import CliRunner
 
-from components.eventlog import EventLogError, create_topic, open_event_log
+from components.core.eventlog import EventLogError, create_topic, open_event_log
 from simulator.service import StreamingService
 from tests.servers._process import free_port
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from components.store import S3Store, StoreError, open_store
+from components.core.store import S3Store, StoreError, open_store
 
 pytestmark = pytest.mark.integration
 

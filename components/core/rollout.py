@@ -1,0 +1,124 @@
+"""The rollout state: which model version is stable, which is the canary, and its traffic share.
+
+One JSON object under `rollout.json` in the store. `movierec rollout ...`, the publish step and
+automatic canary analysis write it; every predictor process polls it and swaps versions when it
+changes. Users are assigned to the canary by a stable hash of the user id, so the same user lands
+on the same version in every worker, on every replica and after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from components.core import layout
+from components.core.store import ArtifactStore
+
+BUCKETS = 10_000
+
+
+class RolloutError(ValueError):
+    """A rollout operation that makes no sense in the current state (the message says why)."""
+
+
+@dataclass
+class RolloutState:
+    stable: str | None = None
+    canary: str | None = None
+    canary_percent: float = 0.0
+    updated_at: str = ""
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> RolloutState:
+        return cls(stable=obj.get("stable"), canary=obj.get("canary"),
+                   canary_percent=float(obj.get("canary_percent", 0.0)),
+                   updated_at=obj.get("updated_at", ""), history=list(obj.get("history", [])))
+
+    def versions(self) -> list[str]:
+        return [v for v in (self.stable, self.canary) if v]
+
+    def route(self, user_id: int) -> str | None:
+        """The version that serves `user_id` (None if nothing is deployed)."""
+        if self.canary and self.canary_percent > 0 and in_canary(user_id, self.canary_percent):
+            return self.canary
+        return self.stable or self.canary
+
+
+def user_bucket(user_id: int) -> int:
+    """A bucket in [0, 10000) that depends only on the user id: same in every process, forever."""
+    digest = hashlib.blake2b(str(int(user_id)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def in_canary(user_id: int, percent: float) -> bool:
+    return user_bucket(user_id) < round(percent * BUCKETS / 100)
+
+
+def load(store: ArtifactStore) -> RolloutState:
+    try:
+        return RolloutState.from_dict(store.get_json(layout.ROLLOUT))
+    except KeyError:
+        return RolloutState()
+
+
+def save(store: ArtifactStore, state: RolloutState, action: str, **detail) -> RolloutState:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    state.updated_at = now
+    state.history = (state.history + [{"at": now, "action": action, "stable": state.stable,
+                                       "canary": state.canary, "canary_percent": state.canary_percent,
+                                       **detail}])[-100:]
+    store.put_json(layout.ROLLOUT, state.to_dict())
+    return state
+
+
+def _check_percent(percent: float) -> float:
+    if not 0 <= percent <= 100:
+        raise RolloutError(f"canary percent must be within 0-100, got {percent}")
+    return float(percent)
+
+
+def set_stable(store: ArtifactStore, version: str, reason: str = "") -> RolloutState:
+    """Deploy `version` as the stable one (the first deployment, or a forced replacement)."""
+    state = load(store)
+    state.stable = layout.check_version(version)
+    if state.canary == version:
+        state.canary, state.canary_percent = None, 0.0
+    return save(store, state, "stable", version=version, reason=reason)
+
+
+def start_canary(store: ArtifactStore, version: str, percent: float, reason: str = "") -> RolloutState:
+    """Send `percent` % of users to `version` beside the stable version."""
+    state = load(store)
+    layout.check_version(version)
+    percent = _check_percent(percent)
+    if state.stable is None:
+        raise RolloutError("no stable version yet: deploy one first (rollout stable VERSION)")
+    if version == state.stable:
+        raise RolloutError(f"{version} is already the stable version")
+    state.canary, state.canary_percent = version, percent
+    return save(store, state, "canary", version=version, reason=reason)
+
+
+def promote(store: ArtifactStore, reason: str = "") -> RolloutState:
+    """Make the canary the stable version and send it all traffic."""
+    state = load(store)
+    if not state.canary:
+        raise RolloutError("no canary to promote")
+    previous = state.stable
+    state.stable, state.canary, state.canary_percent = state.canary, None, 0.0
+    return save(store, state, "promote", previous=previous, reason=reason)
+
+
+def rollback(store: ArtifactStore, reason: str = "") -> RolloutState:
+    """Withdraw the canary; the stable version serves everyone again."""
+    state = load(store)
+    if not state.canary:
+        raise RolloutError("no canary to roll back")
+    withdrawn = state.canary
+    state.canary, state.canary_percent = None, 0.0
+    return save(store, state, "rollback", withdrawn=withdrawn, reason=reason)

@@ -1,0 +1,169 @@
+"""Event snapshots: typed, compressed Parquet files in the store, one per (kind, day, offset range).
+
+Ingest writes them; preprocess, online evaluation and notebooks read them back as pandas frames.
+Every row keeps `source` and `offset`, the position of its line in the event log, so a replay
+after a crash rewrites the same file (see `components.core.layout.snapshot_key`) and a reader can
+drop any overlap with `drop_duplicates(["source", "offset"])`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from components.core import layout
+from components.core.event_columns import ParsedLines
+from components.core.events import AccountEvent, Event, RateEvent, RecommendationEvent, Rejection, WatchEvent
+from components.core.store import ArtifactStore
+
+_TIME = pa.timestamp("us")
+_POSITION = [("source", pa.string()), ("offset", pa.int64())]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "watch": pa.schema([("time", _TIME), ("user_id", pa.int64()), ("movie_id", pa.string()),
+                        ("minute", pa.int32()), *_POSITION]),
+    "rate": pa.schema([("time", _TIME), ("user_id", pa.int64()), ("movie_id", pa.string()),
+                       ("rating", pa.int8()), *_POSITION]),
+    "recommendation": pa.schema([("time", _TIME), ("user_id", pa.int64()), ("server", pa.string()),
+                                 ("status", pa.int16()), ("results", pa.list_(pa.string())),
+                                 ("response_time_ms", pa.int32()), ("error", pa.string()), *_POSITION]),
+    "account": pa.schema([("time", _TIME), ("user_id", pa.int64()), *_POSITION]),
+}
+DEADLETTER_SCHEMA = pa.schema([("line", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+                               *_POSITION])
+
+_FIELDS = {
+    "watch": lambda e: (e.time, e.user_id, e.movie_id, e.minute),
+    "rate": lambda e: (e.time, e.user_id, e.movie_id, e.rating),
+    "recommendation": lambda e: (e.time, e.user_id, e.server, e.status, list(e.results),
+                                 e.response_time_ms, e.error),
+    "account": lambda e: (e.time, e.user_id),
+}
+
+
+def events_to_tables(events: Iterable[tuple[int, Event]], source: str) -> dict[tuple[str, str], pa.Table]:
+    """Group (offset, event) pairs by (kind, day) into Arrow tables of the kind's schema."""
+    columns: dict[tuple[str, str], list[list]] = {}
+    for offset, event in events:
+        key = (event.kind, event.time.date().isoformat())
+        row = (*_FIELDS[event.kind](event), source, offset)
+        cols = columns.get(key)
+        if cols is None:
+            cols = columns[key] = [[] for _ in row]
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return {key: pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, SCHEMAS[key[0]], strict=True)],
+                                      schema=SCHEMAS[key[0]])
+            for key, cols in columns.items()}
+
+
+def rejections_to_table(rejections: Iterable[tuple[int, Rejection]], source: str) -> pa.Table:
+    rows = list(rejections)
+    return pa.table({"line": [r.line for _, r in rows], "reason": [r.reason for _, r in rows],
+                     "detail": [r.detail for _, r in rows], "source": [source] * len(rows),
+                     "offset": [o for o, _ in rows]}, schema=DEADLETTER_SCHEMA)
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def parsed_to_tables(parsed: ParsedLines, offsets: list[int], source: str) -> dict[tuple[str, str], pa.Table]:
+    """The same tables as `events_to_tables`, built from bulk-parsed columns (`parse_columns`) with
+    one Arrow conversion per column instead of one Python event per row; `offsets[i]` is the log
+    position of input line i."""
+    tables = {}
+    for kind, (positions, *cols) in parsed.columns.items():
+        if not positions:
+            continue
+        schema = SCHEMAS[kind]
+        arrays = [pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=False)]
+        arrays += [pa.array([source] * len(positions), pa.string()),
+                   pa.array(offsets, pa.int64()).take(pa.array(positions, pa.int64()))]
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        days = pc.cast(table["time"], pa.date32())
+        first, last = (d.as_py() for d in pc.min_max(days).values())
+        if first == last:  # the usual case: the whole batch within one day
+            tables[(kind, first.isoformat())] = table
+            continue
+        for day in pc.unique(days).to_pylist():
+            tables[(kind, day.isoformat())] = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+    return tables
+
+
+def write_batch(store: ArtifactStore, source: str, first: int, last: int,
+                events: Iterable[tuple[int, Event]], rejections: Iterable[tuple[int, Rejection]],
+                day: str | None = None) -> list[str]:
+    """Write one batch (log positions first..last) as snapshots; return the keys written.
+
+    Keys depend only on (kind, day, source, first, last): writing the same batch twice leaves the
+    same objects. Rejections go to the dead-letter area under the batch's first event day (or
+    `day`, or the day of the batch's first valid event)."""
+    return write_tables(store, source, first, last, events_to_tables(events, source),
+                        rejections_to_table(rejections, source), day)
+
+
+def write_parsed(store: ArtifactStore, source: str, offsets: list[int], parsed: ParsedLines) -> list[str]:
+    """`write_batch` for lines parsed in bulk: line i of `parsed` is at log position `offsets[i]`."""
+    dead = rejections_to_table(((offsets[i], r) for i, r in parsed.rejections), source)
+    return write_tables(store, source, offsets[0], offsets[-1], parsed_to_tables(parsed, offsets, source), dead)
+
+
+def write_tables(store: ArtifactStore, source: str, first: int, last: int,
+                 tables: dict[tuple[str, str], pa.Table], dead: pa.Table, day: str | None = None) -> list[str]:
+    keys = []
+    for (kind, event_day), table in sorted(tables.items()):
+        key = layout.snapshot_key(kind, event_day, source, first, last)
+        store.put_bytes(key, table_bytes(table))
+        keys.append(key)
+    if dead.num_rows:
+        dl_day = day or (min(d for _, d in tables) if tables else "unknown")
+        key = layout.deadletter_key(dl_day, source, first, last)
+        store.put_bytes(key, table_bytes(dead))
+        keys.append(key)
+    return keys
+
+
+def read_events(store: ArtifactStore, kind: str, days: Iterable[str] | None = None) -> pd.DataFrame:
+    """All snapshots of one event kind as one frame, each log position once, sorted by time."""
+    wanted = set(days) if days is not None else None
+    keys = [k for k in store.list(layout.events_prefix(kind))
+            if k.endswith(".parquet") and (wanted is None or layout.day_of_key(k) in wanted)]
+    return _read_tables(store, keys, SCHEMAS[kind], sort="time")
+
+
+def read_deadletters(store: ArtifactStore) -> pd.DataFrame:
+    keys = [k for k in store.list(layout.deadletter_prefix()) if k.endswith(".parquet")]
+    return _read_tables(store, keys, DEADLETTER_SCHEMA, sort="offset")
+
+
+def _read_tables(store: ArtifactStore, keys: list[str], schema: pa.Schema, sort: str) -> pd.DataFrame:
+    if not keys:
+        return schema.empty_table().to_pandas()
+    tables = [pq.read_table(io.BytesIO(store.get_bytes(k)), schema=schema) for k in keys]
+    frame = pa.concat_tables(tables).to_pandas()
+    frame = frame.drop_duplicates(["source", "offset"], keep="last")
+    return frame.sort_values([sort, "source", "offset"], kind="stable").reset_index(drop=True)
+
+
+def snapshot_days(store: ArtifactStore) -> dict[str, list[str]]:
+    """Which days hold snapshots, per kind (for retention and for reports)."""
+    days: dict[str, set[str]] = defaultdict(set)
+    for key in store.list(layout.events_prefix()):
+        kind, day = layout.kind_of_key(key), layout.day_of_key(key)
+        if kind and day:
+            days[kind].add(day)
+    return {k: sorted(v) for k, v in days.items()}
+
+
+__all__ = ["SCHEMAS", "DEADLETTER_SCHEMA", "write_batch", "write_parsed", "read_events", "read_deadletters",
+           "events_to_tables", "parsed_to_tables", "rejections_to_table", "snapshot_days",
+           "WatchEvent", "RateEvent", "RecommendationEvent", "AccountEvent"]

@@ -1,0 +1,261 @@
+"""Online evaluation: what users did after each served recommendation, per model version.
+
+The predictor logs every answer as a recommendation line whose `server` ends in `@<version>`.
+This module joins those answers with the same user's later watch and rate lines and turns them
+into per-version figures, each with its sample size and a confidence interval
+(`components.core.stats`).
+
+Attribution rule (documented because it decides what a "hit" is):
+
+* A watch or rate line of user u for movie m at time t is credited to the most recent
+  recommendation answered to u at or before t, no older than `window`, whose result list
+  contains m. Each line is credited to at most one recommendation, so a later list that repeats
+  a movie takes the credit from an earlier one and nothing is counted twice across versions.
+* A recommendation is a hit if at least one watch line is credited to it (counted once however
+  many minutes or movies follow). Watched minutes are the distinct (movie, minute) lines credited
+  to it; ratings are the credited rate lines.
+* Only answers with status 200 and a non-empty list can be hits. Availability (status 200 and
+  under 600 ms) and latency count every request.
+* An answer younger than `window` at the end of the data is still "open": its outcome is not
+  known yet, so it is left out of hit rate, minutes and ratings (counted as `open`).
+
+The join is one `merge_asof` by (user, movie) on time over the exploded result lists: no Python
+loop per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from components.core import stats
+from components.core.eventlog import file_path
+from components.core.events import RateEvent, RecommendationEvent, WatchEvent, parse_line
+
+DEFAULT_WINDOW = timedelta(minutes=30)
+LATENCY_OBJECTIVE_MS = 600
+KINDS = ("recommendation", "watch", "rate")
+_COLUMNS = {
+    "recommendation": ["time", "user_id", "server", "status", "results", "response_time_ms"],
+    "watch": ["time", "user_id", "movie_id", "minute"],
+    "rate": ["time", "user_id", "movie_id", "rating"],
+}
+_TYPES = {RecommendationEvent: "recommendation", WatchEvent: "watch", RateEvent: "rate"}
+
+
+def parse_window(text: str | timedelta) -> timedelta:
+    """'30m', '2h', '45s', '1d' or a plain number of minutes -> timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    text = str(text).strip().lower()
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if text and text[-1] in units:
+        return timedelta(**{units[text[-1]]: float(text[:-1])})
+    return timedelta(minutes=float(text))
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+def frames_from_lines(lines: Iterable[str | bytes]) -> dict[str, pd.DataFrame]:
+    """Parse event lines (rejections and account lines are ignored) into the three frames."""
+    rows: dict[str, list] = {k: [] for k in KINDS}
+    for line in lines:
+        event = parse_line(line)
+        kind = _TYPES.get(type(event))
+        if kind == "recommendation":
+            rows[kind].append((event.time, event.user_id, event.server, event.status, list(event.results),
+                               event.response_time_ms))
+        elif kind == "watch":
+            rows[kind].append((event.time, event.user_id, event.movie_id, event.minute))
+        elif kind == "rate":
+            rows[kind].append((event.time, event.user_id, event.movie_id, event.rating))
+    return {k: _frame(k, rows[k]) for k in KINDS}
+
+
+def frames_from_log(path: str) -> dict[str, pd.DataFrame]:
+    """The frames of a local event-log file (`file:PATH` or a plain path)."""
+    with open(file_path(path), "rb") as f:
+        return frames_from_lines(f)
+
+
+def frames_from_store(store, last_days: int | None = None) -> dict[str, pd.DataFrame]:
+    """The frames of the ingested snapshots in the store (only the newest `last_days` days if given)."""
+    from components.core.snapshots import read_events, snapshot_days
+
+    days = None
+    if last_days is not None:
+        days = sorted({d for ds in snapshot_days(store).values() for d in ds})[-last_days:]
+    return {k: read_events(store, k, days)[_COLUMNS[k]] for k in KINDS}
+
+
+def _frame(kind: str, rows: list) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=_COLUMNS[kind])
+    frame["time"] = pd.to_datetime(frame["time"])
+    frame["user_id"] = frame["user_id"].astype("int64")
+    return frame
+
+
+def last_time(frames: dict[str, pd.DataFrame]) -> pd.Timestamp | None:
+    """The time of the newest event in the frames, None when they are all empty."""
+    times = [f["time"].max() for f in frames.values() if len(f)]
+    return max(times) if times else None
+
+
+def concat_frames(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return {k: pd.concat([a[k], b[k]], ignore_index=True) if len(a[k]) else b[k] for k in KINDS}
+
+
+# -- the join ----------------------------------------------------------------------------------
+
+def version_of(server: pd.Series) -> pd.Series:
+    """The model version in `<host>@<version>`; 'unknown' when the line names none."""
+    if server.empty:
+        return pd.Series([], index=server.index, dtype=object)
+    parts = server.astype(str).str.rpartition("@")
+    return parts[2].where(parts[1] == "@", "unknown").replace("", "unknown")
+
+
+def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
+         end: pd.Timestamp | None = None) -> pd.DataFrame:
+    """One row per recommendation request with its outcome.
+
+    Columns: time, user_id, version, status, response_time_ms, served (200 with a list), open
+    (window not over at `end`, default the last event time), hit, minutes, ratings (list of credited
+    ratings)."""
+    recs = frames["recommendation"].sort_values("time", kind="stable").reset_index(drop=True)
+    out = pd.DataFrame({"time": recs["time"], "user_id": recs["user_id"].astype("int64"),
+                        "version": version_of(recs["server"]), "status": recs["status"].astype(int),
+                        "response_time_ms": recs["response_time_ms"].astype(float)})
+    out["served"] = (out["status"] == 200) & (recs["results"].map(len) > 0)
+    if end is None:
+        end = last_time(frames)
+    out["open"] = out["time"] > end - pd.Timedelta(window) if end is not None else False
+
+    items = recs.loc[out["served"], ["time", "user_id", "results"]].explode("results")
+    items = items.rename(columns={"results": "movie_id", "time": "rec_time"})
+    items["rec_id"] = items.index.astype("int64")
+    # Integer movie codes: merge_asof groups int64 keys much faster than strings.
+    codes, movies = pd.factorize(items["movie_id"].astype(str))
+    items = items.assign(movie=codes.astype("int64"), user_id=items["user_id"].astype("int64"))
+    watches = _credit(frames["watch"], items, pd.Index(movies), window)
+    rates = _credit(frames["rate"], items, pd.Index(movies), window)
+
+    out["hit"] = out.index.isin(watches["rec_id"].unique())
+    minutes = watches.drop_duplicates(["rec_id", "movie_id", "minute"]).groupby("rec_id").size()
+    out["minutes"] = minutes.reindex(out.index, fill_value=0).astype(int)
+    ratings = rates.groupby("rec_id")["rating"].agg(list)
+    out["ratings"] = ratings.reindex(out.index).map(lambda r: r if isinstance(r, list) else [])
+    return out
+
+
+def _credit(events: pd.DataFrame, items: pd.DataFrame, movies: pd.Index, window: timedelta) -> pd.DataFrame:
+    """Events matched to the latest earlier recommendation of the same user listing the movie."""
+    codes = movies.get_indexer(events["movie_id"].astype(str)) if len(events) else np.empty(0, dtype=np.int64)
+    keep = (codes >= 0) & events["user_id"].isin(items["user_id"].unique()).to_numpy()
+    if not keep.any():
+        return events.assign(rec_id=pd.Series(dtype="int64")).iloc[0:0]
+    left = events[keep].assign(user_id=lambda f: f["user_id"].astype("int64"), movie=codes[keep].astype("int64"))
+    right = items[["rec_time", "user_id", "movie", "rec_id"]]
+    matched = pd.merge_asof(left.sort_values("time", kind="stable"), right.sort_values("rec_time", kind="stable"),
+                            left_on="time", right_on="rec_time", by=["user_id", "movie"],
+                            direction="backward", tolerance=pd.Timedelta(window), allow_exact_matches=True)
+    matched = matched.dropna(subset=["rec_id"])
+    return matched.assign(rec_id=matched["rec_id"].astype("int64"))
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+def available(joined: pd.DataFrame) -> pd.Series:
+    """Answers within the service objective (status 200 under LATENCY_OBJECTIVE_MS): what availability counts."""
+    return (joined["status"] == 200) & (joined["response_time_ms"] < LATENCY_OBJECTIVE_MS)
+
+
+def closed(joined: pd.DataFrame) -> pd.Series:
+    """Served answers whose window is over: the ones hit rate, minutes and ratings count."""
+    return joined["served"] & ~joined["open"]
+
+
+Personalized = Callable[[str, np.ndarray], np.ndarray | None]
+
+
+def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = None,
+                    confidence: float = 0.95) -> dict[str, dict]:
+    """Per version: every figure as an `Estimate` dict (value, n, low, high, method), plus counts.
+
+    `personalized(version, user_ids)` returns a boolean array (the user was known to that version,
+    so the answer was personalized) or None when the version's model is unavailable."""
+    result = {}
+    for version, g in joined.groupby("version", sort=True):
+        done, ok = g[closed(g)], available(g)
+        ratings = np.concatenate([np.asarray(r, dtype=float) for r in done["ratings"]] or [np.empty(0)])
+        lat = g["response_time_ms"].to_numpy() / 1000.0
+        figures = {
+            "hit_rate": stats.wilson(int(done["hit"].sum()), len(done), confidence),
+            "watched_minutes_per_recommendation": stats.mean_ci(done["minutes"], confidence),
+            "mean_rating_of_recommended": stats.mean_ci(ratings, confidence),
+            "availability": stats.wilson(int(ok.sum()), len(g), confidence),
+            "latency_p50_seconds": stats.quantile_ci(lat, 0.50, confidence),
+            "latency_p95_seconds": stats.quantile_ci(lat, 0.95, confidence),
+            "latency_p99_seconds": stats.quantile_ci(lat, 0.99, confidence),
+        }
+        served = g[g["served"]]
+        known = personalized(version, served["user_id"].to_numpy()) if personalized else None
+        figures["personalized_share"] = (stats.wilson(int(np.sum(known)), len(served), confidence)
+                                         if known is not None else stats.Estimate(None, len(served), None,
+                                                                                    None, "unavailable"))
+        result[version] = {
+            "requests": len(g), "served": len(served), "evaluated": len(done),
+            "open": int((g["served"] & g["open"]).sum()), "hits": int(done["hit"].sum()),
+            "watched_minutes": int(done["minutes"].sum()), "users": int(g["user_id"].nunique()),
+            "first": g["time"].min().isoformat(), "last": g["time"].max().isoformat(),
+            **{name: est.to_dict() for name, est in figures.items()},
+        }
+    return result
+
+
+def personalized_from_store(store) -> Personalized:
+    """Whether each answer was personalized: the user is known to the version's model.
+
+    The request line does not say whether the popularity fallback answered; the served model
+    decides that deterministically (`FactorModel.recommend`: unknown user -> fallback), so the
+    model's user ids answer it exactly. Versions whose model cannot be loaded give None."""
+    cache: dict[str, np.ndarray | None] = {}
+
+    def known(version: str, user_ids: np.ndarray) -> np.ndarray | None:
+        if version not in cache:
+            try:
+                import io
+
+                from components.core import layout
+
+                with np.load(io.BytesIO(store.get_bytes(layout.model_key(version, "ids.npz")))) as ids:
+                    cache[version] = np.asarray(ids["user_ids"], dtype=np.int64)
+            except Exception:
+                cache[version] = None
+        users = cache[version]
+        return None if users is None else np.isin(user_ids, users)
+
+    return known
+
+
+_BUCKETS = ("1s", "5s", "15s", "1min", "5min", "15min", "1h", "6h", "1D")
+
+
+def time_series(joined: pd.DataFrame, freq: str | None = None) -> pd.DataFrame:
+    """Per version and time bucket: requests, hit rate (closed answers), availability, p95 latency."""
+    if joined.empty:
+        return pd.DataFrame(columns=["version", "time", "requests", "hit_rate", "availability", "p95_ms"])
+    if freq is None:   # the finest bucket that keeps the plot to at most ~30 points per version
+        span = joined["time"].max() - joined["time"].min()
+        freq = next((f for f in _BUCKETS if span / pd.Timedelta(f) <= 30), _BUCKETS[-1])
+    j = joined.assign(ok=available(joined), closed=closed(joined))
+    j["closed_hit"] = j["hit"] & j["closed"]
+    grouped = j.groupby(["version", pd.Grouper(key="time", freq=freq)])
+    ts = grouped.agg(requests=("status", "size"), closed=("closed", "sum"), hits=("closed_hit", "sum"),
+                     ok=("ok", "sum"), p95_ms=("response_time_ms", lambda s: s.quantile(0.95)))
+    ts["hit_rate"] = ts["hits"] / ts["closed"].where(ts["closed"] > 0)
+    ts["availability"] = ts["ok"] / ts["requests"]
+    return ts.reset_index()

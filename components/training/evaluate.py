@@ -1,0 +1,235 @@
+"""Offline evaluation: how good a model's top-20 lists and rating predictions are on the future.
+
+A model is judged on the dataset's validation window (the interactions after the time cutoff),
+never on what it was trained on, side by side with a popularity baseline fitted on the same
+train period, so every number has a yardstick.
+
+Who and what counts:
+
+- Evaluated users: the validation users (users with history before the cutoff who came back in
+  the window) who have at least one relevant movie.
+- Relevant movies of a user: the movies the user watched in the validation window (at least
+  `preprocess.min_watch_minutes` distinct minutes), or rated there at `evaluate.relevant_min_rating`
+  (default 4) or more, and had neither rated nor watched before the cutoff. Relevant movies the
+  model cannot know (first seen in the window, or filtered as too sparse) stay in the
+  denominators: the evaluation is honest about what a model misses.
+- Lists: what the model serves, `FactorModel.top_k` (seen movies excluded) for known users and
+  the popularity list for users the model does not know, computed in batches
+  (`U[batch] @ Q.T`, mask, `argpartition`).
+
+Metrics (means over evaluated users, list length k = `evaluate.k`):
+precision@k = hits / k; recall@k = hits / |relevant|; NDCG@k with binary gains,
+DCG = sum over hit ranks r (1-based) of 1/log2(r + 1), divided by the DCG of min(|relevant|, k)
+hits at the top; hit_rate@k = share of users with at least one hit; coverage@k = share of the
+model's catalogue that appears in any list; popularity_bias@k = mean, over all listed movies, of
+the share of train users who had rated or watched the movie. RMSE and MAE are over all
+validation ratings (predictions clipped to 1-5; unknown users or movies drop their terms, as
+Surprise does). Activity groups: `new` users have no usable train history (not in the dataset's
+id map), `light` ones at most `evaluate.light_max_history` movies before the cutoff (null: the
+median of the evaluated known users, so that both groups say something), `heavy` the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components.core.model_artifact import FactorModel
+from components.core.params import section
+from components.training.dataset import Dataset, index_of
+from components.training.recommenders import LoadedRecommender, PopularityRecommender
+
+ACTIVITY_GROUPS = ("new", "light", "heavy")
+LIST_METRICS = ("precision", "recall", "ndcg", "hit_rate")  # per-user list metrics, @k; higher is better
+_BATCH = 1024
+
+
+@dataclass
+class Evaluation:
+    """The offline metrics of one model on one split, and its per-user NDCG for the report."""
+
+    name: str
+    metrics: dict[str, float]
+    by_activity: dict[str, dict[str, float]] = field(default_factory=dict)
+    users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    ndcg_per_user: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def to_dict(self, per_user: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "metrics": self.metrics, "by_activity": self.by_activity}
+        if per_user:
+            out["users"] = self.users.tolist()
+            out["ndcg_per_user"] = [round(float(x), 6) for x in self.ndcg_per_user]
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Evaluation:
+        return cls(name=obj["name"], metrics=dict(obj["metrics"]), by_activity=dict(obj.get("by_activity", {})),
+                   users=np.asarray(obj.get("users", []), dtype=np.int64),
+                   ndcg_per_user=np.asarray(obj.get("ndcg_per_user", []), dtype=np.float64))
+
+
+@dataclass
+class Targets:
+    """The relevant (user, movie) pairs of a split and each evaluated user's activity group."""
+
+    users: np.ndarray          # evaluated user ids, ascending
+    pairs: pd.DataFrame        # user_id, movie_id: the relevant movies
+    activity: np.ndarray       # per evaluated user: "new" | "light" | "heavy"
+    light_max_history: float = 0.0
+
+
+def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
+    """Per validation user, the movies a good list should have found (see the module docstring)."""
+    p = section(params, "evaluate")
+    r, w = dataset.valid_ratings, dataset.valid_watches
+    cols = ["user_id", "movie_id", "history"]
+    pos = pd.concat([w[cols], r.loc[r["rating"] >= float(p["relevant_min_rating"]), cols]], ignore_index=True)
+    seen = pd.concat([dataset.train_ratings[["user_id", "movie_id"]], dataset.train_watches[["user_id", "movie_id"]]])
+    pos = pos.drop_duplicates(["user_id", "movie_id"]).merge(
+        seen.drop_duplicates(), on=["user_id", "movie_id"], how="left", indicator=True)
+    pos = pos[pos["_merge"] == "left_only"].sort_values(["user_id", "movie_id"]).reset_index(drop=True)
+    per_user = pos.drop_duplicates("user_id")
+    users = per_user["user_id"].to_numpy(np.int64)
+    history = per_user["history"].to_numpy(np.int64)
+    known = dataset.user_index(users) >= 0
+    light_max = p.get("light_max_history")
+    if light_max is None:                       # the less active half of the known users
+        light_max = float(np.median(history[known])) if known.any() else 0.0
+    activity = np.where(~known, "new", np.where(history <= float(light_max), "light", "heavy"))
+    return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity,
+                   light_max_history=float(light_max))
+
+
+def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) movie indices, best first, -1 padded: `top_k` for known rows (>= 0) and the
+    popularity list for unknown ones (-1), computed in batches of one matrix product each."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    popular = model.popular[:k]
+    out[rows < 0, :len(popular)] = popular
+    known = np.flatnonzero(rows >= 0)
+    kk = min(k, model.n_movies)
+    base = model.item_bias + np.float32(model.global_mean)
+    for start in range(0, len(known), _BATCH):
+        where = known[start:start + _BATCH]
+        b = rows[where]
+        s = model.user_factors[b] @ model.item_factors.T
+        s += base
+        s += model.user_bias[b][:, None]
+        starts, ends = model.seen_indptr[b], model.seen_indptr[b + 1]
+        lengths = ends - starts
+        line = np.repeat(np.arange(len(b)), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        s[line, model.seen_indices[np.repeat(starts, lengths) + offsets]] = -np.inf
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < model.n_movies else np.tile(
+            np.arange(model.n_movies), (len(b), 1))
+        top_scores = np.take_along_axis(s, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+        out[where, :kk] = np.where(np.isfinite(top_scores), top, -1)
+    return out
+
+
+def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *, name: str = "model",
+             targets: Targets | None = None) -> Evaluation:
+    """Every offline metric of `model` on `dataset`'s validation window."""
+    p = section(params, "evaluate")
+    k = int(p["k"])
+    targets = targets or relevant_targets(dataset, params)
+    metrics = rating_errors(model, dataset)
+
+    lists = top_k_lists(model, index_of(model.user_ids, targets.users), k)
+    user_pos = np.searchsorted(targets.users, targets.pairs["user_id"].to_numpy(np.int64))
+    n_relevant = np.bincount(user_pos, minlength=len(targets.users))
+    rel_movie = model.movie_index(targets.pairs["movie_id"].to_numpy())
+    keys = user_pos[rel_movie >= 0] * model.n_movies + rel_movie[rel_movie >= 0]
+    list_keys = np.arange(len(targets.users))[:, None] * model.n_movies + lists
+    hits = np.isin(list_keys, keys) & (lists >= 0)
+
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1] if len(n_relevant) else np.empty(0)
+    n_hits = hits.sum(axis=1)
+    per_user = {"precision": n_hits / k, "recall": n_hits / np.maximum(n_relevant, 1),
+                "ndcg": (hits * discount).sum(axis=1) / np.where(ideal > 0, ideal, 1.0),
+                "hit_rate": (n_hits > 0).astype(np.float64)}
+    for metric, values in per_user.items():
+        metrics[f"{metric}@{k}"] = _mean(values)
+    listed = lists[lists >= 0]
+    popularity = _model_popularity(model, dataset)
+    metrics[f"coverage@{k}"] = round(len(np.unique(listed)) / model.n_movies, 6)
+    metrics[f"popularity_bias@{k}"] = _mean(popularity[listed])
+    metrics["users"] = float(len(targets.users))
+    metrics["relevant_per_user"] = _mean(n_relevant)
+    metrics["light_max_history"] = targets.light_max_history
+    metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}  # no users: no metric
+
+    by_activity = {}
+    for group in ACTIVITY_GROUPS:
+        mask = targets.activity == group
+        by_activity[group] = {"users": float(mask.sum())}
+        if mask.any():
+            by_activity[group].update({f"{m}@{k}": _mean(v[mask]) for m, v in per_user.items()})
+    return Evaluation(name=name, metrics=metrics, by_activity=by_activity, users=targets.users,
+                      ndcg_per_user=per_user["ndcg"])
+
+
+def rating_errors(model: FactorModel, dataset: Dataset) -> dict[str, float]:
+    """RMSE and MAE of the clipped predicted ratings over every validation rating."""
+    r = dataset.valid_ratings
+    if r.empty:
+        return {"ratings": 0.0}
+    rec = LoadedRecommender()
+    rec.model = model
+    err = rec.predict(r["user_id"].to_numpy(), r["movie_id"].to_numpy()) - r["rating"].to_numpy(np.float64)
+    return {"rmse": round(float(np.sqrt(np.mean(err ** 2))), 6), "mae": round(float(np.mean(np.abs(err))), 6),
+            "ratings": float(len(r))}
+
+
+def popularity_baseline(dataset: Dataset) -> FactorModel:
+    """The yardstick: most popular first, fitted on the same train period."""
+    return PopularityRecommender().fit(dataset).fitted
+
+
+def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | None = None, *,
+                           name: str = "model", references: dict[str, tuple[str, FactorModel]] | None = None
+                           ) -> dict[str, Any]:
+    """The evaluation set one evaluate step writes: the candidate, the popularity baseline on the
+    same split, and reference models by role, e.g. {"stable": (version, model)}, as a JSON-ready
+    dict (a reference's `name` is its version)."""
+    p = section(params, "evaluate")
+    targets = relevant_targets(dataset, params)
+    candidate = evaluate(model, dataset, params, name=name, targets=targets)
+    baseline = evaluate(popularity_baseline(dataset), dataset, params, name="popularity", targets=targets)
+    refs = {role: evaluate(m, dataset, params, name=version, targets=targets).to_dict()
+            for role, (version, m) in (references or {}).items()}
+    primary = p["primary_metric"]
+    known = {f"{m}@{p['k']}" for m in LIST_METRICS}
+    if primary not in known:
+        raise ValueError(f"evaluate.primary_metric {primary!r} is not one of {sorted(known)} (k={p['k']})")
+    if primary in baseline.metrics:
+        candidate.metrics[f"baseline_{primary}"] = baseline.metrics[primary]
+    return {"k": int(p["k"]), "primary_metric": primary, "snapshot": dataset.snapshot_hash,
+            "relevance": f"watched, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before",
+            "candidate": candidate.to_dict(), "baseline": baseline.to_dict(), "references": refs}
+
+
+def pick_winner(evaluations: dict[str, dict[str, float]], primary: str = "ndcg@20") -> str:
+    """The name whose metrics are best on the primary metric (ties: the first)."""
+    scored = [(name, float(m.get(primary, float("-inf")))) for name, m in evaluations.items()]
+    return max(scored, key=lambda item: item[1])[0] if scored else ""
+
+
+def _model_popularity(model: FactorModel, dataset: Dataset) -> np.ndarray:
+    """Share of train users who rated or watched each of the model's movies (0 if unknown)."""
+    share = dataset.movie_popularity() / max(1, dataset.n_users)
+    out = np.zeros(model.n_movies)
+    idx = model.movie_index(dataset.movie_ids)
+    out[idx[idx >= 0]] = share[idx >= 0]
+    return out
+
+
+def _mean(values: np.ndarray) -> float:
+    return round(float(np.mean(values)), 6) if len(values) else float("nan")

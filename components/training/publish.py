@@ -1,0 +1,212 @@
+"""Publish: put a trained model version into the store, gated, and optionally deploy it.
+
+Every trained model is published (its card says how it did), but only a *candidate* may be
+deployed. The gate, on the primary metric (`evaluate.primary_metric`, NDCG@20):
+
+1. the model must beat the popularity baseline evaluated on the same split (strictly), and
+2. it must not trail the current stable model by more than `evaluate.gate_margin` (absolute).
+   The stable model's value comes, best first, from its re-evaluation on the same split (the
+   evaluate step does it when a stable version exists), else from its own card, which may come
+   from an older split: the reason says which.
+
+The decision and its reasons go into the card (`ModelCard.gate`) together with the offline
+metrics, so `movierec rollout status` and the predictor can show why a version exists.
+`deploy="canary"` starts a canary for a candidate (or makes it stable if nothing is deployed
+yet); `deploy="stable"` replaces the stable version. A rejected model is never deployed unless
+`force=True`, which is recorded too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from components.core import rollout
+from components.core.model_artifact import ArtifactError, FactorModel, ModelCard, load_card
+from components.core.params import section
+from components.core.store import ArtifactStore
+
+DEPLOY_MODES = ("none", "canary", "stable")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GateDecision:
+    """Whether a model may be deployed, and why."""
+
+    candidate: bool
+    reasons: list[str]
+    primary_metric: str
+    value: float | None
+    baseline: float | None
+    margin: float
+    stable_version: str | None = None
+    stable_value: float | None = None
+    stable_source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PublishResult:
+    version: str
+    decision: GateDecision
+    deployed: str | None = None          # "stable" | "canary" | None
+    rollout: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "candidate": self.decision.candidate, "deployed": self.deployed,
+                "gate": self.decision.to_dict(), "rollout": self.rollout}
+
+
+def gate(metrics: dict[str, float], baseline: dict[str, float], stable: dict[str, float] | None = None, *,
+         primary: str = "ndcg@20", margin: float = 0.01, stable_version: str | None = None,
+         stable_source: str = "") -> GateDecision:
+    """The publish gate on the primary metric (pure: no store, no side effects)."""
+    value, base = metrics.get(primary), baseline.get(primary)
+    decision = GateDecision(candidate=True, reasons=[], primary_metric=primary, value=value, baseline=base,
+                            margin=margin, stable_version=stable_version, stable_source=stable_source)
+    if value is None:
+        decision.candidate = False
+        decision.reasons.append(f"no {primary} in the evaluation (no validation user with a relevant movie?): "
+                                "cannot gate")
+        return decision
+    if base is None:
+        decision.candidate = False
+        decision.reasons.append(f"no popularity baseline {primary}: cannot gate")
+    elif value > base:
+        decision.reasons.append(f"beats the popularity baseline: {primary} {value:.4f} > {base:.4f}")
+    else:
+        decision.candidate = False
+        decision.reasons.append(f"does not beat the popularity baseline: {primary} {value:.4f} <= {base:.4f}")
+    if stable_version is None:
+        decision.reasons.append("no stable version deployed: nothing else to compare with")
+        return decision
+    stable_value = (stable or {}).get(primary)
+    where = f" ({stable_source})" if stable_source else ""
+    decision.stable_value = stable_value
+    if stable_value is None:
+        decision.reasons.append(f"stable {stable_version} has no {primary}: comparison skipped")
+    elif value >= stable_value:
+        decision.reasons.append(f"at least as good as stable {stable_version}{where}: "
+                                f"{value:.4f} vs {stable_value:.4f}")
+    elif value >= stable_value - margin:
+        decision.reasons.append(f"within {margin} of stable {stable_version}{where}: "
+                                f"{value:.4f} vs {stable_value:.4f}")
+    else:
+        decision.candidate = False
+        decision.reasons.append(f"trails stable {stable_version}{where} by "
+                                f"{stable_value - value:.4f} > margin {margin}: {value:.4f} vs {stable_value:.4f}")
+    return decision
+
+
+def reference_models(store: ArtifactStore, candidate: str | None = None) -> dict[str, tuple[str, FactorModel]]:
+    """The deployed stable model to re-evaluate beside a candidate on the same split, as the
+    `references` of `evaluate_with_baseline`: {"stable": (version, model)}. Empty when nothing is
+    stable, the candidate is the stable version itself, or its artifact cannot be loaded (the
+    gate then falls back to its card, see `stable_reference`)."""
+    stable = rollout.load(store).stable
+    if not stable or stable == candidate:
+        return {}
+    try:
+        return {"stable": (stable, FactorModel.load(store, stable)[0])}
+    except ArtifactError as exc:
+        log.warning("stable %s not re-evaluated (%s); its card is used", stable, exc)
+        return {}
+
+
+def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[str | None, dict, str]:
+    """(stable version, its metrics, where they come from) for the gate."""
+    stable = rollout.load(store).stable
+    if stable is None:
+        return None, {}, ""
+    ref = evaluation.get("references", {}).get("stable")
+    if ref and ref.get("name") == stable:
+        return stable, dict(ref["metrics"]), "re-evaluated on this split"
+    try:
+        card = load_card(store, stable)
+    except KeyError:
+        return stable, {}, "its card is missing"
+    same = card.data_snapshot and card.data_snapshot == evaluation.get("snapshot")
+    return stable, dict(card.metrics), "its card, same data snapshot" if same else "its card, an older split"
+
+
+def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluation: dict[str, Any],
+            params: dict | None = None, *, deploy: str = "none", canary_percent: float | None = None,
+            force: bool = False, pipeline_run: str = "", seen=None) -> PublishResult:
+    """Gate `model` on its evaluation set (from `components.training.evaluate.evaluate_with_baseline`), write
+    it to the store as `card.version` with metrics and decision in its card, and deploy it if asked.
+
+    `seen` (a users x movies CSR, `Dataset.serving_seen_csr`) replaces the train-period mask the
+    model was evaluated with, so the served model never recommends what its users watched in the
+    validation window either."""
+    if seen is not None:
+        model = model.with_seen(seen)
+    if deploy not in DEPLOY_MODES:
+        raise ValueError(f"deploy must be one of {', '.join(DEPLOY_MODES)}, got {deploy!r}")
+    p = section(params, "evaluate")
+    primary = evaluation.get("primary_metric", p["primary_metric"])
+    metrics = dict(evaluation["candidate"]["metrics"])
+    stable, stable_metrics, source = stable_reference(store, evaluation)
+    if stable == card.version:
+        stable, stable_metrics, source = None, {}, ""          # re-publishing the stable version itself
+    decision = gate(metrics, evaluation["baseline"]["metrics"], stable_metrics, primary=primary,
+                    margin=float(p["gate_margin"]), stable_version=stable, stable_source=source)
+
+    card.metrics = {**card.metrics, **metrics,
+                    **{f"baseline_{k}": v for k, v in evaluation["baseline"]["metrics"].items()}}
+    card.metrics.update({f"{group}_{k}": v for group, values in evaluation["candidate"].get("by_activity", {}).items()
+                         for k, v in values.items()})
+    if pipeline_run:
+        card.pipeline_run = pipeline_run
+    card.gate = {**decision.to_dict(), "deployed": None, "forced": False}
+    model.save(store, card)                                    # published (checksums last) before any deploy
+
+    deployed = None
+    if deploy != "none" and (decision.candidate or force):
+        deployed = _deploy(store, card.version, deploy, canary_percent if canary_percent is not None
+                           else float(p["canary_percent"]), decision)
+        card.gate.update(deployed=deployed, forced=not decision.candidate)
+        model.save(store, card)
+    return PublishResult(version=card.version, decision=decision, deployed=deployed,
+                         rollout=rollout.load(store).to_dict())
+
+
+def _deploy(store: ArtifactStore, version: str, mode: str, percent: float, decision: GateDecision) -> str | None:
+    state = rollout.load(store)
+    reason = ("publish gate: " if decision.candidate else "forced past the publish gate: ") + "; ".join(decision.reasons)
+    if mode == "stable" or state.stable is None:
+        rollout.set_stable(store, version, reason=reason)
+        return "stable"
+    if state.stable == version:
+        return "stable"
+    rollout.start_canary(store, version, percent, reason=reason)
+    return "canary"
+
+
+
+def resolve_model(spec: str, store: ArtifactStore) -> tuple[FactorModel, ModelCard]:
+    """A model from what a person types: a model directory written by `movierec train` (flat
+    files), a store directory holding `models/<version>/` (its newest version), or a version
+    published in `store`. Checksums are verified in every case."""
+    from pathlib import Path
+
+    from components.core import layout
+    from components.core.model_artifact import list_versions
+    from components.core.store import LocalStore
+
+    path = Path(spec)
+    if (path / layout.CHECKSUMS).is_file():
+        from components.training.train import read_model_dir
+
+        rec = read_model_dir(path)
+        return rec.fitted, rec.card
+    if (path / layout.MODELS).is_dir():
+        local = LocalStore(path)
+        versions = list_versions(local)
+        if not versions:
+            raise FileNotFoundError(f"{spec}: no model versions under {layout.MODELS}/")
+        return FactorModel.load(local, versions[-1])
+    return FactorModel.load(store, spec)

@@ -1,0 +1,198 @@
+"""Train: Surprise SVD and SVD++ behind the `Recommender` interface, exported to the serving format.
+
+Surprise learns on its own inner ids; `fit` maps its biases and factors back to the platform's
+id order (`Dataset.user_ids` / `movie_ids`) and, for SVD++, folds the implicit-feedback term
+into the user vector, `p_u + |N(u)|^-1/2 * sum_{j in N(u)} y_j`, so serving stays one mat-vec.
+After every fit a sample of Surprise's own unclipped `predict(...).est` is compared with the
+exported model's scores: an export that drifts from what Surprise learned fails loudly.
+
+    rec, card = train(dataset, "svdpp", params)      # params: the full params.yaml dict
+    rec.save(store, card)                            # or write_model_dir(rec, card, out_dir)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from components.core import layout
+from components.core.model_artifact import FactorModel, ModelCard
+from components.core.params import section
+from components.training.dataset import Dataset
+from components.training.recommenders import LoadedRecommender, Recommender, build_model, make_recommender
+
+COMMIT_ENV = "MOVIEREC_COMMIT"
+EXPORT_TOLERANCE = 1e-3      # float32 factors against Surprise's float64 estimate
+
+
+class _SurpriseFactorization(Recommender):
+    """Shared fit of Surprise's SVD-family: build a trainset, fit, export, check the export."""
+
+    surprise_class = ""
+
+    def fit(self, dataset: Dataset) -> _SurpriseFactorization:
+        import surprise
+
+        clock = time.perf_counter
+        t0 = clock()
+        algo = getattr(surprise, self.surprise_class)(**self.params)
+        trainset = surprise_trainset(dataset)
+        t1 = clock()
+        algo.fit(trainset)
+        t2 = clock()
+        self.algo = algo
+        self.model = self._export(algo, trainset, dataset)
+        t3 = clock()
+        self.export_error = check_export(self.model, algo, trainset)
+        self.fit_timings = {"trainset_seconds": t1 - t0, "surprise_fit_seconds": t2 - t1,
+                            "export_seconds": t3 - t2, "check_seconds": clock() - t3}
+        return self
+
+    def _export(self, algo, trainset, dataset: Dataset) -> FactorModel:
+        users = np.fromiter(trainset._raw2inner_id_users.keys(), dtype=np.int64, count=trainset.n_users)
+        inner_users = np.fromiter(trainset._raw2inner_id_users.values(), dtype=np.int64, count=trainset.n_users)
+        items = np.fromiter(trainset._raw2inner_id_items.keys(), dtype=np.int64, count=trainset.n_items)
+        inner_items = np.fromiter(trainset._raw2inner_id_items.values(), dtype=np.int64, count=trainset.n_items)
+        k = algo.pu.shape[1]
+        bu, bi = np.zeros(dataset.n_users), np.zeros(dataset.n_movies)
+        pu, qi = np.zeros((dataset.n_users, k)), np.zeros((dataset.n_movies, k))
+        bu[users], bi[items] = algo.bu[inner_users], algo.bi[inner_items]
+        pu[users] = self._user_vectors(algo, trainset)[inner_users]
+        qi[items] = algo.qi[inner_items]
+        return build_model(dataset, trainset.global_mean, bu, bi, pu, qi)
+
+    def _user_vectors(self, algo, trainset) -> np.ndarray:
+        return algo.pu
+
+
+class SurpriseSVD(_SurpriseFactorization):
+    """Funk SVD with biases (surprise.SVD): r = mu + b_u + b_i + q_i . p_u."""
+
+    name = "svd"
+    surprise_class = "SVD"
+
+
+class SurpriseSVDpp(_SurpriseFactorization):
+    """SVD++ (surprise.SVDpp): the rated items' implicit factors y_j are folded into p_u at export."""
+
+    name = "svdpp"
+    surprise_class = "SVDpp"
+
+    def _user_vectors(self, algo, trainset) -> np.ndarray:
+        rated = implicit_matrix(trainset)
+        counts = np.asarray(rated.sum(axis=1)).ravel()
+        norm = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts, dtype=np.float64), where=counts > 0)
+        return algo.pu + sp.diags(norm) @ (rated @ algo.yj)
+
+
+def surprise_trainset(dataset: Dataset):
+    """The dataset's train ratings as a Surprise trainset; raw ids are the platform's indices (u, i)."""
+    import surprise
+
+    frame = dataset.train_ratings[["u", "i", "rating"]]
+    reader = surprise.Reader(rating_scale=(1, 5))
+    return surprise.Dataset.load_from_df(frame, reader).build_full_trainset()
+
+
+def implicit_matrix(trainset) -> sp.csr_matrix:
+    """N(u) of SVD++ on Surprise's inner ids: 1 where inner user u rated inner item j."""
+    rows = [u for u, ratings in trainset.ur.items() for _ in ratings]
+    cols = [j for ratings in trainset.ur.values() for j, _ in ratings]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(trainset.n_users, trainset.n_items))
+
+
+def check_export(model: FactorModel, algo, trainset, sample: int = 50, seed: int = 0) -> float:
+    """Max |FactorModel score - Surprise predict().est (unclipped)| over a sample of (user, movie)
+    pairs; raise RuntimeError above `EXPORT_TOLERANCE`."""
+    rng = np.random.default_rng(seed)
+    raw_users = np.fromiter(trainset._raw2inner_id_users.keys(), dtype=np.int64, count=trainset.n_users)
+    raw_items = np.fromiter(trainset._raw2inner_id_items.keys(), dtype=np.int64, count=trainset.n_items)
+    worst = 0.0
+    for u in rng.choice(raw_users, size=min(sample, len(raw_users)), replace=False):
+        scores = model.scores(int(u))
+        for i in rng.choice(raw_items, size=min(3, len(raw_items)), replace=False):
+            est = algo.predict(int(u), int(i), clip=False).est
+            worst = max(worst, abs(float(scores[int(i)]) - est))
+    if worst > EXPORT_TOLERANCE:
+        raise RuntimeError(f"exported factors disagree with Surprise by {worst:.2e} (> {EXPORT_TOLERANCE})")
+    return worst
+
+
+# -- the training stage ----------------------------------------------------------------------------
+
+def train(dataset: Dataset, algorithm: str, params: dict | None = None) -> tuple[Recommender, ModelCard]:
+    """Fit one algorithm on the dataset; return the recommender and its model card (not yet published).
+
+    `params` is the full params dict (params.yaml); the algorithm's section `train.<algorithm>`
+    holds its hyper-parameters."""
+    hyper = section(params, "train", algorithm)
+    rec = make_recommender(algorithm, hyper)
+    started = time.perf_counter()
+    rec.fit(dataset)
+    seconds = time.perf_counter() - started
+    model = rec.fitted
+    trained_at = datetime.now(UTC)
+    commit = code_commit()
+    r = dataset.train_ratings
+    train_rmse = float(np.sqrt(np.mean((rec.predict(r["user_id"], r["movie_id"]) - r["rating"]) ** 2)))
+    card = ModelCard(version=model_version(algorithm, trained_at, dataset.snapshot_hash, hyper, commit),
+                     algorithm=algorithm, params=hyper, data_snapshot=dataset.snapshot_hash, code_commit=commit,
+                     trained_at=trained_at.strftime("%Y-%m-%dT%H:%M:%SZ"), training_seconds=round(seconds, 4),
+                     n_users=model.n_users, n_movies=model.n_movies, n_factors=model.n_factors,
+                     metrics={"train_rmse": round(train_rmse, 6)})
+    export_error = getattr(rec, "export_error", None)
+    if export_error is not None:
+        card.metrics["export_max_abs_error"] = float(export_error)
+    rec.card = card
+    return rec, card
+
+
+def model_version(algorithm: str, when: datetime, snapshot: str, hyper: dict, commit: str) -> str:
+    """`<algorithm>-<UTC yyyymmddThhmmss>-<8 hex of data, params and code>`, lowercase."""
+    digest = hashlib.sha256(json.dumps([snapshot, hyper, commit], sort_keys=True, default=str).encode())
+    version = f"{algorithm}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%S')}-{digest.hexdigest()[:8]}"
+    return layout.check_version(version.lower())
+
+
+def code_commit() -> str:
+    """The git commit of the code (git rev-parse), else $MOVIEREC_COMMIT, else ''."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get(COMMIT_ENV, "")
+
+
+def write_model_dir(rec: Recommender, card: ModelCard, directory: str | Path) -> Path:
+    """The model artifact's files in a local directory (how a model travels between Kubeflow steps)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, data in rec.fitted.to_files(card).items():
+        (d / name).write_bytes(data)
+    return d
+
+
+def read_model_dir(directory: str | Path) -> Recommender:
+    """Read (and checksum-verify) a model written by `write_model_dir`."""
+    d = Path(directory)
+    names = (*layout.MODEL_FILES, layout.CHECKSUMS)
+    model, card = FactorModel.from_files({n: (d / n).read_bytes() for n in names if (d / n).exists()})
+    rec = LoadedRecommender(card.params)
+    rec.model, rec.card = model, card
+    return rec
+
+
+__all__: list[Any] = ["SurpriseSVD", "SurpriseSVDpp", "train", "model_version", "code_commit",
+                      "write_model_dir", "read_model_dir", "check_export", "surprise_trainset"]

@@ -1,0 +1,125 @@
+"""The bulk parser says exactly what `parse_line` says of every line: same events, same rejections."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.core.event_columns import FIELDS, parse_columns
+from components.core.events import MAX_USER_ID, format_event, parse_line
+from components.core.snapshots import events_to_tables, parsed_to_tables
+from tests.unit.core.test_events import VALID_LINES, events
+
+T = "2026-03-18T06:12:47"
+
+
+def assert_same_as_parse_line(lines: list) -> None:
+    parsed = parse_columns(lines)
+    got = dict(parsed.events())
+    for i, rejection in parsed.rejections:
+        assert i not in got
+        got[i] = rejection
+    expected = [parse_line(line if line is not None else b"") for line in lines]
+    assert sorted(got) == list(range(len(lines)))
+    for i, want in enumerate(expected):
+        assert type(got[i]) is type(want) and got[i] == want, (lines[i], got[i], want)
+    for kind, (positions, *cols) in parsed.columns.items():
+        assert positions == sorted(positions)  # rows keep the log's order
+        assert len(cols) == len(FIELDS[kind]) and all(len(c) == len(positions) for c in cols)
+    assert parsed.counts() == {k: n for k in FIELDS if (n := sum(1 for e in expected if e.kind == k))}
+
+
+EDGE_CASES = [
+    *VALID_LINES.values(),
+    f"{T},{MAX_USER_ID},GET /data/m/heat/1.mpg",  # 19 digits: parse_line checks the bound
+    f"{T},{MAX_USER_ID + 1},GET /data/m/heat/1.mpg",
+    f"{T},1234567890123456789,GET /rate/heat=3",
+    f"{T},01,GET /create_account",
+    f"{T},1,GET /rate/heat=05", f"{T},1,GET /rate/heat=0", f"{T},1,GET /rate/heat=6", f"{T},1,GET /rate/heat=-1",
+    f"{T},1,GET /rate/heat=", f"{T},1,GET /rate/heat",
+    "2026-13-18T06:12:47,1,GET /create_account", "2026-02-30T06:12:47,1,GET /data/m/heat/1.mpg",
+    "2026-02-30T06:12:47,1,recommendation request h, status 200, result: heat, 5 ms",
+    f"{T}.123456,1,GET /data/m/heat/00012.mpg", f"{T}.123,1,GET /data/m/heat/1.mpg",
+    f"{T},1,GET /data/m/heat/123456.mpg", f"{T},1,GET /data/m/Heat/1.mpg", f"{T},1,GET /data/m//1.mpg",
+    f"{T},1,GET /data/m/heat/1.mpg\r", f"{T},1,GET /data/m/heat/1.mpg\r\n", f"{T},1,GET /create_account\n",
+    f"{T}\n,1,GET /create_account", f"{T},1\n,GET /create_account", f"{T},1,GET /create_account ",
+    f"{T},1,recommendation request h, status 200, result: heat, 5 ms\r",
+    f"{T},1,recommendation request h\r, status 200, result: heat, 5 ms",
+    f"{T},1,recommendation request h, status 200, result: heat\n, 5 ms",
+    f"{T},1,recommendation request h, status 999, result: heat, 5 ms",
+    f"{T},1,recommendation request h, status 200, result: {', '.join(['heat'] * 21)}, 5 ms",
+    f"{T},1,recommendation request h, status 200, result: heat, 5",
+    f"{T},١٢,GET /create_account", f"{T},1,GET /data/m/heat/١.mpg", "٢٠٢٦-03-18T06:12:47,1,GET /create_account",
+    f"{T},1,GET /data/m/héat/1.mpg", "", " ", "\n", "\r\n", "garbage", "a,b", "a,b,c", None,
+    b"\xff\xfe", f"{T},1,GET /data/m/heat/1.mpg".encode(), f"{T},1,GET /data/m/h\xe9at/1.mpg".encode("latin-1"),
+]
+
+
+def test_edge_cases_match_parse_line():
+    assert_same_as_parse_line(EDGE_CASES)
+    assert_same_as_parse_line([line.encode() if isinstance(line, str) else line for line in EDGE_CASES])
+
+
+def test_empty_list():
+    assert parse_columns([]).counts() == {} and parse_columns([]).rejections == []
+
+
+def _mutate(line: str, draw) -> str:
+    """One character replaced, inserted or deleted, a cut, or a character appended."""
+    i = draw(st.integers(0, len(line)))
+    op = draw(st.sampled_from(["replace", "insert", "delete", "truncate", "suffix"]))
+    ch = draw(st.sampled_from([",", " ", "\r", "\n", "0", "9", "/", "=", "-", ".", "T", ":", "é", "١"])
+                   | st.characters(blacklist_categories=("Cs",)))
+    return {"replace": line[:i] + ch + line[i + 1:], "insert": line[:i] + ch + line[i:],
+            "delete": line[:i] + line[i + 1:], "truncate": line[:i], "suffix": line + ch}[op]
+
+
+@st.composite
+def lines(draw):
+    kind = draw(st.sampled_from(["valid", "mutated", "text", "bytes", "none"]))
+    if kind == "text":
+        return draw(st.text(max_size=120))
+    if kind == "bytes":
+        return draw(st.binary(max_size=120))
+    if kind == "none":
+        return None
+    line = format_event(draw(events))
+    if kind == "mutated":
+        line = _mutate(line, draw)
+    return line.encode() if draw(st.booleans()) else line
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lines(), max_size=40))
+def test_random_and_corrupted_lines_match_parse_line(batch):
+    assert_same_as_parse_line(batch)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(events, min_size=1, max_size=30))
+def test_valid_lines_round_trip(evts):
+    parsed = parse_columns([format_event(e) for e in evts])
+    assert [e for _, e in parsed.events()] == evts and parsed.rejections == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(lines(), min_size=1, max_size=40), st.integers(0, 10**12))
+def test_snapshot_tables_match_the_per_event_path(batch, start):
+    """Columns straight to Arrow give the same tables (rows, order, types, day split) as events."""
+    offsets = [start + 3 * i for i in range(len(batch))]
+    parsed = parse_columns(batch)
+    events = [(offsets[i], e) for i, e in parsed.events()]
+    expected = events_to_tables(events, "topic-1")
+    got = parsed_to_tables(parsed, offsets, "topic-1")
+    assert sorted(got) == sorted(expected)
+    for key, table in expected.items():
+        assert got[key].equals(table), key
+
+
+def test_snapshot_tables_split_days():
+    lines = ["2026-03-18T23:59:59,1,GET /data/m/heat/1.mpg", "2026-03-19T00:00:00,2,GET /data/m/heat/2.mpg",
+             "2026-03-18T23:59:59.500000,3,GET /data/m/heat/3.mpg", "2026-03-19T00:00:01,4,GET /rate/heat=5"]
+    got = parsed_to_tables(parse_columns(lines), [10, 11, 12, 13], "t-0")
+    assert sorted(got) == [("rate", "2026-03-19"), ("watch", "2026-03-18"), ("watch", "2026-03-19")]
+    assert got[("watch", "2026-03-18")].column("offset").to_pylist() == [10, 12]
+    assert got[("watch", "2026-03-19")].column("user_id").to_pylist() == [2]

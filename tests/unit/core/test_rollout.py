@@ -1,0 +1,133 @@
+"""The rollout state: a stable user->version assignment, the canary share, and the operations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from components.core import layout, rollout
+from components.core.rollout import BUCKETS, RolloutError, RolloutState, in_canary, user_bucket
+
+# Fixed forever: changing the hash would move users between versions mid-experiment.
+EXPECTED_BUCKETS = {0: 8789, 1: 3910, 2: 1100, 42: 1738, 1000: 3474, 123456789: 4737, 2**63 - 1: 3209}
+
+
+def test_buckets_are_fixed():
+    assert {u: user_bucket(u) for u in EXPECTED_BUCKETS} == EXPECTED_BUCKETS
+
+
+@pytest.mark.parametrize("hash_seed", ["0", "12345"])
+def test_buckets_are_the_same_in_another_process(hash_seed):
+    code = ("import json, sys; from components.core.rollout import user_bucket; "
+            "print(json.dumps({str(u): user_bucket(u) for u in json.loads(sys.argv[1])}))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(list(EXPECTED_BUCKETS))],
+                         capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    assert {int(k): v for k, v in json.loads(out.stdout).items()} == EXPECTED_BUCKETS
+
+
+@pytest.mark.parametrize("percent", [1, 10, 25, 50, 90])
+def test_canary_share_over_100k_users(percent):
+    share = sum(in_canary(u, percent) for u in range(1, 100_001)) / 100_000
+    assert share == pytest.approx(percent / 100, abs=0.005)
+
+
+def test_raising_the_share_only_adds_users():
+    users = range(1, 20_001)
+    at_5 = {u for u in users if in_canary(u, 5)}
+    at_20 = {u for u in users if in_canary(u, 20)}
+    assert at_5 < at_20
+    assert not any(in_canary(u, 0) for u in users)
+    assert all(in_canary(u, 100) for u in users)
+    assert all(0 <= user_bucket(u) < BUCKETS for u in users)
+
+
+def test_route_follows_the_bucket():
+    state = RolloutState(stable="v1", canary="v2", canary_percent=30)
+    for u in range(1, 2000):
+        assert state.route(u) == ("v2" if in_canary(u, 30) else "v1")
+    assert RolloutState().route(1) is None
+    assert RolloutState(stable="v1", canary="v2", canary_percent=0).route(7) == "v1"
+    assert RolloutState(stable="v1", canary="v2", canary_percent=100).route(7) == "v2"
+    assert RolloutState(stable="v1").versions() == ["v1"]
+
+
+def test_empty_store_has_nothing_deployed(local_store):
+    state = rollout.load(local_store)
+    assert (state.stable, state.canary, state.canary_percent, state.history) == (None, None, 0.0, [])
+
+
+def test_stable_canary_promote(local_store):
+    rollout.set_stable(local_store, "v1", reason="first")
+    state = rollout.start_canary(local_store, "v2", 10, reason="new model")
+    assert (state.stable, state.canary, state.canary_percent) == ("v1", "v2", 10.0)
+    loaded = rollout.load(local_store)  # what every predictor process reads
+    assert loaded.to_dict() == state.to_dict()
+    assert json.loads(local_store.get_bytes(layout.ROLLOUT))["canary"] == "v2"
+
+    state = rollout.promote(local_store, reason="canary won")
+    assert (state.stable, state.canary, state.canary_percent) == ("v2", None, 0.0)
+    actions = [h["action"] for h in rollout.load(local_store).history]
+    assert actions == ["stable", "canary", "promote"]
+    assert rollout.load(local_store).history[-1]["previous"] == "v1"
+    assert state.updated_at
+
+
+def test_rollback_keeps_stable(local_store):
+    rollout.set_stable(local_store, "v1")
+    rollout.start_canary(local_store, "v2", 50)
+    state = rollout.rollback(local_store, reason="worse hit rate")
+    assert (state.stable, state.canary, state.canary_percent) == ("v1", None, 0.0)
+    assert state.history[-1]["withdrawn"] == "v2"
+    assert state.history[-1]["reason"] == "worse hit rate"
+
+
+def test_set_stable_to_the_canary_clears_the_canary(local_store):
+    rollout.set_stable(local_store, "v1")
+    rollout.start_canary(local_store, "v2", 20)
+    state = rollout.set_stable(local_store, "v2")
+    assert (state.stable, state.canary, state.canary_percent) == ("v2", None, 0.0)
+
+
+def test_a_new_canary_replaces_the_old_one(local_store):
+    rollout.set_stable(local_store, "v1")
+    rollout.start_canary(local_store, "v2", 20)
+    state = rollout.start_canary(local_store, "v3", 5)
+    assert (state.stable, state.canary, state.canary_percent) == ("v1", "v3", 5.0)
+
+
+def test_operation_errors(local_store):
+    with pytest.raises(RolloutError, match="no stable version"):
+        rollout.start_canary(local_store, "v2", 10)
+    with pytest.raises(RolloutError, match="no canary to promote"):
+        rollout.promote(local_store)
+    with pytest.raises(RolloutError, match="no canary to roll back"):
+        rollout.rollback(local_store)
+    rollout.set_stable(local_store, "v1")
+    with pytest.raises(RolloutError, match="already the stable"):
+        rollout.start_canary(local_store, "v1", 10)
+    for percent in (-1, 100.5, 1000):
+        with pytest.raises(RolloutError, match="0-100"):
+            rollout.start_canary(local_store, "v2", percent)
+    with pytest.raises(ValueError, match="invalid model version"):
+        rollout.set_stable(local_store, "Bad Version")
+    with pytest.raises(ValueError, match="invalid model version"):
+        rollout.start_canary(local_store, "../v2", 10)
+    assert rollout.load(local_store).stable == "v1"  # failed operations changed nothing
+
+
+def test_history_is_bounded(local_store):
+    for i in range(104):
+        rollout.set_stable(local_store, f"v{i}")
+    history = rollout.load(local_store).history
+    assert len(history) == 100 and history[-1]["version"] == "v103"
+
+
+def test_from_dict_tolerates_missing_fields():
+    state = RolloutState.from_dict({"stable": "v1"})
+    assert (state.stable, state.canary, state.canary_percent, state.history) == ("v1", None, 0.0, [])
+    assert RolloutState.from_dict(state.to_dict()) == state

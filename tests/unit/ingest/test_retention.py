@@ -1,0 +1,65 @@
+"""Retention: expired snapshot days go only once online evaluation has consumed them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from typer.testing import CliRunner
+
+from components.core import layout
+from components.core.store import LocalStore
+from components.ingest.retention import expire_snapshots
+from movierec.cli import app
+
+DAYS = ["2026-03-10", "2026-03-11", "2026-03-12", "2026-03-13", "2026-03-14"]
+
+
+def fill(store) -> None:
+    for day in DAYS:
+        for kind in ("watch", "rate"):
+            store.put_bytes(layout.snapshot_key(kind, day, "t-0", 0, 9), b"x")
+        store.put_bytes(layout.deadletter_key(day, "t-0", 0, 9), b"x")
+    store.put_json(layout.checkpoint_key("file-x"), {"line": 1})
+
+
+def days_left(store) -> list[str]:
+    return sorted({layout.day_of_key(k) for k in store.list() if layout.day_of_key(k)})
+
+
+def test_without_a_watermark_nothing_is_deleted(tmp_path):
+    store = LocalStore(tmp_path)
+    fill(store)
+    report = expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+    assert report.cutoff is None and report.deleted_objects == 0 and days_left(store) == DAYS
+
+
+def test_the_watermark_holds_back_expired_days(tmp_path):
+    store = LocalStore(tmp_path)
+    fill(store)
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-12T08:00:00"})
+    report = expire_snapshots(store, 2, now=datetime(2026, 4, 1))
+    assert report.cutoff == "2026-03-12" and report.deleted_days == ["2026-03-10", "2026-03-11"]
+    assert report.deleted_objects == 6 and days_left(store) == DAYS[2:]
+    assert store.exists(layout.checkpoint_key("file-x"))
+
+
+def test_the_window_holds_back_consumed_days(tmp_path):
+    store = LocalStore(tmp_path)
+    fill(store)
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-20T00:00:00+00:00"})
+    report = expire_snapshots(store, 2.5, now=datetime(2026, 3, 14, 6, 0))  # window starts 03-11 18:00
+    assert report.deleted_days == ["2026-03-10"] and days_left(store) == DAYS[1:]
+
+
+def test_dry_run_and_command(tmp_path):
+    store = LocalStore(tmp_path / "s")
+    fill(store)
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-14T00:00:00"})
+    assert expire_snapshots(store, 0, now=datetime(2026, 5, 1), dry_run=True).deleted_objects == 12
+    assert days_left(store) == DAYS
+    result = CliRunner().invoke(app, ["retention", "--keep-days", "0", "--store", str(tmp_path / "s"),
+                                      "--now", "2026-05-01T00:00:00"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["deleted_days"] == DAYS[:4]
+    assert days_left(store) == ["2026-03-14"]

@@ -1,0 +1,88 @@
+"""The import rule of the house, enforced: imports point one way.
+
+    components.core  <-  components.ingest, components.training  <-  components.online
+                     <-  components.steps, components.cli (the top of `components`)
+    components       <-  pipelines, predictor
+    everything       <-  movierec (the CLI and the demo), benchmarks, tests
+
+`core` holds the contracts every part shares and imports no sibling; `simulator` (the stand-in
+for the streaming service) imports only `components.core` and is imported by nobody but the
+demo, the benchmarks and the tests. The rule is written in `components/__init__.py` too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("components", "pipelines", "predictor", "simulator", "movierec")
+SUBPACKAGES = ("core", "ingest", "training", "online")
+
+# unit -> the units it may import (besides itself)
+ALLOWED = {
+    "components.core": set(),
+    "components.ingest": {"components.core"},
+    "components.training": {"components.core"},
+    "components.online": {"components.core", "components.training"},
+    "components.steps": {"components.core", "components.ingest", "components.training", "components.online"},
+    "components.cli": {"components.core", "components.ingest", "components.training", "components.online"},
+    "pipelines": {"components.core", "components.steps"},
+    "predictor": {"components.core"},
+    "simulator": {"components.core"},
+    "movierec": {"components.core", "components.ingest", "components.training", "components.online",
+                 "components.cli", "components.steps", "pipelines", "predictor", "simulator"},
+}
+
+
+def unit_of(module: str) -> str:
+    parts = [part for part in module.split(".") if part != "__init__"]
+    if parts[0] == "components" and len(parts) > 1:
+        return f"components.{parts[1]}"
+    return parts[0]
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "components":  # `from components import core` names a subpackage
+                found += [(node.lineno, f"components.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, node.module))
+    return [(line, name) for line, name in found if name.split(".")[0] in PACKAGES]
+
+
+def project_modules():
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            yield path, ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def test_components_has_one_subpackage_per_concern():
+    assert {p.name for p in (ROOT / "components").iterdir() if (p / "__init__.py").exists()} == set(SUBPACKAGES)
+    loose = {p.stem for p in (ROOT / "components").glob("*.py")} - {"__init__"}
+    assert loose == {"steps", "cli"}, "only the Kubeflow components and the CLI sit on top of the subpackages"
+
+
+def test_imports_point_one_way():
+    violations = []
+    for path, module in project_modules():
+        source = unit_of(module)
+        if source == "components":  # the package's docstring
+            continue
+        assert source in ALLOWED, f"{module}: no rule for {source}; add it to ALLOWED and components/__init__.py"
+        for line, name in imports(path):
+            target = unit_of(name)
+            if target != source and target != "components" and target not in ALLOWED[source]:
+                violations.append(f"{path.relative_to(ROOT)}:{line} {source} imports {name}")
+    assert not violations, "imports against the rule:\n" + "\n".join(violations)
+
+
+def test_the_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from components.online.canary import analyse\n")
+    assert [unit_of(n) for _, n in imports(bad)] == ["components.online"]
+    assert "components.online" not in ALLOWED["components.core"]

@@ -1,0 +1,138 @@
+"""Offline metrics on a case small enough to compute by hand, and the batched lists against `top_k`.
+
+The hand case: five movies a..e ranked a > b > c > d > e for everyone (item biases 5..1, no
+factors), k = 3, three validation users:
+
+    user 1 (light) saw a; watched c, e and z (z is not in the catalogue)  list b c d -> hit at 2
+    user 2 (heavy) saw b; rated a=5 (relevant) and d=1 (not: < 4)         list a c d -> hit at 1
+    user 3 (new)   unknown to the model; watched b                        list a b c -> hit at 2
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.core.model_artifact import FactorModel
+from components.training.dataset import Dataset
+from components.training.evaluate import (
+    evaluate,
+    evaluate_with_baseline,
+    pick_winner,
+    relevant_targets,
+    top_k_lists,
+)
+from components.training.report import render_html, render_markdown
+
+PARAMS = {"evaluate": {"k": 3, "primary_metric": "ndcg@3", "relevant_min_rating": 4, "light_max_history": 10}}
+T = pd.Timestamp("2026-01-01")
+
+
+def _frame(rows, value):
+    cols = ["user_id", "movie_id", "u", "i", value, "time"]
+    return pd.DataFrame(rows, columns=cols).astype({"user_id": "int64", "u": "int32", "i": "int32"})
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    train_r = _frame([(1, "a", 0, 0, 4.0, T), (2, "b", 1, 1, 3.0, T)], "rating")
+    train_w = _frame([], "minutes")
+    valid_r = _frame([(2, "a", 1, 0, 5.0, T), (2, "d", 1, 3, 1.0, T)], "rating")
+    valid_r["history"] = [20, 20]
+    valid_w = _frame([(1, "c", 0, 2, 3, T), (1, "e", 0, 4, 1, T), (1, "z", 0, -1, 2, T), (3, "b", -1, 1, 5, T)],
+                     "minutes")
+    valid_w["history"] = [1, 1, 1, 1]
+    return Dataset(user_ids=[1, 2], movie_ids=list("abcde"), train_ratings=train_r, train_watches=train_w,
+                   valid_ratings=valid_r, valid_watches=valid_w, cutoff=str(T), snapshot_hash="hand")
+
+
+@pytest.fixture
+def ranked_model() -> FactorModel:
+    return FactorModel(global_mean=0.0, user_bias=np.zeros(2), item_bias=np.array([5, 4, 3, 2, 1.0]),
+                       user_factors=np.zeros((2, 1)), item_factors=np.zeros((5, 1)), user_ids=[1, 2],
+                       movie_ids=list("abcde"), seen_indptr=[0, 1, 2], seen_indices=[0, 1], popular=[0, 1, 2, 3, 4])
+
+
+def test_relevance_and_activity(dataset):
+    targets = relevant_targets(dataset, PARAMS)
+    assert targets.users.tolist() == [1, 2, 3]
+    assert sorted(map(tuple, targets.pairs.to_numpy().tolist())) == [
+        (1, "c"), (1, "e"), (1, "z"), (2, "a"), (3, "b")]
+    assert targets.activity.tolist() == ["light", "heavy", "new"]
+    median = relevant_targets(dataset, {"evaluate": {"light_max_history": None}})
+    assert median.light_max_history == 10.5 and median.activity.tolist() == ["light", "heavy", "new"]
+    assert relevant_targets(dataset, {"evaluate": {"light_max_history": 0}}).activity.tolist() == [
+        "heavy", "heavy", "new"]
+
+
+def test_lists_exclude_seen_and_fall_back_to_popularity(ranked_model):
+    lists = top_k_lists(ranked_model, np.array([0, 1, -1]), 3)
+    assert lists.tolist() == [[1, 2, 3], [0, 2, 3], [0, 1, 2]]
+
+
+def test_hand_computed_metrics(dataset, ranked_model):
+    ev = evaluate(ranked_model, dataset, PARAMS, name="ranked")
+    m = ev.metrics
+    inv = 1 / math.log2(3)
+    ndcg = [inv / (1 + inv + 0.5), 1.0, inv]                  # user 1: 3 relevant, one of them unknowable
+    assert m["precision@3"] == pytest.approx(1 / 3, abs=1e-6)
+    assert m["recall@3"] == pytest.approx((1 / 3 + 1 + 1) / 3, abs=1e-6)
+    assert m["ndcg@3"] == pytest.approx(np.mean(ndcg), abs=1e-6)
+    assert ev.ndcg_per_user == pytest.approx(ndcg, abs=1e-6)
+    assert m["hit_rate@3"] == 1.0
+    assert m["coverage@3"] == pytest.approx(4 / 5)            # a, b, c, d listed; e never
+    assert m["popularity_bias@3"] == pytest.approx(2 / 9, abs=1e-6)  # a and b: seen by 1 of 2 train users
+    assert m["users"] == 3
+    assert m["rmse"] == pytest.approx(math.sqrt(0.5), abs=1e-6)      # a: 5 vs 5, d: 2 vs 1
+    assert m["mae"] == pytest.approx(0.5, abs=1e-6)
+    assert ev.by_activity["new"] == pytest.approx({"users": 1, "precision@3": 1 / 3, "recall@3": 1.0,
+                                                    "ndcg@3": inv, "hit_rate@3": 1.0}, abs=1e-6)
+    assert ev.by_activity["heavy"]["ndcg@3"] == 1.0
+
+
+def test_perfect_and_empty_lists(dataset):
+    # A model that ranks exactly the relevant movies first gets NDCG 1 wherever the catalogue allows.
+    model = FactorModel(global_mean=0.0, user_bias=np.zeros(2), item_bias=np.zeros(5),
+                        user_factors=np.eye(2), item_factors=np.array([[0, 9], [0, 0], [5, 0], [0, 0], [4, 0.0]]),
+                        user_ids=[1, 2], movie_ids=list("abcde"), seen_indptr=[0, 1, 2], seen_indices=[0, 1],
+                        popular=[1, 0, 2, 3, 4])
+    ev = evaluate(model, dataset, PARAMS)
+    per_user = dict(zip(ev.users.tolist(), ev.ndcg_per_user.tolist(), strict=True))
+    assert per_user[2] == pytest.approx(1.0)
+    inv = 1 / math.log2(3)
+    assert per_user[1] == pytest.approx((1 + inv) / (1 + inv + 0.5))   # c, e first; z is unreachable
+    assert per_user[3] == pytest.approx(1.0)                            # popular list starts with b
+
+
+def test_batched_lists_match_top_k():
+    rng = np.random.default_rng(0)
+    n_u, n_m = 50, 30
+    seen = [np.sort(rng.choice(n_m, size=rng.integers(0, 28), replace=False)) for _ in range(n_u)]
+    model = FactorModel(global_mean=3.5, user_bias=rng.normal(size=n_u), item_bias=rng.normal(size=n_m),
+                        user_factors=rng.normal(size=(n_u, 4)), item_factors=rng.normal(size=(n_m, 4)),
+                        user_ids=np.arange(n_u) * 3, movie_ids=[f"m{i:02d}" for i in range(n_m)],
+                        seen_indptr=np.concatenate([[0], np.cumsum([len(s) for s in seen])]),
+                        seen_indices=np.concatenate(seen), popular=np.arange(n_m))
+    lists = top_k_lists(model, np.arange(n_u), 5)
+    for u in range(n_u):
+        expected = model.top_k(u, 5).tolist()
+        assert lists[u, :len(expected)].tolist() == expected
+        assert (lists[u, len(expected):] == -1).all()
+
+
+def test_evaluation_set_report_and_winner(dataset, ranked_model):
+    result = evaluate_with_baseline(ranked_model, dataset, PARAMS, name="ranked",
+                                    references={"stable": ("v-old", ranked_model)})
+    assert result["baseline"]["name"] == "popularity"
+    assert result["references"]["stable"]["name"] == "v-old"
+    assert result["candidate"]["metrics"]["baseline_ndcg@3"] == result["baseline"]["metrics"]["ndcg@3"]
+    html = render_html([result])
+    assert html.count("data:image/png;base64,") == 3 and "ranked" in html
+    assert "| ranked |" in render_markdown([result])
+    assert pick_winner({"a": {"ndcg@20": 0.1}, "b": {"ndcg@20": 0.3}}) == "b"
+    assert pick_winner({}) == ""
+    with pytest.raises(ValueError, match="primary_metric"):
+        evaluate_with_baseline(ranked_model, dataset, {"evaluate": {"k": 3, "primary_metric": "ndcg@20"}})

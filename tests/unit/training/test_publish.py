@@ -1,0 +1,180 @@
+"""The publish gate's decisions, and what publish writes: the version, its card, the rollout state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.core import rollout
+from components.core.model_artifact import FactorModel, ModelCard, list_versions, load_card
+from components.core.store import LocalStore
+from components.training.publish import gate, publish, resolve_model, stable_reference
+
+
+def test_beats_baseline_without_stable():
+    d = gate({"ndcg@20": 0.30}, {"ndcg@20": 0.20})
+    assert d.candidate
+    assert "beats the popularity baseline" in d.reasons[0]
+    assert "no stable version" in d.reasons[1]
+
+
+def test_does_not_beat_baseline():
+    d = gate({"ndcg@20": 0.20}, {"ndcg@20": 0.20})            # a tie is not a win
+    assert not d.candidate
+    assert "does not beat the popularity baseline" in d.reasons[0]
+
+
+def test_behind_stable_within_margin():
+    d = gate({"ndcg@20": 0.295}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, margin=0.01, stable_version="v1",
+             stable_source="re-evaluated on this split")
+    assert d.candidate and d.stable_value == 0.30
+    assert "within 0.01 of stable v1" in d.reasons[1]
+
+
+def test_ahead_of_stable():
+    d = gate({"ndcg@20": 0.35}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, stable_version="v1")
+    assert d.candidate and "at least as good as stable v1" in d.reasons[1]
+
+
+def test_behind_stable_beyond_margin():
+    d = gate({"ndcg@20": 0.28}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, margin=0.01, stable_version="v1")
+    assert not d.candidate
+    assert "trails stable v1 by 0.0200 > margin 0.01" in d.reasons[1]
+
+
+def test_missing_metrics_never_pass():
+    assert not gate({}, {"ndcg@20": 0.1}).candidate
+    assert not gate({"ndcg@20": 0.3}, {}).candidate
+    d = gate({"ndcg@20": 0.3}, {"ndcg@20": 0.1}, {}, stable_version="v1")
+    assert d.candidate and "comparison skipped" in d.reasons[1]
+
+
+def _model(seed: int = 0) -> FactorModel:
+    rng = np.random.default_rng(seed)
+    return FactorModel(global_mean=3.5, user_bias=np.zeros(3), item_bias=rng.normal(size=4),
+                       user_factors=rng.normal(size=(3, 2)), item_factors=rng.normal(size=(4, 2)),
+                       user_ids=[1, 2, 3], movie_ids=list("abcd"), seen_indptr=[0, 0, 0, 0], seen_indices=[],
+                       popular=[0, 1, 2, 3])
+
+
+def _evaluation(value: float, baseline: float = 0.2, stable: tuple[str, float] | None = None) -> dict:
+    ev = {"k": 20, "primary_metric": "ndcg@20", "snapshot": "s1",
+          "candidate": {"name": "x", "metrics": {"ndcg@20": value, "rmse": 0.9},
+                        "by_activity": {"heavy": {"users": 5.0, "ndcg@20": value}}},
+          "baseline": {"name": "popularity", "metrics": {"ndcg@20": baseline}}, "references": {}}
+    if stable:
+        ev["references"]["stable"] = {"name": stable[0], "metrics": {"ndcg@20": stable[1]}}
+    return ev
+
+
+def test_publish_writes_card_and_deploys_first_as_stable_then_canary(tmp_path):
+    store = LocalStore(tmp_path)
+    first = publish(store, _model(), ModelCard(version="svd-1", algorithm="svd", data_snapshot="s1"),
+                    _evaluation(0.30), deploy="canary", canary_percent=25, pipeline_run="run-1")
+    assert first.decision.candidate and first.deployed == "stable"
+    card = load_card(store, "svd-1")
+    assert card.metrics["ndcg@20"] == 0.30 and card.metrics["baseline_ndcg@20"] == 0.2
+    assert card.metrics["heavy_ndcg@20"] == 0.30
+    assert card.gate["candidate"] and card.gate["deployed"] == "stable" and card.pipeline_run == "run-1"
+    assert FactorModel.load(store, "svd-1")[1].gate == card.gate          # checksums still valid
+
+    # The next model is compared with the stable one's card (same snapshot) and becomes the canary.
+    assert stable_reference(store, _evaluation(0.3)) == ("svd-1", card.metrics, "its card, same data snapshot")
+    second = publish(store, _model(1), ModelCard(version="svdpp-1", algorithm="svdpp"), _evaluation(0.295),
+                     deploy="canary", canary_percent=25)
+    assert second.decision.candidate and second.deployed == "canary"
+    state = rollout.load(store)
+    assert (state.stable, state.canary, state.canary_percent) == ("svd-1", "svdpp-1", 25.0)
+
+
+def test_rejected_model_is_published_but_not_deployed(tmp_path):
+    store = LocalStore(tmp_path)
+    rollout.set_stable(store, "svd-1")
+    result = publish(store, _model(), ModelCard(version="svd-2", algorithm="svd"),
+                     _evaluation(0.25, stable=("svd-1", 0.30)), deploy="canary")
+    assert not result.decision.candidate and result.deployed is None
+    assert result.decision.stable_source == "re-evaluated on this split"
+    assert list_versions(store) == ["svd-2"]
+    assert load_card(store, "svd-2").gate["candidate"] is False
+    assert rollout.load(store).canary is None
+
+    forced = publish(store, _model(), ModelCard(version="svd-3", algorithm="svd"),
+                     _evaluation(0.1), deploy="canary", force=True)
+    assert forced.deployed == "canary" and load_card(store, "svd-3").gate["forced"] is True
+    assert "forced past the publish gate" in rollout.load(store).history[-1]["reason"]
+
+
+def test_bad_deploy_mode_and_model_resolution(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(ValueError, match="deploy"):
+        publish(store, _model(), ModelCard(version="v", algorithm="svd"), _evaluation(0.3), deploy="everywhere")
+    model_dir = LocalStore(tmp_path / "model")
+    _model().save(model_dir, ModelCard(version="svd-9", algorithm="svd"))
+    assert resolve_model(str(tmp_path / "model"), store)[1].version == "svd-9"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name, data in _model().to_files(ModelCard(version="svd-8", algorithm="svd")).items():
+        (flat / name).write_bytes(data)
+    assert resolve_model(str(flat), store)[1].version == "svd-8"
+    _model().save(store, ModelCard(version="svd-7", algorithm="svd"))
+    assert resolve_model("svd-7", store)[1].version == "svd-7"
+
+
+def test_evaluate_and_publish_commands(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from components.cli import app
+    from components.training.preprocess import build_dataset
+    from components.training.recommenders import make_recommender
+    from components.training.train import write_model_dir
+    from tests.synthetic_events import synthetic_events
+
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
+    data = build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    data.save(tmp_path / "dataset")
+    rec = make_recommender("random", {"seed": 1}).fit(data)
+    write_model_dir(rec, ModelCard(version="random-1", algorithm="random"), tmp_path / "models" / "random-1")
+    store = tmp_path / "store"
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "models" / "random-1"),
+                                 "--dataset", str(tmp_path / "dataset"), "--store", str(store),
+                                 "--report", str(tmp_path / "r.html"), "--output", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert "| random-1 |" in result.output and "| popularity |" in result.output
+    assert "data:image/png" in (tmp_path / "r.html").read_text()
+    assert json.loads((tmp_path / "e.json").read_text())[0]["candidate"]["name"] == "random-1"
+
+    result = runner.invoke(app, ["publish", "--model", str(tmp_path / "models" / "random-1"),
+                                 "--dataset", str(tmp_path / "dataset"), "--store", str(store),
+                                 "--deploy", "canary", "--force"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["version"] == "random-1" and out["deployed"] == "stable"
+    assert load_card(LocalStore(store), "random-1").gate["reasons"]
+    assert rollout.load(LocalStore(store)).stable == "random-1"
+
+
+def test_published_model_masks_what_users_saw_in_the_validation_window_too(tmp_path):
+    """Evaluation masks the train period only; the served copy masks the whole snapshot."""
+    import numpy as np
+
+    from components.core.model_artifact import FactorModel
+    from components.core.store import LocalStore
+
+    model = FactorModel(global_mean=3.0, user_bias=np.zeros(2), item_bias=np.array([0.3, 0.2, 0.1]),
+                        user_factors=np.zeros((2, 1)), item_factors=np.zeros((3, 1)), user_ids=[1, 2],
+                        movie_ids=["a", "b", "c"], seen_indptr=[0, 0, 0], seen_indices=[], popular=[0, 1, 2])
+    import scipy.sparse as sp
+
+    seen = sp.csr_matrix((np.ones(2, dtype=np.int8), ([0, 1], [0, 2])), shape=(2, 3))
+    masked = model.with_seen(seen)
+    assert masked.recommend(1, 3)[0] == ["b", "c"] and masked.recommend(2, 3)[0] == ["a", "b"]
+    assert model.recommend(1, 3)[0] == ["a", "b", "c"]          # the evaluated model is unchanged
+    store = LocalStore(tmp_path)
+    from components.core.model_artifact import ModelCard
+
+    masked.save(store, ModelCard(version="m-1", algorithm="popularity"))
+    assert FactorModel.load(store, "m-1")[0].recommend(1, 3)[0] == ["b", "c"]

@@ -1,0 +1,107 @@
+"""Train: the exported factors reproduce Surprise exactly, cards carry provenance, versions are valid."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from components.core.layout import check_version
+from components.core.model_artifact import ArtifactError
+from components.training import train as train_module
+from components.training.preprocess import build_dataset
+from components.training.recommenders import make_recommender
+from components.training.train import (
+    check_export,
+    code_commit,
+    model_version,
+    read_model_dir,
+    surprise_trainset,
+    train,
+    write_model_dir,
+)
+from tests.synthetic_events import synthetic_events
+
+FAST = {"train": {"svd": {"n_factors": 4, "n_epochs": 5}, "svdpp": {"n_factors": 4, "n_epochs": 5}}}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=15, seed=11)
+    return build_dataset(rates, watches)
+
+
+@pytest.mark.parametrize("algorithm", ["svd", "svdpp"])
+def test_exported_scores_equal_surprise_estimates_for_every_pair(dataset, algorithm):
+    rec = make_recommender(algorithm, FAST["train"][algorithm]).fit(dataset)
+    trainset = rec.algo.trainset
+    for raw_u in list(trainset._raw2inner_id_users)[:10]:
+        scores = rec.fitted.scores(int(raw_u))
+        surprise = [rec.algo.predict(int(raw_u), int(i), clip=False).est for i in trainset._raw2inner_id_items]
+        np.testing.assert_allclose(scores[list(trainset._raw2inner_id_items)], surprise, atol=1e-4)
+    assert rec.export_error < 1e-4
+
+
+def test_a_wrong_export_is_caught(dataset):
+    rec = make_recommender("svdpp", FAST["train"]["svdpp"]).fit(dataset)
+    rec.fitted.user_factors += 0.1        # e.g. forgetting SVD++'s implicit term would look like this
+    with pytest.raises(RuntimeError, match="disagree"):
+        check_export(rec.fitted, rec.algo, rec.algo.trainset)
+
+
+def test_surprise_trainset_uses_the_platform_indices(dataset):
+    trainset = surprise_trainset(dataset)
+    assert trainset.n_ratings == len(dataset.train_ratings)
+    assert set(trainset._raw2inner_id_users) <= set(range(dataset.n_users))
+
+
+def test_training_is_deterministic_with_a_seed(dataset):
+    a, _ = train(dataset, "svd", FAST)
+    b, _ = train(dataset, "svd", FAST)
+    np.testing.assert_array_equal(a.fitted.item_factors, b.fitted.item_factors)
+
+
+def test_card_records_provenance(dataset, monkeypatch):
+    rec, card = train(dataset, "svdpp", FAST)
+    assert re.fullmatch(r"svdpp-\d{8}t\d{6}-[0-9a-f]{8}", card.version)
+    check_version(card.version)
+    assert card.algorithm == "svdpp" and card.params["n_factors"] == 4 and card.params["cache_ratings"] is True
+    assert card.data_snapshot == dataset.snapshot_hash
+    assert card.training_seconds > 0 and card.trained_at.endswith("Z")
+    assert (card.n_users, card.n_movies, card.n_factors) == (dataset.n_users, dataset.n_movies, 4)
+    assert 0 < card.metrics["train_rmse"] < 2 and card.metrics["export_max_abs_error"] < 1e-3
+    assert rec.card is card
+
+
+def test_code_commit_falls_back_to_the_environment(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    monkeypatch.setenv(train_module.COMMIT_ENV, "abc123")
+    assert code_commit() == "abc123"
+    monkeypatch.delenv(train_module.COMMIT_ENV)
+    assert code_commit() == ""
+
+
+def test_model_version_is_lowercase_and_valid():
+    when = datetime(2026, 3, 18, 6, 12, 47, tzinfo=UTC)
+    version = model_version("svd", when, "ff" * 32, {"n_factors": 3}, "")
+    assert version.startswith("svd-20260318t061247-") and check_version(version)
+    assert version != model_version("svd", when, "ee" * 32, {"n_factors": 3}, "")
+
+
+def test_model_directory_round_trip_and_tamper_check(dataset, tmp_path):
+    rec, card = train(dataset, "popularity", FAST)
+    write_model_dir(rec, card, tmp_path / card.version)
+    back = read_model_dir(tmp_path / card.version)
+    assert back.card.version == card.version
+    for user in dataset.user_ids[:5].tolist():
+        assert back.recommend(user) == rec.recommend(user)
+    path = tmp_path / card.version / "ids.npz"
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(ArtifactError):
+        read_model_dir(tmp_path / card.version)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import typer
 
 from components.cli import app as components_app
+from components.core.errors import UserError
 from movierec.demo import demo
 from pipelines.cli import app as pipeline_app
 from predictor.cli import rollout_app, serve
@@ -37,11 +39,20 @@ app.command("demo")(demo)
 
 
 def main() -> None:
+    debug = os.environ.get("MOVIEREC_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
     logging.basicConfig(level=os.environ.get("MOVIEREC_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
-    app()
+    try:
+        app()
+    except UserError as error:  # a mistake the user can fix: one line, no traceback
+        if debug:
+            raise
+        print(f"movierec: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary
+.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary \
+	check-params
 
 install: $(STAMP)
 
@@ -77,22 +78,24 @@ $(KUSTOMIZE):
 DOCKER ?= docker
 REGISTRY ?= docker.io
 IMAGE_PREFIX ?= movierec
-IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+ifeq ($(origin IMAGE_TAG),undefined)
+IMAGE_TAG := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+endif
 
-images:
-	$(X) $(DOCKER) build --file images/components.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
-		--tag $(IMAGE_PREFIX)/components:$(IMAGE_TAG) .
-	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
-		--tag $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) .
+images: check-params
+	$(X) $(DOCKER) build --file images/components.Dockerfile --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
+		--tag "$$IMAGE_PREFIX/components:$$IMAGE_TAG" .
+	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
+		--tag "$$IMAGE_PREFIX/predictor:$$IMAGE_TAG" .
 ifeq ($(PUSH),1)
 	@test -n "$$REGISTRY_USER" -a -n "$$REGISTRY_PASSWORD" || { echo "PUSH=1 needs REGISTRY_USER and REGISTRY_PASSWORD" >&2; exit 1; }
 ifeq ($(DRY_RUN),1)
-	@echo "printf '%s' \"\$$REGISTRY_PASSWORD\" | $(DOCKER) login --username \"\$$REGISTRY_USER\" --password-stdin $(REGISTRY)"
+	@echo "printf '%s' \"\$$REGISTRY_PASSWORD\" | $(DOCKER) login --username \"\$$REGISTRY_USER\" --password-stdin $$REGISTRY"
 else
-	@printf '%s' "$$REGISTRY_PASSWORD" | $(DOCKER) login --username "$$REGISTRY_USER" --password-stdin $(REGISTRY)
+	@printf '%s' "$$REGISTRY_PASSWORD" | $(DOCKER) login --username "$$REGISTRY_USER" --password-stdin "$$REGISTRY"
 endif
-	$(X) $(DOCKER) push $(IMAGE_PREFIX)/components:$(IMAGE_TAG)
-	$(X) $(DOCKER) push $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG)
+	$(X) $(DOCKER) push "$$IMAGE_PREFIX/components:$$IMAGE_TAG"
+	$(X) $(DOCKER) push "$$IMAGE_PREFIX/predictor:$$IMAGE_TAG"
 endif
 
 # One run of the training pipeline on Kubeflow (KFP_HOST: the KFP API, from a Jenkins credential).
@@ -102,10 +105,10 @@ EVENTS_SOURCE ?= kafka://kafka-bootstrap.kafka:9092/movie-events
 PIPELINE_ROOT ?= minio://mlpipeline/v2/artifacts
 CANARY_PERCENT ?= 10
 
-submit: install
-	@test -n "$(KFP_HOST)$(X)" || { echo "KFP_HOST is not set (the Kubeflow Pipelines API endpoint)" >&2; exit 1; }
-	$(X) $(BIN)/movierec pipeline submit --host $(or $(KFP_HOST),KFP_HOST) --source $(EVENTS_SOURCE) \
-		--store $(CLUSTER_STORE) --pipeline-root $(PIPELINE_ROOT) --deploy canary --canary-percent $(CANARY_PERCENT)
+submit: install check-params
+	@test -n "$$KFP_HOST$(X)" || { echo "KFP_HOST is not set (the Kubeflow Pipelines API endpoint)" >&2; exit 1; }
+	$(X) $(BIN)/movierec pipeline submit --host "$${KFP_HOST:-KFP_HOST}" --source "$$EVENTS_SOURCE" \
+		--store "$$CLUSTER_STORE" --pipeline-root "$$PIPELINE_ROOT" --deploy canary --canary-percent "$$CANARY_PERCENT"
 
 # The new predictor image as KServe's canary (spec.canary of the InferenceService, at
 # CANARY_PERCENT % of the requests) in OVERLAY; with CANARY_VERSION, also that model version as
@@ -116,18 +119,41 @@ BUILD_DIR ?= build
 KUBECTL ?= kubectl
 CANARY_VERSION ?=
 
-deploy-canary: install kustomize
+deploy-canary: install kustomize check-params
 	@mkdir -p $(BUILD_DIR)/deploy-canary
 	@printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' 'resources:' \
-		"  - $$(realpath -m --relative-to=$(BUILD_DIR)/deploy-canary manifests/overlays/$(OVERLAY))" 'patches:' \
+		"  - $$(realpath -m --relative-to=$(BUILD_DIR)/deploy-canary "manifests/overlays/$$OVERLAY")" 'patches:' \
 		'  - target: {group: serving.kserve.io, kind: InferenceService, name: movierec}' '    patch: |-' \
-		'      - {op: replace, path: /spec/canary/0/predictor/model/runtimeVersion, value: "$(IMAGE_TAG)"}' \
-		'      - {op: replace, path: /spec/canary/0/trafficPercent, value: $(CANARY_PERCENT)}' \
+		"      - {op: replace, path: /spec/canary/0/predictor/model/runtimeVersion, value: \"$$IMAGE_TAG\"}" \
+		"      - {op: replace, path: /spec/canary/0/trafficPercent, value: $$CANARY_PERCENT}" \
 		> $(BUILD_DIR)/deploy-canary/kustomization.yaml
 	$(if $(wildcard $(KUSTOMIZE)),$(KUSTOMIZE) build,kubectl kustomize) $(BUILD_DIR)/deploy-canary > $(BUILD_DIR)/deploy-canary.yaml
 	$(X) $(KUBECTL) apply --server-side --filename $(BUILD_DIR)/deploy-canary.yaml
-	$(if $(CANARY_VERSION),$(X) $(BIN)/movierec rollout canary $(CANARY_VERSION) --percent $(CANARY_PERCENT) \
-		--reason "deploy-canary $(IMAGE_TAG)")
+	$(if $(CANARY_VERSION),$(X) $(BIN)/movierec rollout canary "$$CANARY_VERSION" --percent "$$CANARY_PERCENT" \
+		--reason "deploy-canary $$IMAGE_TAG")
+
+# The Jenkins build parameters (and the other values the recipes above put on a command line)
+# come from people. They are taken literally (make would otherwise expand a `$(...)` inside one),
+# each is checked against its pattern before any recipe uses it, and the recipes read them as
+# quoted environment variables, never pasted into the shell text.
+PARAMS := IMAGE_PREFIX IMAGE_TAG REGISTRY CANARY_PERCENT CANARY_VERSION OVERLAY KFP_HOST CLUSTER_STORE \
+	EVENTS_SOURCE PIPELINE_ROOT
+$(foreach name,$(PARAMS),$(eval override $(name) := $$(value $(name))))
+export $(PARAMS)
+NAME_RE := [a-z0-9]+([._-][a-z0-9]+)*
+check-params:
+	@[[ "$$CANARY_PERCENT" =~ ^(100|[1-9]?[0-9])$$ ]] \
+		|| { echo "CANARY_PERCENT must be a whole number from 0 to 100, not '$$CANARY_PERCENT'" >&2; exit 1; }
+	@[[ "$$IMAGE_PREFIX" =~ ^($(NAME_RE)(:[0-9]+)?/)*$(NAME_RE)$$ && $${#IMAGE_PREFIX} -le 200 ]] \
+		|| { echo "IMAGE_PREFIX must be a registry path like registry.example:5000/team/movierec, not '$$IMAGE_PREFIX'" >&2; exit 1; }
+	@[[ "$$IMAGE_TAG" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$$ ]] \
+		|| { echo "IMAGE_TAG must be a Docker tag (letters, digits, '_', '.', '-'), not '$$IMAGE_TAG'" >&2; exit 1; }
+	@[[ "$$REGISTRY" =~ ^$(NAME_RE)(:[0-9]+)?$$ ]] \
+		|| { echo "REGISTRY must be a registry host[:port], not '$$REGISTRY'" >&2; exit 1; }
+	@[[ "$$OVERLAY" =~ ^(dev|prod|knative)$$ ]] \
+		|| { echo "OVERLAY must be one of dev, prod, knative, not '$$OVERLAY'" >&2; exit 1; }
+	@[[ -z "$$CANARY_VERSION" || "$$CANARY_VERSION" =~ ^[a-z0-9][a-z0-9._-]{0,127}$$ ]] \
+		|| { echo "CANARY_VERSION must be a model version (lowercase letters, digits, '.', '_', '-'), not '$$CANARY_VERSION'" >&2; exit 1; }
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -108,7 +108,8 @@ CANARY_PERCENT ?= 10
 submit: install check-params
 	@test -n "$$KFP_HOST$(X)" || { echo "KFP_HOST is not set (the Kubeflow Pipelines API endpoint)" >&2; exit 1; }
 	$(X) $(BIN)/movierec pipeline submit --host "$${KFP_HOST:-KFP_HOST}" --source "$$EVENTS_SOURCE" \
-		--store "$$CLUSTER_STORE" --pipeline-root "$$PIPELINE_ROOT" --deploy canary --canary-percent "$$CANARY_PERCENT"
+		--store "$$CLUSTER_STORE" --pipeline-root "$$PIPELINE_ROOT" --deploy canary --canary-percent "$$CANARY_PERCENT" \
+		--s3-secret movierec-s3-pipeline
 
 # The new predictor image as KServe's canary (spec.canary of the InferenceService, at
 # CANARY_PERCENT % of the requests) in OVERLAY; with CANARY_VERSION, also that model version as
@@ -118,6 +119,11 @@ OVERLAY ?= prod
 BUILD_DIR ?= build
 KUBECTL ?= kubectl
 CANARY_VERSION ?=
+NAMESPACE = $(if $(filter dev,$(OVERLAY)),movierec-dev,movierec)
+# Secrets the overlays ship as empty shells (name:key,key): the deploy needs their values.
+comma := ,
+REQUIRED_SECRETS := movierec-minio-root:MINIO_ROOT_USER$(comma)MINIO_ROOT_PASSWORD grafana-admin:user$(comma)password \
+	$(foreach s,predictor ingest pipeline online-eval,movierec-s3-$(s):AWS_ACCESS_KEY_ID$(comma)AWS_SECRET_ACCESS_KEY)
 
 deploy-canary: install kustomize check-params
 	@mkdir -p $(BUILD_DIR)/deploy-canary
@@ -128,6 +134,14 @@ deploy-canary: install kustomize check-params
 		"      - {op: replace, path: /spec/canary/0/trafficPercent, value: $$CANARY_PERCENT}" \
 		> $(BUILD_DIR)/deploy-canary/kustomization.yaml
 	$(if $(wildcard $(KUSTOMIZE)),$(KUSTOMIZE) build,kubectl kustomize) $(BUILD_DIR)/deploy-canary > $(BUILD_DIR)/deploy-canary.yaml
+ifeq ($(DRY_RUN),1)
+	@echo "# check that the Secrets $(foreach s,$(REQUIRED_SECRETS),$(firstword $(subst :, ,$(s)))) hold their keys in $(NAMESPACE)"
+else
+	@missing=; for entry in $(REQUIRED_SECRETS); do name=$${entry%%:*}; keys=$${entry#*:}; for key in $${keys//,/ }; do \
+		value=$$($(KUBECTL) --namespace "$(NAMESPACE)" get secret "$$name" -o "jsonpath={.data.$$key}" 2>/dev/null); \
+		[ -n "$$value" ] || missing="$$missing $$name/$$key"; done; done; \
+	[ -z "$$missing" ] || { echo "deploy refused: these Secret keys are empty in namespace $(NAMESPACE), fill them first (see manifests/storage/secrets.yaml):$$missing" >&2; exit 1; }
+endif
 	$(X) $(KUBECTL) apply --server-side --filename $(BUILD_DIR)/deploy-canary.yaml
 	$(if $(CANARY_VERSION),$(X) $(BIN)/movierec rollout canary "$$CANARY_VERSION" --percent "$$CANARY_PERCENT" \
 		--reason "deploy-canary $$IMAGE_TAG")

@@ -176,8 +176,11 @@ def test_make_deploy_canary_for_real_with_a_stand_in_kubectl(tmp_path):
     """Builds the prod overlay with the new predictor image as KServe's canary, 'applies' it (with
     `true` for kubectl) and makes a published model version the canary in the store."""
     store = _published_store(tmp_path / "store")
+    kubectl = tmp_path / "kubectl"  # a cluster whose Secrets hold values: every jsonpath query answers
+    kubectl.write_text("#!/bin/sh\ncase \"$*\" in *jsonpath*) printf 'c2VjcmV0';; esac\n")
+    kubectl.chmod(0o755)
     done = make("deploy-canary", f"BUILD_DIR={tmp_path / 'build'}", "IMAGE_TAG=abc123", "CANARY_PERCENT=25",
-                "CANARY_VERSION=svd-b", "KUBECTL=true", env={"MOVIEREC_STORE": store}, timeout=300)
+                "CANARY_VERSION=svd-b", f"KUBECTL={kubectl}", env={"MOVIEREC_STORE": store}, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     objs = list(yaml.safe_load_all((tmp_path / "build" / "deploy-canary.yaml").read_text()))
     (isvc,) = [o for o in objs if o["kind"] == "InferenceService"]

@@ -229,3 +229,17 @@ def test_the_predictor_reaches_only_minio_kafka_and_dns():
     assert egress["policyTypes"] == ["Egress"]
     ports = sorted(p["port"] for rule in egress["egress"] for p in rule["ports"])
     assert ports == [53, 53, 9000, 9092]
+
+
+@pytest.mark.parametrize("overlay", ["prod", "knative"])
+def test_production_pins_third_party_images_by_digest(overlay):
+    """A tag can be moved under a running cluster; a digest cannot. The movierec images are the
+    release's own, tagged by the build (KServe's canary `runtimeVersion` takes a tag)."""
+    for obj, spec in workloads(build(f"overlays/{overlay}")):
+        for container in containers(obj, spec):
+            image = container["image"]
+            if image.startswith("movierec/"):
+                continue
+            name, _, digest = image.partition("@")
+            assert digest.startswith("sha256:") and len(digest) == 7 + 64, f"{obj['metadata']['name']}: {image}"
+            assert ":" in name.rsplit("/", 1)[-1], f"{image}: keep the tag beside the digest for people"

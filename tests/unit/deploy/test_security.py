@@ -243,3 +243,8 @@ def test_production_pins_third_party_images_by_digest(overlay):
             name, _, digest = image.partition("@")
             assert digest.startswith("sha256:") and len(digest) == 7 + 64, f"{obj['metadata']['name']}: {image}"
             assert ":" in name.rsplit("/", 1)[-1], f"{image}: keep the tag beside the digest for people"
+
+
+def test_knative_lets_requests_through_the_queue_proxy():
+    assert allowed(build("overlays/knative"), None, "movierec", 8012)
+    assert not allowed(build("overlays/prod"), None, "movierec", 8012)

@@ -10,7 +10,8 @@ ones are generated for every instance.
 With `identities` (name -> SeaweedFS actions such as `Read:bucket/prefix/*`, `Write:...`,
 `List:bucket`), the server runs from an S3 config file instead: the admin identity plus one
 identity per name, each with fresh random keys (`s3.keys[name]`), so a test can show what each
-identity may and may not do.
+identity may and may not do. A prefix action needs its trailing `*`; bucket-level actions (the
+bucket's location, HEAD) need the bucket-wide `Read`, so such clients must name their region.
 
     with SeaweedFS() as s3:
         Minio(s3.netloc, s3.access_key, s3.secret_key, secure=False).list_buckets()
@@ -111,7 +112,7 @@ class SeaweedFS(ServerProcess):
                 f"-filer.localSocket={self.workdir / 'filer.sock'}",
                 f"-s3.localSocket={self.workdir / 's3.sock'}"]
         if self.config_path is not None:
-            args += [f"-s3.config={self.config_path}", "-s3.iam=false"]
+            args.append(f"-s3.config={self.config_path}")
         for name, (http, grpc) in self.ports.items():
             args += [f"-{name}.port={http}", f"-{name}.port.grpc={grpc}"]
         return args

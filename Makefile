@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary
+.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary \
+	check-params
 
 install: $(STAMP)
 
@@ -19,7 +20,8 @@ demo: install
 	$(BIN)/movierec demo
 
 # The integration tests start their own servers (tests/conftest.py): Kafka from Maven Central jars
-# (needs java + mvn), SeaweedFS from the venv; the Prometheus rule tests need promtool.
+# (needs java + mvn), SeaweedFS from the venv; the rule tests need promtool, the monitoring test a
+# real Prometheus and Alertmanager (Debian's packages, run as plain processes, never as services).
 PYTEST_REPORTS := --junitxml=build/junit.xml --cov-report=xml:build/coverage.xml --cov-report=term \
 	--cov=components --cov=pipelines --cov=predictor --cov=simulator --cov=movierec
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -39,7 +41,8 @@ integration: install test-tools
 test-tools: kustomize
 	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (apt-get install default-jre-headless)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)" >&2; exit 1; }
-	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus-alertmanager; }
 
 lint: install
 	$(BIN)/ruff check components pipelines predictor simulator movierec tests benchmarks
@@ -77,22 +80,24 @@ $(KUSTOMIZE):
 DOCKER ?= docker
 REGISTRY ?= docker.io
 IMAGE_PREFIX ?= movierec
-IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+ifeq ($(origin IMAGE_TAG),undefined)
+IMAGE_TAG := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+endif
 
-images:
-	$(X) $(DOCKER) build --file images/components.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
-		--tag $(IMAGE_PREFIX)/components:$(IMAGE_TAG) .
-	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
-		--tag $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) .
+images: check-params
+	$(X) $(DOCKER) build --file images/components.Dockerfile --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
+		--tag "$$IMAGE_PREFIX/components:$$IMAGE_TAG" .
+	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
+		--tag "$$IMAGE_PREFIX/predictor:$$IMAGE_TAG" .
 ifeq ($(PUSH),1)
 	@test -n "$$REGISTRY_USER" -a -n "$$REGISTRY_PASSWORD" || { echo "PUSH=1 needs REGISTRY_USER and REGISTRY_PASSWORD" >&2; exit 1; }
 ifeq ($(DRY_RUN),1)
-	@echo "printf '%s' \"\$$REGISTRY_PASSWORD\" | $(DOCKER) login --username \"\$$REGISTRY_USER\" --password-stdin $(REGISTRY)"
+	@echo "printf '%s' \"\$$REGISTRY_PASSWORD\" | $(DOCKER) login --username \"\$$REGISTRY_USER\" --password-stdin $$REGISTRY"
 else
-	@printf '%s' "$$REGISTRY_PASSWORD" | $(DOCKER) login --username "$$REGISTRY_USER" --password-stdin $(REGISTRY)
+	@printf '%s' "$$REGISTRY_PASSWORD" | $(DOCKER) login --username "$$REGISTRY_USER" --password-stdin "$$REGISTRY"
 endif
-	$(X) $(DOCKER) push $(IMAGE_PREFIX)/components:$(IMAGE_TAG)
-	$(X) $(DOCKER) push $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG)
+	$(X) $(DOCKER) push "$$IMAGE_PREFIX/components:$$IMAGE_TAG"
+	$(X) $(DOCKER) push "$$IMAGE_PREFIX/predictor:$$IMAGE_TAG"
 endif
 
 # One run of the training pipeline on Kubeflow (KFP_HOST: the KFP API, from a Jenkins credential).
@@ -102,10 +107,11 @@ EVENTS_SOURCE ?= kafka://kafka-bootstrap.kafka:9092/movie-events
 PIPELINE_ROOT ?= minio://mlpipeline/v2/artifacts
 CANARY_PERCENT ?= 10
 
-submit: install
-	@test -n "$(KFP_HOST)$(X)" || { echo "KFP_HOST is not set (the Kubeflow Pipelines API endpoint)" >&2; exit 1; }
-	$(X) $(BIN)/movierec pipeline submit --host $(or $(KFP_HOST),KFP_HOST) --source $(EVENTS_SOURCE) \
-		--store $(CLUSTER_STORE) --pipeline-root $(PIPELINE_ROOT) --deploy canary --canary-percent $(CANARY_PERCENT)
+submit: install check-params
+	@test -n "$$KFP_HOST$(X)" || { echo "KFP_HOST is not set (the Kubeflow Pipelines API endpoint)" >&2; exit 1; }
+	$(X) $(BIN)/movierec pipeline submit --host "$${KFP_HOST:-KFP_HOST}" --source "$$EVENTS_SOURCE" \
+		--store "$$CLUSTER_STORE" --pipeline-root "$$PIPELINE_ROOT" --deploy canary --canary-percent "$$CANARY_PERCENT" \
+		--s3-secret movierec-s3-pipeline
 
 # The new predictor image as KServe's canary (spec.canary of the InferenceService, at
 # CANARY_PERCENT % of the requests) in OVERLAY; with CANARY_VERSION, also that model version as
@@ -115,19 +121,55 @@ OVERLAY ?= prod
 BUILD_DIR ?= build
 KUBECTL ?= kubectl
 CANARY_VERSION ?=
+NAMESPACE = $(if $(filter dev,$(OVERLAY)),movierec-dev,movierec)
+# Secrets the overlays ship as empty shells (name:key,key): the deploy needs their values.
+comma := ,
+REQUIRED_SECRETS := movierec-minio-root:MINIO_ROOT_USER$(comma)MINIO_ROOT_PASSWORD grafana-admin:user$(comma)password \
+	$(foreach s,predictor ingest pipeline online-eval,movierec-s3-$(s):AWS_ACCESS_KEY_ID$(comma)AWS_SECRET_ACCESS_KEY)
 
-deploy-canary: install kustomize
+deploy-canary: install kustomize check-params
 	@mkdir -p $(BUILD_DIR)/deploy-canary
 	@printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' 'resources:' \
-		"  - $$(realpath -m --relative-to=$(BUILD_DIR)/deploy-canary manifests/overlays/$(OVERLAY))" 'patches:' \
+		"  - $$(realpath -m --relative-to=$(BUILD_DIR)/deploy-canary "manifests/overlays/$$OVERLAY")" 'patches:' \
 		'  - target: {group: serving.kserve.io, kind: InferenceService, name: movierec}' '    patch: |-' \
-		'      - {op: replace, path: /spec/canary/0/predictor/model/runtimeVersion, value: "$(IMAGE_TAG)"}' \
-		'      - {op: replace, path: /spec/canary/0/trafficPercent, value: $(CANARY_PERCENT)}' \
+		"      - {op: replace, path: /spec/canary/0/predictor/model/runtimeVersion, value: \"$$IMAGE_TAG\"}" \
+		"      - {op: replace, path: /spec/canary/0/trafficPercent, value: $$CANARY_PERCENT}" \
 		> $(BUILD_DIR)/deploy-canary/kustomization.yaml
 	$(if $(wildcard $(KUSTOMIZE)),$(KUSTOMIZE) build,kubectl kustomize) $(BUILD_DIR)/deploy-canary > $(BUILD_DIR)/deploy-canary.yaml
+ifeq ($(DRY_RUN),1)
+	@echo "# check that the Secrets $(foreach s,$(REQUIRED_SECRETS),$(firstword $(subst :, ,$(s)))) hold their keys in $(NAMESPACE)"
+else
+	@missing=; for entry in $(REQUIRED_SECRETS); do name=$${entry%%:*}; keys=$${entry#*:}; for key in $${keys//,/ }; do \
+		value=$$($(KUBECTL) --namespace "$(NAMESPACE)" get secret "$$name" -o "jsonpath={.data.$$key}" 2>/dev/null); \
+		[ -n "$$value" ] || missing="$$missing $$name/$$key"; done; done; \
+	[ -z "$$missing" ] || { echo "deploy refused: these Secret keys are empty in namespace $(NAMESPACE), fill them first (see manifests/storage/secrets.yaml):$$missing" >&2; exit 1; }
+endif
 	$(X) $(KUBECTL) apply --server-side --filename $(BUILD_DIR)/deploy-canary.yaml
-	$(if $(CANARY_VERSION),$(X) $(BIN)/movierec rollout canary $(CANARY_VERSION) --percent $(CANARY_PERCENT) \
-		--reason "deploy-canary $(IMAGE_TAG)")
+	$(if $(CANARY_VERSION),$(X) $(BIN)/movierec rollout canary "$$CANARY_VERSION" --percent "$$CANARY_PERCENT" \
+		--reason "deploy-canary $$IMAGE_TAG")
+
+# The Jenkins build parameters (and the other values the recipes above put on a command line)
+# come from people. They are taken literally (make would otherwise expand a `$(...)` inside one),
+# each is checked against its pattern before any recipe uses it, and the recipes read them as
+# quoted environment variables, never pasted into the shell text.
+PARAMS := IMAGE_PREFIX IMAGE_TAG REGISTRY CANARY_PERCENT CANARY_VERSION OVERLAY KFP_HOST CLUSTER_STORE \
+	EVENTS_SOURCE PIPELINE_ROOT
+$(foreach name,$(PARAMS),$(eval override $(name) := $$(value $(name))))
+export $(PARAMS)
+NAME_RE := [a-z0-9]+([._-][a-z0-9]+)*
+check-params:
+	@[[ "$$CANARY_PERCENT" =~ ^(100|[1-9]?[0-9])$$ ]] \
+		|| { echo "CANARY_PERCENT must be a whole number from 0 to 100, not '$$CANARY_PERCENT'" >&2; exit 1; }
+	@[[ "$$IMAGE_PREFIX" =~ ^($(NAME_RE)(:[0-9]+)?/)*$(NAME_RE)$$ && $${#IMAGE_PREFIX} -le 200 ]] \
+		|| { echo "IMAGE_PREFIX must be a registry path like registry.example:5000/team/movierec, not '$$IMAGE_PREFIX'" >&2; exit 1; }
+	@[[ "$$IMAGE_TAG" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$$ ]] \
+		|| { echo "IMAGE_TAG must be a Docker tag (letters, digits, '_', '.', '-'), not '$$IMAGE_TAG'" >&2; exit 1; }
+	@[[ "$$REGISTRY" =~ ^$(NAME_RE)(:[0-9]+)?$$ ]] \
+		|| { echo "REGISTRY must be a registry host[:port], not '$$REGISTRY'" >&2; exit 1; }
+	@[[ "$$OVERLAY" =~ ^(dev|prod|knative)$$ ]] \
+		|| { echo "OVERLAY must be one of dev, prod, knative, not '$$OVERLAY'" >&2; exit 1; }
+	@[[ -z "$$CANARY_VERSION" || "$$CANARY_VERSION" =~ ^[a-z0-9][a-z0-9._-]{0,127}$$ ]] \
+		|| { echo "CANARY_VERSION must be a model version (lowercase letters, digits, '.', '_', '-'), not '$$CANARY_VERSION'" >&2; exit 1; }
 
 bench: install
 	$(BIN)/python -m benchmarks

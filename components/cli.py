@@ -176,6 +176,8 @@ def online_eval_command(
                                             "rollout state.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="With --follow, serve movierec_online_* on this "
                                                           "port at /metrics.")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds to (127.0.0.1: this "
+                                                   "machine only).")] = "0.0.0.0",
     min_per_arm: Annotated[int, typer.Option(help="Evaluated answers per arm before any hit-rate decision.")] = 300,
     planned_canary: Annotated[int, typer.Option(help="Canary answers at which the sequential test is final.")]
     = 5000,
@@ -195,7 +197,7 @@ def online_eval_command(
                    policy=CanaryPolicy(alpha=alpha, min_per_arm=min_per_arm, planned_canary=planned_canary))
     if follow:
         result = follow_loop(LogTail(log) if log else None, st, interval=interval, cycles=cycles,
-                             metrics_port=metrics_port, **options)
+                             metrics_port=metrics_port, metrics_host=metrics_host, **options)
     else:
         frames = frames_from_log(log) if log else frames_from_store(st)
         result = run_once(frames, st, **options)

@@ -196,6 +196,8 @@ class S3Store(ArtifactStore):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint = endpoint
+        from minio.error import S3Error
+
         try:
             if not probe.bucket_exists(bucket):
                 if not create_bucket:
@@ -203,6 +205,16 @@ class S3Store(ArtifactStore):
                 probe.make_bucket(bucket)
         except StoreError:
             raise
+        except S3Error as exc:
+            # A service identity with the narrowest policy may list and use its prefixes without the
+            # right to look at the bucket itself (a HEAD answers a bare 403, even to a wrong secret):
+            # listing proves the credentials, with the server's own error code when they are wrong.
+            if exc.code != "AccessDenied":
+                raise StoreError(f"cannot reach S3 endpoint {endpoint} (bucket {bucket!r}): {exc}") from exc
+            try:
+                next(iter(probe.list_objects(bucket, prefix=self.prefix or None)), None)
+            except Exception as exc2:
+                raise StoreError(f"cannot use bucket {bucket!r} at {endpoint}: {exc2}") from exc2
         except Exception as exc:  # urllib3 MaxRetryError, S3Error, ...
             raise StoreError(f"cannot reach S3 endpoint {endpoint} (bucket {bucket!r}): {exc}") from exc
 

@@ -141,15 +141,17 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
 
 
 def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedelta = timedelta(days=2),
-           cycles: int | None = None, metrics_port: int | None = None, **kwargs) -> dict | None:
+           cycles: int | None = None, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
+           **kwargs) -> dict | None:
     """Evaluate every `interval` seconds what arrived; keep `keep` of events in memory.
 
     Events come from `tail` (a log file) or, when it is None, from the store's snapshots re-read
-    each cycle. With `metrics_port`, the latest `movierec_online_*` gauges are served on /metrics."""
+    each cycle. With `metrics_port`, the latest `movierec_online_*` gauges are served on
+    `metrics_host:metrics_port` at /metrics."""
     from components.online.join import frames_from_store
     from components.online.report import prometheus_text
 
-    server = _serve_metrics(metrics_port) if metrics_port else None
+    server = _serve_metrics(metrics_port, metrics_host) if metrics_port else None
     frames = frames_from_lines([])
     result, n = None, 0
     try:
@@ -175,7 +177,7 @@ def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedel
     return result
 
 
-def _serve_metrics(port: int):
+def _serve_metrics(port: int, host: str = "0.0.0.0"):
     """A tiny /metrics server holding the latest exposition (bytes in `server.body`)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -192,7 +194,7 @@ def _serve_metrics(port: int):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.body = b""
     threading.Thread(target=server.serve_forever, name="online-metrics", daemon=True).start()
     return server

@@ -4,7 +4,10 @@
 """
 
 from tests.servers._process import ServerError, ServerProcess, free_port
+from tests.servers.alertmanager import AlertmanagerServer, WebhookReceiver
 from tests.servers.kafka import KafkaBroker
+from tests.servers.prometheus import PrometheusServer
 from tests.servers.seaweedfs import SeaweedFS
 
-__all__ = ["KafkaBroker", "SeaweedFS", "ServerError", "ServerProcess", "free_port"]
+__all__ = ["AlertmanagerServer", "KafkaBroker", "PrometheusServer", "SeaweedFS", "ServerError", "ServerProcess",
+           "WebhookReceiver", "free_port"]

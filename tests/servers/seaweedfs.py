@@ -7,12 +7,19 @@ opens about ten ports: every one is given explicitly on 127.0.0.1 (each gRPC por
 comes from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the server's environment; fresh random
 ones are generated for every instance.
 
+With `identities` (name -> SeaweedFS actions such as `Read:bucket/prefix/*`, `Write:...`,
+`List:bucket`), the server runs from an S3 config file instead: the admin identity plus one
+identity per name, each with fresh random keys (`s3.keys[name]`), so a test can show what each
+identity may and may not do. A prefix action needs its trailing `*`; bucket-level actions (the
+bucket's location, HEAD) need the bucket-wide `Read`, so such clients must name their region.
+
     with SeaweedFS() as s3:
         Minio(s3.netloc, s3.access_key, s3.secret_key, secure=False).list_buckets()
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -43,6 +50,12 @@ def _random_key(n: int, alphabet: str) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
 
+def _new_keys() -> tuple[str, str]:
+    """A fresh (access key, secret key) pair."""
+    return (_random_key(20, string.ascii_uppercase + string.digits),
+            _random_key(40, string.ascii_letters + string.digits))
+
+
 class SeaweedFS(ServerProcess):
     """`weed mini` on 127.0.0.1 with random credentials and data in a temporary folder."""
 
@@ -50,12 +63,15 @@ class SeaweedFS(ServerProcess):
     ready_timeout = 60.0
     stop_timeout = 15.0
 
-    def __init__(self, workdir: str | os.PathLike | None = None):
+    def __init__(self, workdir: str | os.PathLike | None = None,
+                 identities: dict[str, list[str]] | None = None):
         super().__init__(workdir)
         self.ports = {name: free_port_pair(GRPC_OFFSET) for name in _PORTS}
-        self.access_key = _random_key(20, string.ascii_uppercase + string.digits)
-        self.secret_key = _random_key(40, string.ascii_letters + string.digits)
+        self.access_key, self.secret_key = _new_keys()
         self.data_dir = self.workdir / "data"
+        self.identities = dict(identities or {})
+        self.keys = {name: _new_keys() for name in self.identities}
+        self.config_path = self.workdir / "s3-identities.json" if identities else None
 
     @property
     def port(self) -> int:
@@ -76,6 +92,13 @@ class SeaweedFS(ServerProcess):
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config_path is not None:
+            admin = {"name": "admin", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+            others = [{"name": name, "credentials": [{"accessKey": ak, "secretKey": sk}],
+                       "actions": list(self.identities[name])} for name, (ak, sk) in self.keys.items()]
+            self.config_path.write_text(json.dumps({"identities": [admin, *others]}, indent=2))
+            self.config_path.chmod(0o600)
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
@@ -88,6 +111,8 @@ class SeaweedFS(ServerProcess):
                 "-master.volumeSizeLimitMB=64", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 f"-filer.localSocket={self.workdir / 'filer.sock'}",
                 f"-s3.localSocket={self.workdir / 's3.sock'}"]
+        if self.config_path is not None:
+            args.append(f"-s3.config={self.config_path}")
         for name, (http, grpc) in self.ports.items():
             args += [f"-{name}.port={http}", f"-{name}.port.grpc={grpc}"]
         return args

@@ -132,3 +132,17 @@ def test_rule_metric_names_are_the_ones_online_eval_exports():
                  "movierec_pipeline_last_success_timestamp_seconds", "movierec_online_hit_rate"):
         assert name in rules and f"\n{name}" in text, name
     assert 'movierec_online_samples{figure="hit_rate",version="v1"} 500.0' in text
+
+
+def test_alertmanager_config_passes_amtool(tmp_path):
+    """amtool comes with Debian's prometheus-alertmanager (make test-tools installs it)."""
+    amtool = shutil.which("amtool")
+    if not amtool:
+        pytest.fail("amtool not found: install Debian's `prometheus-alertmanager` package; `make test-tools` does")
+    out = run(amtool, "check-config", str(MONITORING / "alertmanager.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    broken = yaml.safe_load((MONITORING / "alertmanager.yml").read_text())
+    broken["route"]["receiver"] = "nobody"
+    path = tmp_path / "alertmanager-broken.yml"
+    path.write_text(yaml.safe_dump(broken))
+    assert run(amtool, "check-config", str(path)).returncode != 0, "amtool accepts an unknown receiver"

@@ -176,8 +176,11 @@ def test_make_deploy_canary_for_real_with_a_stand_in_kubectl(tmp_path):
     """Builds the prod overlay with the new predictor image as KServe's canary, 'applies' it (with
     `true` for kubectl) and makes a published model version the canary in the store."""
     store = _published_store(tmp_path / "store")
+    kubectl = tmp_path / "kubectl"  # a cluster whose Secrets hold values: every jsonpath query answers
+    kubectl.write_text("#!/bin/sh\ncase \"$*\" in *jsonpath*) printf 'c2VjcmV0';; esac\n")
+    kubectl.chmod(0o755)
     done = make("deploy-canary", f"BUILD_DIR={tmp_path / 'build'}", "IMAGE_TAG=abc123", "CANARY_PERCENT=25",
-                "CANARY_VERSION=svd-b", "KUBECTL=true", env={"MOVIEREC_STORE": store}, timeout=300)
+                "CANARY_VERSION=svd-b", f"KUBECTL={kubectl}", env={"MOVIEREC_STORE": store}, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     objs = list(yaml.safe_load_all((tmp_path / "build" / "deploy-canary.yaml").read_text()))
     (isvc,) = [o for o in objs if o["kind"] == "InferenceService"]
@@ -197,3 +200,57 @@ def test_make_deploy_canary_dry_run_changes_nothing(tmp_path):
     assert "kubectl apply --server-side --filename" in done.stdout
     assert "movierec rollout canary svd-b --percent 10" in done.stdout
     assert rollout.load(open_store(store)).canary is None
+
+
+# -- the build parameters are validated and quoted --------------------------------------------------
+
+HOSTILE = ["10; touch {mark}", "$(shell touch {mark})", "`touch {mark}`", "x' ; touch {mark} ; '", "$$(touch {mark})"]
+
+
+@pytest.mark.parametrize("target", ["images", "submit", "deploy-canary"])
+@pytest.mark.parametrize("param", ["CANARY_PERCENT", "IMAGE_PREFIX"])
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_a_hostile_build_parameter_is_refused_and_never_run(tmp_path, target, param, hostile):
+    """Jenkins hands its string parameters to make through the environment: a value that would run
+    a command if pasted into a recipe stops the target with a one-line reason and runs nothing."""
+    mark = tmp_path / "pwned"
+    value = hostile.format(mark=mark)
+    for how in ("environment", "command line"):
+        args = [target, "DRY_RUN=1", f"BUILD_DIR={tmp_path / 'build'}", "KUBECTL=true"]
+        env = {"KFP_HOST": "http://kfp.example:8080"}
+        if how == "environment":
+            env[param] = value
+        else:
+            args.append(f"{param}={value}")
+        done = make(*args, env=env)
+        assert done.returncode != 0, (how, done.stdout)
+        assert f"{param} must be" in done.stderr, (how, done.stderr)
+        assert not mark.exists(), f"{how}: the value ran a command"
+        assert not (tmp_path / "build" / "deploy-canary.yaml").exists()
+
+
+@pytest.mark.parametrize("value", ["101", "-5", "ten", "", "1e1"])
+def test_canary_percent_must_be_a_share(value):
+    done = make("check-params", f"CANARY_PERCENT={value}")
+    assert done.returncode != 0 and "CANARY_PERCENT must be a whole number from 0 to 100" in done.stderr
+
+
+@pytest.mark.parametrize("param,value", [("CANARY_PERCENT", "0"), ("CANARY_PERCENT", "100"),
+                                         ("IMAGE_PREFIX", "registry.example:5000/team/movie-rec"),
+                                         ("IMAGE_PREFIX", "movierec")])
+def test_good_build_parameters_pass(param, value):
+    done = make("check-params", f"{param}={value}", env={param: value})
+    assert done.returncode == 0, done.stderr
+
+
+def test_jenkins_parameters_reach_make_through_the_environment_only():
+    """The parameters become environment variables of the build; no sh step pastes them in."""
+    text = without_comments(jenkinsfile())
+    for name in ("IMAGE_PREFIX", "CANARY_PERCENT"):
+        assert f'{name} = "${{params.{name}}}"' in text
+    assert "${params" not in "".join(re.findall(r"""\bsh\s+['"][^'"]*['"]""", text))
+    makefile = (ROOT / "Makefile").read_text()
+    recipes = [line for line in makefile.splitlines() if line.startswith("\t")]
+    for name in ("IMAGE_PREFIX", "CANARY_PERCENT", "IMAGE_TAG", "CANARY_VERSION", "OVERLAY"):
+        pasted = [line for line in recipes if f"$({name})" in line.replace(f"$(if $({name}),", "")]
+        assert not pasted, f"$({name}) pasted into a recipe: {pasted}"

@@ -111,6 +111,20 @@ def test_follow_serves_metrics_and_stops_after_cycles(store, log_file):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1)
 
 
+def test_metrics_server_binds_the_address_it_is_given():
+    from components.online.run import _serve_metrics
+
+    port = free_port()
+    server = _serve_metrics(port, "127.0.0.1")
+    try:
+        assert server.server_address == ("127.0.0.1", port)
+        server.body = b"movierec_online_up 1\n"
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read() == server.body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_psi_and_input_drift():
     assert psi([0.5, 0.5], [0.5, 0.5]) == pytest.approx(0.0)
     assert psi([0.5, 0.5], [0.9, 0.1]) > 0.25

@@ -46,7 +46,9 @@ class RolloutWatcher:
         """Read the rollout state once; load, verify, smoke-test and swap in what changed."""
         state = rollout.load(self.store)
         current = self.serving.split
-        if (state.stable, state.canary, state.canary_percent if state.canary else 0.0) == current.versions:
+        wanted = (state.stable, state.canary, state.canary_percent if state.canary else 0.0,
+                  state.experiment if state.canary else "")
+        if wanted == current.assignment:
             return current
         loaded = {m.version: m for m in current.models()}
         stable = self._get(state.stable, loaded) if state.stable else None
@@ -57,8 +59,10 @@ class RolloutWatcher:
             stable = current.stable
             if canary is None:
                 canary = current.canary
-        split = TrafficSplit(stable=stable, canary=canary, canary_percent=state.canary_percent)
-        if split.versions == current.versions:
+        same_experiment = canary is not None and canary.version == state.canary
+        split = TrafficSplit(stable=stable, canary=canary, canary_percent=state.canary_percent,
+                             experiment=state.experiment if same_experiment else current.state.experiment)
+        if split.assignment == current.assignment:
             return current
         previous = self.serving.swap(split)
         self._roles = metrics.set_serving(*split.versions, self._roles)

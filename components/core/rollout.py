@@ -2,13 +2,21 @@
 
 One JSON object under `rollout.json` in the store. `movierec rollout ...`, the publish step and
 automatic canary analysis write it; every predictor process polls it and swaps versions when it
-changes. Users are assigned to the canary by a stable hash of the user id, so the same user lands
-on the same version in every worker, on every replica and after a restart.
+changes. Users are assigned to the canary by a stable hash of (experiment salt, user id), so the
+same user lands on the same version in every worker, on every replica and after a restart.
+
+Each canary is one experiment: starting a canary of a new version draws a fresh random salt
+(`experiment`) and records its start time (`canary_started_at`), so every experiment gets a
+fresh set of users and no effect carries over from the last one. Changing the share of the same
+canary keeps its salt (raising the share only adds users). States written before salts existed
+have an empty salt and keep their unsalted assignment. `user_bucket(user, salt)` is the one
+mapping; the predictor's traffic split and the canary analysis both use it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +37,8 @@ class RolloutState:
     canary_percent: float = 0.0
     updated_at: str = ""
     history: list[dict] = field(default_factory=list)
+    experiment: str = ""         # the canary's salt and experiment id ("" = unsalted, older states)
+    canary_started_at: str = ""  # when this experiment (canary version) started
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,26 +47,37 @@ class RolloutState:
     def from_dict(cls, obj: dict) -> RolloutState:
         return cls(stable=obj.get("stable"), canary=obj.get("canary"),
                    canary_percent=float(obj.get("canary_percent", 0.0)),
-                   updated_at=obj.get("updated_at", ""), history=list(obj.get("history", [])))
+                   updated_at=obj.get("updated_at", ""), history=list(obj.get("history", [])),
+                   experiment=obj.get("experiment") or "", canary_started_at=obj.get("canary_started_at") or "")
 
     def versions(self) -> list[str]:
         return [v for v in (self.stable, self.canary) if v]
 
     def route(self, user_id: int) -> str | None:
         """The version that serves `user_id` (None if nothing is deployed)."""
-        if self.canary and self.canary_percent > 0 and in_canary(user_id, self.canary_percent):
+        if self.canary and self.canary_percent > 0 and in_canary(user_id, self.canary_percent, self.experiment):
             return self.canary
         return self.stable or self.canary
 
 
-def user_bucket(user_id: int) -> int:
-    """A bucket in [0, 10000) that depends only on the user id: same in every process, forever."""
-    digest = hashlib.blake2b(str(int(user_id)).encode(), digest_size=8).digest()
+def user_bucket(user_id: int, salt: str = "") -> int:
+    """A bucket in [0, 10000) that depends only on (salt, user id): the same in every process, forever.
+
+    The empty salt is the unsalted assignment of rollout states written before experiments had one.
+    """
+    key = f"{salt}:{int(user_id)}" if salt else str(int(user_id))
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS
 
 
-def in_canary(user_id: int, percent: float) -> bool:
-    return user_bucket(user_id) < round(percent * BUCKETS / 100)
+def in_canary(user_id: int, percent: float, salt: str = "") -> bool:
+    """Whether `user_id` is among the `percent` % of users the experiment `salt` sends to its canary."""
+    return user_bucket(user_id, salt) < round(percent * BUCKETS / 100)
+
+
+def new_experiment() -> str:
+    """A fresh experiment id, also the salt of its user assignment (64 random bits, hex)."""
+    return secrets.token_hex(8)
 
 
 def load(store: ArtifactStore) -> RolloutState:
@@ -69,9 +90,11 @@ def load(store: ArtifactStore) -> RolloutState:
 def save(store: ArtifactStore, state: RolloutState, action: str, **detail) -> RolloutState:
     now = datetime.now(UTC).isoformat(timespec="seconds")
     state.updated_at = now
+    if not state.canary:
+        state.experiment, state.canary_started_at = "", ""
     state.history = (state.history + [{"at": now, "action": action, "stable": state.stable,
                                        "canary": state.canary, "canary_percent": state.canary_percent,
-                                       **detail}])[-100:]
+                                       "experiment": state.experiment, **detail}])[-100:]
     store.put_json(layout.ROLLOUT, state.to_dict())
     return state
 
@@ -100,6 +123,9 @@ def start_canary(store: ArtifactStore, version: str, percent: float, reason: str
         raise RolloutError("no stable version yet: deploy one first (rollout stable VERSION)")
     if version == state.stable:
         raise RolloutError(f"{version} is already the stable version")
+    if state.canary != version:  # a new experiment: fresh users; a new share of the same canary keeps them
+        state.experiment = new_experiment()
+        state.canary_started_at = datetime.now(UTC).isoformat(timespec="seconds")
     state.canary, state.canary_percent = version, percent
     return save(store, state, "canary", version=version, reason=reason)
 

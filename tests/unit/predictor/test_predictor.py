@@ -128,6 +128,25 @@ def test_watcher_loads_swaps_and_refuses_a_corrupt_canary(store):
     assert swaps[-1] == ("v1", None, 0.0)
 
 
+def test_watcher_routes_with_the_experiment_salt_and_swaps_when_it_changes(store):
+    from predictor.watcher import RolloutWatcher
+
+    serving = Serving()
+    watcher = RolloutWatcher(store, serving)
+    rollout.set_stable(store, "v1")
+    state = rollout.start_canary(store, "v2", 40)
+    watcher.sync()
+    assert serving.split.assignment == ("v1", "v2", 40.0, state.experiment)
+    assert [serving.split.route(u).version for u in range(500)] == [state.route(u) for u in range(500)]
+    canary = serving.split.canary
+    rollout.rollback(store)
+    state = rollout.start_canary(store, "v2", 40)  # the same version again: a new experiment, new users
+    watcher.sync()
+    assert serving.split.assignment == ("v1", "v2", 40.0, state.experiment)
+    assert serving.split.canary is canary  # not reloaded
+    assert [serving.split.route(u).version for u in range(500)] == [state.route(u) for u in range(500)]
+
+
 def test_watcher_promote_keeps_the_loaded_model_object(store):
     from predictor.watcher import RolloutWatcher
 

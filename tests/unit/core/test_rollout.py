@@ -180,3 +180,53 @@ def test_a_state_written_before_salts_keeps_its_unsalted_assignment(local_store)
     assert state.experiment == ""
     assert all(state.route(u) == ("v2" if in_canary(u, 30) else "v1") for u in range(2000))
     assert rollout.start_canary(local_store, "v2", 50).experiment == ""  # ramping keeps the old assignment
+
+
+# -- validated on read --------------------------------------------------------------------------------
+VALID = '{"stable": "v1", "canary": "v2", "canary_percent": 30.0, "updated_at": "", "history": []}'
+INVALID = {
+    "share 1e400 (infinite)": VALID.replace("30.0", "1e400"),
+    "share NaN": VALID.replace("30.0", "NaN"),
+    "share -Infinity": VALID.replace("30.0", "-Infinity"),
+    "negative share": VALID.replace("30.0", "-5"),
+    "share over 100": VALID.replace("30.0", "100.5"),
+    "share as a string": VALID.replace("30.0", '"30"'),
+    "share true": VALID.replace("30.0", "true"),
+    "unknown version format": VALID.replace('"v2"', '"../v2"'),
+    "version not a string": VALID.replace('"v1"', "1"),
+    "uppercase version": VALID.replace('"v1"', '"V1"'),
+    "canary is the stable": VALID.replace('"v2"', '"v1"'),
+    "truncated JSON": VALID[:40],
+    "empty file": "",
+    "not an object": "[1, 2]",
+    "history not a list": VALID.replace('"history": []', '"history": 5'),
+    "experiment not a string": VALID.replace('"history": []', '"history": [], "experiment": 7'),
+    "experiment with a newline": VALID.replace('"history": []', '"history": [], "experiment": "a\\nb"'),
+    "not UTF-8": b'{"stable": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("raw", INVALID.values(), ids=INVALID.keys())
+def test_an_invalid_state_is_refused_on_read(local_store, raw):
+    local_store.put_bytes(layout.ROLLOUT, raw if isinstance(raw, bytes) else raw.encode())
+    with pytest.raises(rollout.InvalidRolloutState, match="rollout.json .* is invalid .*rollout stable VERSION"):
+        rollout.load(local_store)
+    for act in (lambda: rollout.start_canary(local_store, "v3", 10), lambda: rollout.promote(local_store),
+                lambda: rollout.rollback(local_store)):
+        with pytest.raises(rollout.InvalidRolloutState):   # nothing acts on a state it cannot trust
+            act()
+
+
+def test_a_valid_state_passes_and_stable_repairs_an_invalid_one(local_store):
+    local_store.put_bytes(layout.ROLLOUT, VALID.encode())
+    assert rollout.load(local_store).canary_percent == 30.0
+    local_store.put_bytes(layout.ROLLOUT, VALID.replace("30.0", "NaN").encode())
+    state = rollout.set_stable(local_store, "v1", reason="repair")
+    assert (state.stable, state.canary) == ("v1", None)
+    assert "canary_percent" in rollout.load(local_store).history[-1]["replaced_invalid_state"]
+
+
+def test_rollout_errors_are_user_errors():
+    from components.core.errors import UserError
+
+    assert issubclass(rollout.InvalidRolloutState, UserError) and issubclass(RolloutError, ValueError)

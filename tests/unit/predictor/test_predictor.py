@@ -248,3 +248,29 @@ def test_request_log_never_blocks_when_the_log_is_down(tmp_path):
     assert time.perf_counter() - t0 < 0.5
     assert metrics.REQUEST_LOG_DROPPED._value.get() > 0
     log._stop.set()
+
+
+@pytest.mark.parametrize("raw", [b'{"stable": "v1", "canary": "v2", "canary_percent": 1e400}',
+                                 b'{"stable": "v1", "canary": "v2", "canary_percent": NaN}',
+                                 b'{"stable": "v1", "canary": "v2", "canary_percent": -3}',
+                                 b'{"stable": "v1", "canary": "V2!"}', b'{"stable": "v1", "can'])
+def test_an_invalid_rollout_state_keeps_the_loaded_versions_and_drops_the_gauge(store, raw, caplog):
+    from predictor import metrics
+    from predictor.watcher import RolloutWatcher
+
+    serving = Serving()
+    swaps = []
+    watcher = RolloutWatcher(store, serving, on_swap=lambda old, new: swaps.append(new.versions))
+    rollout.set_stable(store, "v1")
+    rollout.start_canary(store, "v2", 40)
+    split = watcher.sync()
+    assert metrics.ROLLOUT_STATE_VALID._value.get() == 1
+    store.put_bytes(layout.ROLLOUT, raw)
+    for _ in range(3):                                   # every poll: no swap, no reload, logged once
+        assert watcher.sync() is split and serving.split is split
+    assert len(swaps) == 1 and metrics.ROLLOUT_STATE_VALID._value.get() == 0
+    assert sum("invalid rollout state" in r.message for r in caplog.records) == 1
+    assert {split.route(u).version for u in range(200)} == {"v1", "v2"}  # routing works as before
+    rollout.set_stable(store, "v2", reason="repair")     # a valid state is picked up again
+    assert watcher.sync().versions == ("v2", None, 0.0)
+    assert metrics.ROLLOUT_STATE_VALID._value.get() == 1 and watcher.invalid_state is None

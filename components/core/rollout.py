@@ -138,6 +138,18 @@ def save(store: ArtifactStore, state: RolloutState, action: str, **detail) -> Ro
     return state
 
 
+def history_of(state: RolloutState, version: str) -> list[dict]:
+    """The rollout history entries about `version`: deployed, promoted, withdrawn, replaced."""
+    return [h for h in state.history if version in (h.get("version"), h.get("previous"), h.get("withdrawn"))
+            or (h.get("action") == "promote" and h.get("stable") == version)]
+
+
+def deployment_of(state: RolloutState, version: str) -> str | None:
+    """How `version` was first deployed ("stable" or "canary"), from the history; None if never."""
+    return next((h["action"] for h in state.history
+                 if h.get("action") in ("stable", "canary") and h.get("version") == version), None)
+
+
 def _check_percent(percent: float) -> float:
     if not 0 <= percent <= 100:
         raise RolloutError(f"canary percent must be within 0-100, got {percent}")

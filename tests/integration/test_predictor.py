@@ -311,7 +311,7 @@ def test_swap_under_load_drops_nothing_and_a_corrupt_artifact_is_refused(tmp_pat
         rollout.promote(store)
         wait_for(lambda: versions_seen_after(load, 0.3) == {"v2"}, what="promotion")
         # A corrupt canary: refused, logged, counted; v2 keeps serving everyone.
-        path = store.local_path(layout.model_key("v3", "factors.npz"))
+        path = store.local_path(layout.model_key("v3", "user_factors.npy"))
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))

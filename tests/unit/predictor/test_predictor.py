@@ -29,7 +29,7 @@ def store(tmp_path):
     return st
 
 
-def _corrupt(st: LocalStore, version: str, name: str = "factors.npz") -> None:
+def _corrupt(st: LocalStore, version: str, name: str = "user_factors.npy") -> None:
     path = st.local_path(layout.model_key(version, name))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -46,13 +46,31 @@ def test_mapped_load_serves_the_same_lists_as_full_load(store):
         assert mapped.recommend(uid, 20) == full.recommend(uid, 20)
 
 
-@pytest.mark.parametrize("name", ["factors.npz", "ids.npz", "card.json"])
+@pytest.mark.parametrize("name", ["user_factors.npy", "movie_ids.npy", "seen_indices.npy", "card.json"])
 def test_mapped_load_refuses_a_corrupt_file(store, name):
     _corrupt(store, "v2", name)
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         load_mapped(store, "v2")
     with pytest.raises(ArtifactError):
         load_model(store, "v2", mmap_arrays=False)
+
+
+def test_mapped_load_maps_every_array_and_takes_another_mask(store):
+    import scipy.sparse as sp
+
+    mapped, _ = load_mapped(store, "v1")
+    for a in (mapped.user_factors, mapped.item_factors, mapped.seen_indices, mapped.user_ids):
+        assert not a.flags.writeable and isinstance(a if isinstance(a, np.memmap) else a.base, np.memmap)
+    today = sp.csr_matrix((300, 120), dtype=np.float32)
+    remasked, _ = load_mapped(store, "v1", seen=today)
+    assert remasked.seen(0).size == 0 and not remasked.user_factors.flags.writeable
+    np.testing.assert_array_equal(remasked.user_factors, mapped.user_factors)
+
+
+def test_mapped_load_refuses_an_old_format_artifact(store):
+    store.put_json(layout.model_key("v2", layout.CHECKSUMS), {"factors.npz": "0" * 64, "ids.npz": "0" * 64})
+    with pytest.raises(ArtifactError, match="old single-file format"):
+        load_mapped(store, "v2")
 
 
 def test_mapped_load_refuses_a_missing_version(store):
@@ -178,7 +196,7 @@ def test_watcher_loads_the_version_prefetched_into_model_dir(store, tmp_path):
     RolloutWatcher(store, serving, prefetched=prefetched).sync()
     assert serving.split.versions == ("v1", None, 0.0)
 
-    (mnt / "ids.npz").write_bytes(b"torn")                   # a corrupt copy is refused like any artifact
+    (mnt / "user_ids.npy").write_bytes(b"torn")                   # a corrupt copy is refused like any artifact
     serving = Serving()
     watcher = RolloutWatcher(store, serving, prefetched=PrefetchedVersion(mnt))
     watcher.sync()

@@ -230,3 +230,32 @@ def test_rollout_errors_are_user_errors():
     from components.core.errors import UserError
 
     assert issubclass(rollout.InvalidRolloutState, UserError) and issubclass(RolloutError, ValueError)
+
+
+# -- the history, shown by `movierec rollout status` ------------------------------------------------
+def test_rollout_status_shows_the_experiment_and_the_history(local_store):
+    from typer.testing import CliRunner
+
+    from movierec.cli import app
+
+    rollout.set_stable(local_store, "v1", reason="first deployment")
+    first = rollout.start_canary(local_store, "v2", 10, reason="new model")
+    rollout.rollback(local_store, reason="worse hit rate")
+    second = rollout.start_canary(local_store, "v3", 5)
+    rollout.promote(local_store, reason="canary won")
+    state = rollout.load(local_store)
+    assert [h["action"] for h in rollout.history_of(state, "v2")] == ["canary", "rollback"]
+    assert [h["action"] for h in rollout.history_of(state, "v3")] == ["canary", "promote"]
+    assert rollout.deployment_of(state, "v3") == "canary" and rollout.deployment_of(state, "v9") is None
+
+    out = CliRunner().invoke(app, ["rollout", "status", "--store", str(local_store.root)])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].startswith("stable=v3 canary=None")
+    assert "history (last 5 of 5, oldest first):" in lines
+    assert any("canary v2 at 10%" in line and first.experiment in line and "new model" in line for line in lines)
+    assert any("rollback v2" in line and "worse hit rate" in line for line in lines)
+    assert any(f"experiment {second.experiment}" in line for line in lines)
+    assert any("promote v3 (was stable: v1)" in line and "canary won" in line for line in lines)
+    out = CliRunner().invoke(app, ["rollout", "status", "--store", str(local_store.root), "--history", "1"])
+    assert "history (last 1 of 5" in out.output and "rollback" not in out.output

@@ -278,6 +278,29 @@ def test_metrics_count_every_request_across_two_workers(served):
     assert _metric_sum(after, "movierec_predictor_model_info", version="v1", role="stable") == 1
 
 
+def test_an_invalid_rollout_state_keeps_both_versions_serving_and_drops_the_gauge(served):
+    """A share of 1e400 used to make every call a 500; now the workers keep their split and say so."""
+    good = served.store.get_bytes(layout.ROLLOUT)
+    state = rollout.load(served.store)
+    users = list(range(1, 200))
+    valid = lambda: _metric_sum(served.fresh.get("/metrics").text,  # noqa: E731
+                                "movierec_predictor_rollout_state_valid")
+    assert valid() == 1
+    try:
+        served.store.put_bytes(layout.ROLLOUT, good.replace(b'"canary_percent": 30.0', b'"canary_percent": 1e400'))
+        assert b"1e400" in served.store.get_bytes(layout.ROLLOUT)
+        wait_for(lambda: valid() == 0, what="the workers to refuse the state")
+        for u in users:
+            r = served.fresh.get(f"/recommend/{u}")
+            assert r.status_code == 200 and r.headers["x-model-version"] == state.route(u)
+        body = {"inputs": [{"name": "user_id", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}]}
+        assert served.fresh.post("/v2/models/movierec/infer", json=body).status_code == 200
+        assert served.fresh.post("/v1/models/movierec:predict", json={"instances": [1, 2]}).status_code == 200
+    finally:
+        served.store.put_bytes(layout.ROLLOUT, good)
+    wait_for(lambda: valid() == 1, what="the workers to accept the state again")
+
+
 def test_request_log_records_each_answer_with_its_version(served):
     sent = {}
     for uid in range(1500, 1540):

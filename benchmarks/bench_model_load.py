@@ -10,7 +10,8 @@ as on a serving node after the first worker):
 
 each reporting the median wall time of `--repeats` loads, and the process's RSS, PSS and USS
 (psutil) after the load and after ranking 200 users, minus those of the bare interpreter with
-numpy and the project imported. Results go to `benchmarks/results/model_load.json` under the
+numpy and the project imported. `two_workers` then holds two processes with the version loaded at
+once (as two predictor workers) and sums their PSS: mapped pages are shared and counted once. Results go to `benchmarks/results/model_load.json` under the
 label given by `--label` (one entry per label, so two artifact formats can be compared).
 
     python -m benchmarks.bench_model_load --label npy-folder
@@ -55,7 +56,9 @@ for u in np.linspace(model.user_ids[0], model.user_ids[-1], 200).astype(int):
     model.recommend(int(u), 20)
 ranked = mem()
 print(json.dumps({"seconds": seconds, "after_load": {k: loaded[k] - base[k] for k in base},
-                  "after_200_users": {k: ranked[k] - base[k] for k in base}}))
+                  "after_200_users": {k: ranked[k] - base[k] for k in base}, "base": base}), flush=True)
+if len(sys.argv) > 4:  # hold: keep the model loaded until the parent closes stdin
+    sys.stdin.read()
 """
 
 
@@ -70,6 +73,23 @@ def measure(root: Path, mode: str, repeats: int) -> dict:
     return {"seconds_median": round(median["seconds"], 4),
             "seconds_all": [round(r["seconds"], 4) for r in runs],
             "after_load_bytes": median["after_load"], "after_200_users_bytes": median["after_200_users"]}
+
+
+def two_workers(root: Path, mode: str) -> dict:
+    """PSS and RSS summed over two processes holding the same version at once (minus their bases)."""
+    import psutil
+
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(root), VERSION, mode, "hold"], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
+                              env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}) for _ in range(2)]
+    try:
+        bases = [json.loads(p.stdout.readline())["base"] for p in procs]
+        infos = [psutil.Process(p.pid).memory_full_info() for p in procs]
+        return {"pss_bytes": sum(i.pss - b["pss"] for i, b in zip(infos, bases, strict=True)),
+                "rss_bytes": sum(i.rss - b["rss"] for i, b in zip(infos, bases, strict=True))}
+    finally:
+        for p in procs:
+            p.communicate(timeout=60)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -102,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
             "array_bytes": model.nbytes,
             "mapped": measure(Path(tmp), "mapped", args.repeats),
             "read": measure(Path(tmp), "read", args.repeats),
+            "two_workers": {mode: two_workers(Path(tmp), mode) for mode in ("mapped", "read")},
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

@@ -46,8 +46,9 @@ def train_command(
                                                         "train.algorithms of params.yaml.")] = None,
     out: Annotated[Path, typer.Option(help="Directory receiving one model artifact directory per "
                                       "version (unpublished).")] = Path(".movierec/models"),
-    store: Annotated[str | None, typer.Option(help="Also save each model into this artifact store "
-                                              "(ungated; the pipeline's publish step gates).")] = None,
+    store: Annotated[str | None, typer.Option(help="Also save each model into this artifact store, ungated "
+                                              "and for good (written once: to gate a model, publish its "
+                                              "folder instead).")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml to use (default: $MOVIEREC_PARAMS or "
                                                 "./params.yaml, else built-in defaults).")] = None,
 ) -> None:
@@ -56,14 +57,14 @@ def train_command(
     from components.core.store import open_store
     from components.training.dataset import Dataset
     from components.training.dvc_provenance import dvc_data_hash
-    from components.training.train import train, write_model_dir
+    from components.training.train import train
 
     all_params = load_params(params)
     data = Dataset.load(dataset)
     for name in algorithm or all_params["train"]["algorithms"]:
         rec, card = train(data, name, all_params)
         card.dvc_data_hash = dvc_data_hash(dataset)  # set under `dvc repro`: the dataset's hash in dvc.lock
-        write_model_dir(rec, card, out / card.version)
+        rec.fitted.save_dir(out / card.version, card)   # the version folder, as in the store
         if store is not None:
             rec.save(open_store(store), card)
         typer.echo(f"{card.version}: {card.training_seconds:.2f} s, train RMSE {card.metrics['train_rmse']:.4f}"
@@ -281,8 +282,8 @@ def evaluate_command(
 
 @app.command("publish")
 def publish_command(
-    model: Annotated[str, typer.Option(help="Model to publish: a directory from `movierec train` (or a version "
-                                            "already in the store, to re-gate it).")],
+    model: Annotated[str, typer.Option(help="Model to publish: a version folder from `movierec train` (a "
+                                            "version is written once: one already in the store is refused).")],
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory the gate evaluates on.")]
     = Path(".movierec/dataset"),
     store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE", help="Artifact store to publish into: "

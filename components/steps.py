@@ -7,8 +7,9 @@ logic a test would want to reach: that lives in `components.ingest.run`, `prepro
 `evaluate`, `publish` and `report`.
 
 What travels between steps: the prepared dataset as a KFP `Dataset` directory
-(`Dataset.save/load`), each trained model as a KFP `Model` directory that is a `LocalStore` root
-holding `models/<version>/...` (`FactorModel.save/load`, checksums verified), each evaluation
+(`Dataset.save/load`), each trained model as a KFP `Model` directory that is the model's version
+folder, the same as `models/<version>/` in the store (`FactorModel.save_dir/load_dir`, checksums
+verified), each evaluation
 set as JSON in an `Artifact`, metrics in `Metrics`, reports in `HTML`. The params (params.yaml
 as a dict) travel as a JSON string: a KFP `dict` parameter turns every number into a float, and
 Surprise refuses `n_factors=20.0`. The artifact store
@@ -70,15 +71,14 @@ def preprocess(store: str, params: str, dataset: Output[Dataset], metrics: Outpu
 @dsl.component(base_image=IMAGE)
 def train(dataset: Input[Dataset], algorithm: str, params: str, model: Output[Model],
           metrics: Output[Metrics]) -> str:
-    """Fit one algorithm; the model directory is a LocalStore holding models/<version>/."""
+    """Fit one algorithm; the model directory is its version folder."""
     import json
 
-    from components.core.store import LocalStore
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.train import train as run_train
 
     rec, card = run_train(PreparedDataset.load(dataset.path), algorithm, json.loads(params))
-    rec.save(LocalStore(model.path), card)
+    rec.fitted.save_dir(model.path, card)
     model.metadata.update(version=card.version, algorithm=algorithm)
     metrics.log_metric("seconds", card.training_seconds)
     for key, value in card.metrics.items():
@@ -94,8 +94,8 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     import json
     import time
 
-    from components.core.model_artifact import FactorModel, list_versions
-    from components.core.store import LocalStore, open_store
+    from components.core.model_artifact import FactorModel
+    from components.core.store import open_store
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.evaluate import evaluate_with_baseline
     from components.training.publish import reference_models
@@ -103,7 +103,7 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
 
     started = time.perf_counter()
     data = PreparedDataset.load(dataset.path)
-    candidate, card = FactorModel.load(LocalStore(model.path), list_versions(LocalStore(model.path))[0])
+    candidate, card = FactorModel.load_dir(model.path)
     result = evaluate_with_baseline(candidate, data, json.loads(params), name=card.version,
                                     references=reference_models(open_store(store), card.version))
     with open(evaluation.path, "w") as f:
@@ -126,13 +126,12 @@ def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dat
     import json
     from collections import namedtuple
 
-    from components.core.model_artifact import FactorModel, list_versions
-    from components.core.store import LocalStore, open_store
+    from components.core.model_artifact import FactorModel
+    from components.core.store import open_store
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.publish import publish as run_publish
 
-    source = LocalStore(model.path)
-    fitted, card = FactorModel.load(source, list_versions(source)[0])
+    fitted, card = FactorModel.load_dir(model.path)
     with open(evaluation.path) as f:
         result = run_publish(open_store(store), fitted, card, json.load(f), json.loads(params), deploy=deploy,
                              canary_percent=canary_percent, force=force, pipeline_run=run_name,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.core import rollout
 from components.core.model_artifact import list_versions, load_card
 from components.core.store import open_store
 
@@ -95,11 +96,11 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
     finally:
         root.removeFilter(timer)
     seconds = round(time.perf_counter() - started, 2)
-    published = []
+    published, state = [], rollout.load(target)
     for version in sorted(set(list_versions(target)) - before):
         card = load_card(target, version)
         published.append({"version": version, "algorithm": card.algorithm, "candidate": card.gate.get("candidate"),
-                          "deployed": card.gate.get("deployed"), "reasons": card.gate.get("reasons", []),
+                          "deployed": rollout.deployment_of(state, version), "reasons": card.gate.get("reasons", []),
                           "metrics": card.metrics})
     return LocalRun(winner=str(task.output or ""), published=published, step_seconds=dict(timer.seconds),
                     seconds=seconds, pipeline_root=str(Path(pipeline_root).resolve()))

@@ -110,14 +110,35 @@ def rollout_rollback(store: StoreOption = None, reason: ReasonOption = "") -> No
 
 @rollout_app.command("status")
 def rollout_status(store: StoreOption = None,
-                   as_json: Annotated[bool, typer.Option("--json", help="Print the whole state as JSON.")] = False
+                   as_json: Annotated[bool, typer.Option("--json", help="Print the whole state as JSON.")] = False,
+                   history: Annotated[int, typer.Option(help="How many of the latest history entries to show.")] = 10,
                    ) -> None:
-    """Show the stable and canary versions and the canary share."""
+    """Show the stable and canary versions, the canary share and experiment, and the rollout history."""
     from components.core import rollout
 
     state = rollout.load(_open(store))
     if as_json:
         typer.echo(json.dumps(state.to_dict(), indent=2))
-    else:
-        typer.echo(f"stable={state.stable} canary={state.canary} canary_percent={state.canary_percent:g} "
-                   f"updated_at={state.updated_at}")
+        return
+    typer.echo(f"stable={state.stable} canary={state.canary} canary_percent={state.canary_percent:g} "
+               f"updated_at={state.updated_at}")
+    if state.canary:
+        typer.echo(f"experiment={state.experiment or '-'} started_at={state.canary_started_at or '-'}")
+    entries = state.history[-history:] if history > 0 else []
+    if entries:
+        typer.echo(f"history (last {len(entries)} of {len(state.history)}, oldest first):")
+    for h in entries:
+        typer.echo("  " + format_history_entry(h))
+
+
+def format_history_entry(h: dict) -> str:
+    """One line of the rollout history: when, what, which versions, why."""
+    action = h.get("action", "?")
+    what = {"stable": f"stable {h.get('version')}",
+            "canary": f"canary {h.get('version')} at {h.get('canary_percent', 0):g}%",
+            "promote": f"promote {h.get('stable')} (was stable: {h.get('previous')})",
+            "rollback": f"rollback {h.get('withdrawn')} (stable: {h.get('stable')})"}.get(action, action)
+    extra = f" [experiment {h['experiment']}]" if action == "canary" and h.get("experiment") else ""
+    if h.get("replaced_invalid_state"):
+        extra += " [replaced an invalid state]"
+    return f"{h.get('at', '?')}  {what}{extra}" + (f"  - {h['reason']}" if h.get("reason") else "")

@@ -3,7 +3,7 @@
     events/kind=<kind>/day=<YYYY-MM-DD>/<source>-<first>-<last>.parquet   event snapshots
     deadletter/day=<YYYY-MM-DD>/<source>-<first>-<last>.parquet           rejected lines
     ingest/checkpoints/<source>.json                                      file-source positions
-    models/<version>/{factors.npz,ids.npz,card.json,checksums.json}       model versions
+    models/<version>/{card.json,<array>.npy...,checksums.json}             model versions (one folder each)
     rollout.json                                                          the rollout state
     online/...                                                            online-evaluation output
     online/watermark.json                                                 how far online evaluation has read
@@ -26,11 +26,19 @@ ONLINE = "online"
 ONLINE_WATERMARK = "online/watermark.json"  # {"consumed_until": ISO time}: what online evaluation has read
 ONLINE_LATEST = "online/latest.json"  # the last online-evaluation figures per version
 
-MODEL_FILES = ("factors.npz", "ids.npz", "card.json")
+# A model version folder (components.core.model_artifact): the card, one .npy per array, and the
+# checksums of all of them, written last.
+MODEL_CARD = "card.json"
+FACTOR_ARRAYS = ("global_mean", "user_bias", "item_bias", "user_factors", "item_factors",
+                 "user_ids", "movie_ids", "popular")
+MASK_ARRAYS = ("seen_indptr", "seen_indices")  # the serving mask, apart from the factors
+MODEL_ARRAYS = FACTOR_ARRAYS + MASK_ARRAYS
+MODEL_FILES_WITHOUT_MASK = (MODEL_CARD, *(f"{name}.npy" for name in FACTOR_ARRAYS))
+MODEL_FILES = (*MODEL_FILES_WITHOUT_MASK, *(f"{name}.npy" for name in MASK_ARRAYS))
 CHECKSUMS = "checksums.json"
 
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9._=-]+\Z")  # \Z, not $: no trailing newline
-_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")
+VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")  # what a model version may be called
 _RANGE_RE = re.compile(r"/([A-Za-z0-9._=-]+)-(\d{12})-(\d{12})\.parquet$")
 _KIND_RE = re.compile(rf"^{EVENTS}/kind=([^/]+)/")
 _DAY_RE = re.compile(r"/day=(\d{4}-\d{2}-\d{2})/")
@@ -43,7 +51,7 @@ def check_source(source: str) -> str:
 
 
 def check_version(version: str) -> str:
-    if not _VERSION_RE.match(version):
+    if not VERSION_RE.match(version):
         raise ValueError(f"invalid model version {version!r}: lowercase letters, digits, '.', '_', '-'")
     return version
 
@@ -67,6 +75,17 @@ def model_prefix(version: str) -> str:
 
 def model_key(version: str, name: str) -> str:
     return f"{model_prefix(version)}/{name}"
+
+
+def array_file(name: str) -> str:
+    """The file of array `name` in a model version folder."""
+    if name not in MODEL_ARRAYS:
+        raise ValueError(f"unknown model array {name!r}")
+    return f"{name}.npy"
+
+
+def array_name(file: str) -> str:
+    return file.removesuffix(".npy")
 
 
 def models_prefix() -> str:

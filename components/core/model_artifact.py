@@ -1,14 +1,23 @@
-"""The model artifact: what training writes and the predictor serves. No pickle anywhere.
+"""The model artifact: what training writes and the predictor serves. No pickle, no container format.
 
-A model version is four files under `models/<version>/` in the store:
+A model version is one folder, the same wherever it lives: `models/<version>/` in the store, a
+`movierec train` output (a DVC out), a Kubeflow `Model` artifact, `/mnt/models` on a KServe pod:
 
-    factors.npz     float32 global mean, user and movie biases, user and movie factors;
-                    the seen-movie CSR (indptr, indices) used to exclude watched movies;
-                    the popularity ranking used for unknown users
-    ids.npz         user ids (int64) and movie ids (unicode) in factor-row order
-    card.json       the model card: algorithm, hyper-parameters, data snapshot hash, code
-                    commit, training time, offline metrics, gate decision
-    checksums.json  sha256 of the three files above, verified on every load
+    card.json           the model card: algorithm, hyper-parameters, data snapshot hash, code
+                        commit, training time, offline metrics, gate decision
+    <array>.npy         one standard numpy file per array (`np.save`; `np.load(mmap_mode="r")` maps it)
+                          factors      global_mean, user_bias, item_bias, user_factors, item_factors
+                          ids          user_ids (int64, ascending), movie_ids (unicode), popular
+                          serving mask seen_indptr, seen_indices: the CSR of what each user watched
+                                       or rated, excluded from their lists. Kept apart from the
+                                       factors: `FactorModel.load(..., seen=csr)` re-scores a
+                                       stored model's factors with another mask
+    checksums.json      sha256 of every other file, written last (a folder without it is not a
+                        published version), verified on every load
+
+A version is written once and never rewritten: `save` refuses different content under a
+published version. What happened to it later (deployed, promoted, rolled back) is recorded in
+the rollout history (`components.core.rollout`), never in the artifact.
 
 Every matrix-factorization model (SVD, SVD++, a popularity baseline with zero factors) reduces
 to `score(u) = mu + b_u + b_i + Q @ p_u`: SVD++'s implicit term is folded into p_u at export.
@@ -20,20 +29,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import struct
-import zipfile
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from components.core import layout
-from components.core.store import ArtifactStore
+from components.core.errors import UserError
+from components.core.store import ArtifactStore, LocalStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FILE = "factors.npz"  # the single-file artifact of format 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A model artifact is missing, corrupt or inconsistent; the message says what."""
 
 
@@ -193,107 +205,169 @@ class FactorModel:
                            self.user_ids, self.movie_ids, seen.indptr, seen.indices, self.popular)
 
     # -- persistence ------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the artifact by name (`layout.MODEL_ARRAYS`)."""
+        return {"global_mean": np.array([self.global_mean], dtype=np.float64),
+                "user_bias": self.user_bias, "item_bias": self.item_bias,
+                "user_factors": self.user_factors, "item_factors": self.item_factors,
+                "user_ids": self.user_ids, "movie_ids": self.movie_ids, "popular": self.popular,
+                "seen_indptr": self.seen_indptr, "seen_indices": self.seen_indices}
+
     def to_files(self, card: ModelCard) -> dict[str, bytes]:
-        factors = _npz(global_mean=np.array([self.global_mean], dtype=np.float64),
-                       user_bias=self.user_bias, item_bias=self.item_bias,
-                       user_factors=self.user_factors, item_factors=self.item_factors,
-                       seen_indptr=self.seen_indptr, seen_indices=self.seen_indices,
-                       popular=self.popular)
-        ids = _npz(user_ids=self.user_ids, movie_ids=self.movie_ids)
+        """The version folder's files: one `.npy` per array, the card, the checksums."""
+        files = {}
+        for name, arr in self.arrays().items():
+            buf = io.BytesIO()
+            np.save(buf, np.asanyarray(arr), allow_pickle=False)
+            files[layout.array_file(name)] = buf.getvalue()
         card.n_users, card.n_movies, card.n_factors = self.n_users, self.n_movies, self.n_factors
-        files = {"factors.npz": factors, "ids.npz": ids, "card.json": card.to_json()}
-        files[layout.CHECKSUMS] = json.dumps({n: _sha256(b) for n, b in files.items()}, indent=2).encode()
+        card.format_version = FORMAT_VERSION
+        files[layout.MODEL_CARD] = card.to_json()
+        files[layout.CHECKSUMS] = json.dumps({n: _sha256(b) for n, b in sorted(files.items())}, indent=2).encode()
         return files
 
     @classmethod
-    def from_arrays(cls, factors, ids) -> FactorModel:
-        """A model from the named arrays of `factors.npz` and `ids.npz` (loaded or memory-mapped)."""
-        return cls(global_mean=float(factors["global_mean"][0]), user_bias=factors["user_bias"],
-                   item_bias=factors["item_bias"], user_factors=factors["user_factors"],
-                   item_factors=factors["item_factors"], user_ids=ids["user_ids"], movie_ids=ids["movie_ids"],
-                   seen_indptr=factors["seen_indptr"], seen_indices=factors["seen_indices"],
-                   popular=factors["popular"])
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], seen=None) -> FactorModel:
+        """A model from its named arrays (loaded or memory-mapped); `seen` (a users x movies CSR)
+        replaces the stored serving mask, whose arrays are then not needed."""
+        model = cls(global_mean=float(arrays["global_mean"][0]), user_bias=arrays["user_bias"],
+                    item_bias=arrays["item_bias"], user_factors=arrays["user_factors"],
+                    item_factors=arrays["item_factors"], user_ids=arrays["user_ids"],
+                    movie_ids=arrays["movie_ids"],
+                    seen_indptr=arrays["seen_indptr"] if seen is None else np.zeros(len(arrays["user_ids"]) + 1),
+                    seen_indices=arrays["seen_indices"] if seen is None else np.empty(0),
+                    popular=arrays["popular"])
+        return model if seen is None else model.with_seen(seen)
 
     @classmethod
-    def from_files(cls, files: dict[str, bytes]) -> tuple[FactorModel, ModelCard]:
-        verify_checksums(files)
+    def from_files(cls, files: Mapping[str, bytes], seen=None) -> tuple[FactorModel, ModelCard]:
+        """A model from its folder's files (checksums verified); see `from_arrays` for `seen`."""
+        expected = parse_checksums(files.get(layout.CHECKSUMS))
+        wanted = needed_files(seen)
+        for name in wanted:
+            if name not in files:
+                raise ArtifactError(f"missing {name}")
+            if expected.get(name) != _sha256(files[name]):
+                raise ArtifactError(f"checksum mismatch for {name}: the artifact is corrupt")
         try:
-            with np.load(io.BytesIO(files["factors.npz"]), allow_pickle=False) as f, \
-                 np.load(io.BytesIO(files["ids.npz"]), allow_pickle=False) as i:
-                model = cls.from_arrays(f, i)
-            card = ModelCard.from_json(files["card.json"])
+            arrays = {layout.array_name(n): np.load(io.BytesIO(files[n]), allow_pickle=False)
+                      for n in wanted if n != layout.MODEL_CARD}
+            return cls.from_arrays(arrays, seen), ModelCard.from_json(files[layout.MODEL_CARD])
         except ArtifactError:
             raise
         except Exception as exc:
             raise ArtifactError(f"unreadable model artifact: {exc}") from exc
-        return model, card
 
     def save(self, store: ArtifactStore, card: ModelCard) -> str:
-        """Write this model as version `card.version`; checksums last, so a torn write never loads."""
+        """Write this model as version `card.version`, once: checksums last, so a torn write never
+        loads. Saving the same content again is a no-op; different content under a published
+        version is refused (`ArtifactError`)."""
         files = self.to_files(card)
-        for name in (*layout.MODEL_FILES, layout.CHECKSUMS):
-            store.put_bytes(layout.model_key(card.version, name), files[name])
+        checksums_key = layout.model_key(card.version, layout.CHECKSUMS)
+        if store.exists(checksums_key):
+            if store.get_bytes(checksums_key) == files[layout.CHECKSUMS]:
+                return card.version
+            raise ArtifactError(f"model {card.version} is already published with other content: a version is "
+                                "written once; train a new version instead")
+        for name, data in files.items():
+            if name != layout.CHECKSUMS:
+                store.put_bytes(layout.model_key(card.version, name), data)
+        store.put_bytes(checksums_key, files[layout.CHECKSUMS])
         return card.version
 
     @classmethod
-    def load(cls, store: ArtifactStore, version: str) -> tuple[FactorModel, ModelCard]:
-        """Read and verify a model version; raise ArtifactError if it is missing or corrupt."""
-        files = {}
-        for name in (*layout.MODEL_FILES, layout.CHECKSUMS):
+    def load(cls, store: ArtifactStore, version: str, seen=None) -> tuple[FactorModel, ModelCard]:
+        """Read and verify a model version; raise ArtifactError if it is missing, old or corrupt.
+
+        `seen` (a users x movies CSR in the model's id order) replaces the stored serving mask."""
+        files = {layout.CHECKSUMS: read_checksums_bytes(store, version)}
+        parse_checksums(files[layout.CHECKSUMS], version)
+        for name in needed_files(seen):
             try:
                 files[name] = store.get_bytes(layout.model_key(version, name))
             except KeyError:
                 raise ArtifactError(f"model {version}: missing {name}") from None
-        return cls.from_files(files)
+        return cls.from_files(files, seen)
+
+    def save_dir(self, directory: str | os.PathLike, card: ModelCard) -> Path:
+        """Write this model as a version folder at `directory` (what `load_dir` and the store hold)."""
+        self.save(VersionFolder(directory), card)
+        return Path(directory)
+
+    @classmethod
+    def load_dir(cls, directory: str | os.PathLike, seen=None) -> tuple[FactorModel, ModelCard]:
+        """Read and verify the version folder at `directory`."""
+        folder = VersionFolder(directory)
+        return cls.load(folder, folder.version, seen)
 
 
-def verify_checksums(files: dict[str, bytes]) -> None:
+class VersionFolder(LocalStore):
+    """A version folder outside a store (a training output, a Kubeflow artifact, `/mnt/models`),
+    read and written as a store holding that one version: every `models/<v>/<file>` key is
+    `<directory>/<file>`."""
+
+    def _path(self, key: str) -> Path:
+        return self.root / key.rsplit("/", 1)[-1]
+
+    @property
+    def version(self) -> str:
+        try:
+            return ModelCard.from_json((self.root / layout.MODEL_CARD).read_bytes()).version
+        except (OSError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{self.root}: not a model version folder ({exc})") from exc
+
+
+def needed_files(seen=None) -> tuple[str, ...]:
+    """The files a load reads: all of them, or all but the serving mask when another one is given."""
+    return layout.MODEL_FILES if seen is None else layout.MODEL_FILES_WITHOUT_MASK
+
+
+def read_checksums_bytes(store: ArtifactStore, version: str) -> bytes:
     try:
-        expected = json.loads(files[layout.CHECKSUMS])
-    except Exception as exc:
-        raise ArtifactError(f"unreadable {layout.CHECKSUMS}: {exc}") from exc
-    for name in layout.MODEL_FILES:
-        if name not in files:
-            raise ArtifactError(f"missing {name}")
-        if expected.get(name) != _sha256(files[name]):
-            raise ArtifactError(f"checksum mismatch for {name}: the artifact is corrupt")
+        return store.get_bytes(layout.model_key(version, layout.CHECKSUMS))
+    except KeyError:
+        raise ArtifactError(f"model {version}: missing {layout.CHECKSUMS} (not published, or not completely)") \
+            from None
+
+
+def parse_checksums(data: bytes | None, version: str = "") -> dict[str, str]:
+    """The checksum manifest; an `ArtifactError` for an unreadable one or an artifact of format 1."""
+    where = f"model {version}: " if version else ""
+    if data is None:
+        raise ArtifactError(f"{where}missing {layout.CHECKSUMS}")
+    try:
+        expected = json.loads(data)
+        if not isinstance(expected, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise ArtifactError(f"{where}unreadable {layout.CHECKSUMS}: {exc}") from exc
+    if LEGACY_FILE in expected:
+        raise ArtifactError(f"{where}written in the old single-file format ({LEGACY_FILE}), which this version "
+                            "cannot read: re-publish it (`movierec train`, then `movierec publish --model DIR`, "
+                            "or run the training pipeline) and deploy the new version")
+    return expected
+
+
+def load_array(store: ArtifactStore, version: str, name: str) -> np.ndarray:
+    """One array of a published version (checksum verified), without loading the others."""
+    expected = parse_checksums(read_checksums_bytes(store, version), version)
+    file = layout.array_file(name)
+    try:
+        data = store.get_bytes(layout.model_key(version, file))
+    except KeyError:
+        raise ArtifactError(f"model {version}: missing {file}") from None
+    if expected.get(file) != _sha256(data):
+        raise ArtifactError(f"model {version}: checksum mismatch for {file}: the artifact is corrupt")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def load_card(store: ArtifactStore, version: str) -> ModelCard:
-    return ModelCard.from_json(store.get_bytes(layout.model_key(version, "card.json")))
+    return ModelCard.from_json(store.get_bytes(layout.model_key(version, layout.MODEL_CARD)))
 
 
 def list_versions(store: ArtifactStore) -> list[str]:
     """Published versions (those whose checksums file exists), oldest first by name; one listing."""
     return sorted(v for v in map(layout.published_version, store.list(layout.models_prefix())) if v)
-
-
-NPZ_ALIGN = 64
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    """An uncompressed `.npz` (what `np.savez` writes) whose array data start at 64-byte offsets.
-
-    The predictor memory-maps members in place, and numpy only uses BLAS on aligned arrays:
-    each member's local zip header gets a padding extra field so its `.npy` data is aligned
-    (the `.npy` header itself is a multiple of 64 bytes). Any zip/npz reader still reads it."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
-            data = member.getbuffer()
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            zip64_extra = 20 if len(data) * 1.05 > zipfile.ZIP64_LIMIT else 0
-            start = buf.tell() + 30 + len(info.filename.encode()) + zip64_extra
-            pad = -start % NPZ_ALIGN
-            if 0 < pad < 4:
-                pad += NPZ_ALIGN
-            if pad:  # an extra field with an unassigned id, holding zeros
-                info.extra = struct.pack("<HH", 0x6D72, pad - 4) + bytes(pad - 4)
-            zf.writestr(info, data)
-    return buf.getvalue()
 
 
 def _sha256(data: bytes) -> str:

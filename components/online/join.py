@@ -227,12 +227,9 @@ def personalized_from_store(store) -> Personalized:
     def known(version: str, user_ids: np.ndarray) -> np.ndarray | None:
         if version not in cache:
             try:
-                import io
+                from components.core.model_artifact import load_array
 
-                from components.core import layout
-
-                with np.load(io.BytesIO(store.get_bytes(layout.model_key(version, "ids.npz")))) as ids:
-                    cache[version] = np.asarray(ids["user_ids"], dtype=np.int64)
+                cache[version] = np.asarray(load_array(store, version, "user_ids"), dtype=np.int64)
             except Exception:
                 cache[version] = None
         users = cache[version]

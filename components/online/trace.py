@@ -50,8 +50,7 @@ def trace(store, line: str | None = None, version: str | None = None) -> dict:
         raise TraceError(f"no model card for version {version!r} in {store.uri}: {exc}") from None
     state = rollout.load(store)
     role = "stable" if state.stable == version else "canary" if state.canary == version else "not serving"
-    events = [h for h in state.history if version in (h.get("version"), h.get("withdrawn"), h.get("previous"))
-              or (h.get("action") == "promote" and h.get("stable") == version)]
+    events = rollout.history_of(state, version)
     online = None
     try:
         online = store.get_json(layout.online_canary_key(version))

@@ -10,10 +10,11 @@ deployed. The gate, on the primary metric (`evaluate.primary_metric`, NDCG@20):
    from an older split: the reason says which.
 
 The decision and its reasons go into the card (`ModelCard.gate`) together with the offline
-metrics, so `movierec rollout status` and the predictor can show why a version exists.
-`deploy="canary"` starts a canary for a candidate (or makes it stable if nothing is deployed
-yet); `deploy="stable"` replaces the stable version. A rejected model is never deployed unless
-`force=True`, which is recorded too.
+metrics, so the trace and the reports can show why a version exists. The version is written
+once, before any deployment; `deploy="canary"` then starts a canary for a candidate (or makes it
+stable if nothing is deployed yet) and `deploy="stable"` replaces the stable version. Both are
+recorded with their reason in the rollout history (`movierec rollout status`), never in the
+card. A rejected model is never deployed unless `force=True`, which the history records too.
 """
 
 from __future__ import annotations
@@ -161,15 +162,13 @@ def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluatio
                          for k, v in values.items()})
     if pipeline_run:
         card.pipeline_run = pipeline_run
-    card.gate = {**decision.to_dict(), "deployed": None, "forced": False}
-    model.save(store, card)                                    # published (checksums last) before any deploy
+    card.gate = decision.to_dict()
+    model.save(store, card)                      # published once (checksums last), before any deploy
 
     deployed = None
     if deploy != "none" and (decision.candidate or force):
         deployed = _deploy(store, card.version, deploy, canary_percent if canary_percent is not None
                            else float(p["canary_percent"]), decision)
-        card.gate.update(deployed=deployed, forced=not decision.candidate)
-        model.save(store, card)
     return PublishResult(version=card.version, decision=decision, deployed=deployed,
                          rollout=rollout.load(store).to_dict())
 
@@ -188,25 +187,16 @@ def _deploy(store: ArtifactStore, version: str, mode: str, percent: float, decis
 
 
 def resolve_model(spec: str, store: ArtifactStore) -> tuple[FactorModel, ModelCard]:
-    """A model from what a person types: a model directory written by `movierec train` (flat
-    files), a store directory holding `models/<version>/` (its newest version), or a version
-    published in `store`. Checksums are verified in every case."""
+    """A model from what a person types: a version folder (from `movierec train`, a DVC output, a
+    Kubeflow artifact) or a version published in `store`. Checksums are verified in both cases."""
     from pathlib import Path
 
     from components.core import layout
-    from components.core.model_artifact import list_versions
-    from components.core.store import LocalStore
 
     path = Path(spec)
-    if (path / layout.CHECKSUMS).is_file():
-        from components.training.train import read_model_dir
-
-        rec = read_model_dir(path)
-        return rec.fitted, rec.card
-    if (path / layout.MODELS).is_dir():
-        local = LocalStore(path)
-        versions = list_versions(local)
-        if not versions:
-            raise FileNotFoundError(f"{spec}: no model versions under {layout.MODELS}/")
-        return FactorModel.load(local, versions[-1])
+    if path.is_dir():
+        if not (path / layout.CHECKSUMS).is_file():
+            raise ArtifactError(f"{spec}: not a model version folder (no {layout.CHECKSUMS}); give a folder written "
+                                "by `movierec train` or a published version")
+        return FactorModel.load_dir(path)
     return FactorModel.load(store, spec)

@@ -6,10 +6,13 @@ Every engine reduces to the serving format `components.core.model_artifact.Facto
 to one contract test (`tests/unit/training/test_recommender_contract.py`) and what is evaluated offline
 is exactly what the predictor serves.
 
-    rec = make_recommender("svd", params["train"]["svd"]).fit(dataset)
+    rec = make_recommender("svd", params["train"]["svd"]).fit(dataset)   # components.training.train
     rec.recommend(42, k=20)              # unseen movie ids, best first
-    version = rec.save(store, card)      # models/<version>/ in the store
+    version = rec.save(store, card)      # models/<version>/ in the store (written once)
     Recommender.load(store, version).recommend(42)
+
+The registry of engines by name (`make_recommender`) is in `components.training.train`, beside
+the Surprise engines: this module imports nothing of the training stage.
 
 The baselines live here too: `PopularityRecommender` (the yardstick of offline evaluation and
 a servable fallback) and `RandomRecommender` (a deliberately bad model for canary rollback tests).
@@ -156,22 +159,3 @@ class RandomRecommender(Recommender):
         self.model = build_model(dataset, dataset.global_mean, np.zeros(n_u), np.zeros(n_m),
                                  rng.normal(0, 0.5, (n_u, k)), rng.normal(0, 0.5, (n_m, k)))
         return self
-
-
-ALGORITHMS = ("svd", "svdpp", "popularity", "random")
-
-
-def make_recommender(name: str, params: Mapping[str, Any] | None = None) -> Recommender:
-    """A new, unfitted recommender by algorithm name; `params` are its hyper-parameters."""
-    if name == "svd":
-        from components.training.train import SurpriseSVD
-        return SurpriseSVD(params)
-    if name == "svdpp":
-        from components.training.train import SurpriseSVDpp
-        return SurpriseSVDpp(params)
-    if name == "popularity":
-        return PopularityRecommender(params)
-    if name == "random":
-        return RandomRecommender(params)
-    raise ValueError(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
-

@@ -7,7 +7,10 @@ After every fit a sample of Surprise's own unclipped `predict(...).est` is compa
 exported model's scores: an export that drifts from what Surprise learned fails loudly.
 
     rec, card = train(dataset, "svdpp", params)      # params: the full params.yaml dict
-    rec.save(store, card)                            # or write_model_dir(rec, card, out_dir)
+    rec.save(store, card)                            # or rec.fitted.save_dir(out_dir, card): the same folder
+
+`make_recommender` (every engine by name) lives here: this module imports the recommender
+interface and the baselines, never the other way round.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from components.core import layout
 from components.core.model_artifact import FactorModel, ModelCard
 from components.core.params import section
 from components.training.dataset import Dataset
-from components.training.recommenders import LoadedRecommender, Recommender, build_model, make_recommender
+from components.training.recommenders import (
+    PopularityRecommender,
+    RandomRecommender,
+    Recommender,
+    build_model,
+)
 
 COMMIT_ENV = "MOVIEREC_COMMIT"
 EXPORT_TOLERANCE = 1e-3      # float32 factors against Surprise's float64 estimate
@@ -175,24 +183,17 @@ def code_commit() -> str:
     return os.environ.get(COMMIT_ENV, "")
 
 
-def write_model_dir(rec: Recommender, card: ModelCard, directory: str | Path) -> Path:
-    """The model artifact's files in a local directory (how a model travels between Kubeflow steps)."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    for name, data in rec.fitted.to_files(card).items():
-        (d / name).write_bytes(data)
-    return d
+ENGINES: dict[str, type[Recommender]] = {"svd": SurpriseSVD, "svdpp": SurpriseSVDpp,
+                                         "popularity": PopularityRecommender, "random": RandomRecommender}
+ALGORITHMS = tuple(ENGINES)
 
 
-def read_model_dir(directory: str | Path) -> Recommender:
-    """Read (and checksum-verify) a model written by `write_model_dir`."""
-    d = Path(directory)
-    names = (*layout.MODEL_FILES, layout.CHECKSUMS)
-    model, card = FactorModel.from_files({n: (d / n).read_bytes() for n in names if (d / n).exists()})
-    rec = LoadedRecommender(card.params)
-    rec.model, rec.card = model, card
-    return rec
+def make_recommender(name: str, params: dict | None = None) -> Recommender:
+    """A new, unfitted recommender by algorithm name; `params` are its hyper-parameters."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
+    return ENGINES[name](params)
 
 
-__all__: list[Any] = ["SurpriseSVD", "SurpriseSVDpp", "train", "model_version", "code_commit",
-                      "write_model_dir", "read_model_dir", "check_export", "surprise_trainset"]
+__all__: list[Any] = ["SurpriseSVD", "SurpriseSVDpp", "train", "model_version", "code_commit", "make_recommender",
+                      "ALGORITHMS", "check_export", "surprise_trainset"]

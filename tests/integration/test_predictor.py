@@ -143,7 +143,7 @@ def test_recommend_route_answers_plain_text_without_seen_movies(served):
             r = client.get(f"/recommend/{uid}")
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
             version = r.headers["x-model-version"]
-            assert version == ("v2" if rollout.in_canary(uid, CANARY_PERCENT) else "v1")
+            assert version == rollout.load(served.store).route(uid)
             assert re.fullmatch(r"[^,\s]+(,[^,\s]+){19}", r.text), r.text
             model = served.models[version]
             ids = r.text.split(",")
@@ -206,7 +206,8 @@ def test_split_holds_the_configured_share(served):
         r = httpx.post(f"{served.url}/v2/models/movierec/infer", json=body, timeout=10)
         assert r.status_code == 200
         chosen += [o for o in r.json()["outputs"] if o["name"] == "model_version"][0]["data"]
-    assert chosen == ["v2" if rollout.in_canary(u, CANARY_PERCENT) else "v1" for u in users]
+    state = rollout.load(served.store)
+    assert chosen == [state.route(u) for u in users]
     share = chosen.count("v2") / len(chosen)
     sd = (0.3 * 0.7 / len(chosen)) ** 0.5
     assert abs(share - 0.3) < 4 * sd, share
@@ -277,6 +278,29 @@ def test_metrics_count_every_request_across_two_workers(served):
     assert _metric_sum(after, "movierec_predictor_model_info", version="v1", role="stable") == 1
 
 
+def test_an_invalid_rollout_state_keeps_both_versions_serving_and_drops_the_gauge(served):
+    """A share of 1e400 used to make every call a 500; now the workers keep their split and say so."""
+    good = served.store.get_bytes(layout.ROLLOUT)
+    state = rollout.load(served.store)
+    users = list(range(1, 200))
+    valid = lambda: _metric_sum(served.fresh.get("/metrics").text,  # noqa: E731
+                                "movierec_predictor_rollout_state_valid")
+    assert valid() == 1
+    try:
+        served.store.put_bytes(layout.ROLLOUT, good.replace(b'"canary_percent": 30.0', b'"canary_percent": 1e400'))
+        assert b"1e400" in served.store.get_bytes(layout.ROLLOUT)
+        wait_for(lambda: valid() == 0, what="the workers to refuse the state")
+        for u in users:
+            r = served.fresh.get(f"/recommend/{u}")
+            assert r.status_code == 200 and r.headers["x-model-version"] == state.route(u)
+        body = {"inputs": [{"name": "user_id", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}]}
+        assert served.fresh.post("/v2/models/movierec/infer", json=body).status_code == 200
+        assert served.fresh.post("/v1/models/movierec:predict", json={"instances": [1, 2]}).status_code == 200
+    finally:
+        served.store.put_bytes(layout.ROLLOUT, good)
+    wait_for(lambda: valid() == 1, what="the workers to accept the state again")
+
+
 def test_request_log_records_each_answer_with_its_version(served):
     sent = {}
     for uid in range(1500, 1540):
@@ -310,7 +334,7 @@ def test_swap_under_load_drops_nothing_and_a_corrupt_artifact_is_refused(tmp_pat
         rollout.promote(store)
         wait_for(lambda: versions_seen_after(load, 0.3) == {"v2"}, what="promotion")
         # A corrupt canary: refused, logged, counted; v2 keeps serving everyone.
-        path = store.local_path(layout.model_key("v3", "factors.npz"))
+        path = store.local_path(layout.model_key("v3", "user_factors.npy"))
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
@@ -355,4 +379,5 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
     finally:
         inst.stop()
     assert load.errors == [] and set(load.codes) == {200}, (load.codes, load.errors[:3])
-    assert first == ["v2" if rollout.in_canary(u, CANARY_PERCENT) else "v1" for u in users]
+    state = rollout.load(store)
+    assert first == [state.route(u) for u in users]

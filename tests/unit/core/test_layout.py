@@ -74,3 +74,13 @@ def test_every_key_is_a_valid_store_key():
     keys += [layout.model_key("v1", name) for name in (*layout.MODEL_FILES, layout.CHECKSUMS)]
     for key in keys:
         assert _check_key(key) == key
+
+
+def test_a_model_version_folder_is_the_card_and_one_npy_per_array():
+    assert layout.MODEL_FILES == (layout.MODEL_CARD, *(f"{a}.npy" for a in layout.MODEL_ARRAYS))
+    assert set(layout.MASK_ARRAYS).isdisjoint(layout.FACTOR_ARRAYS)          # the serving mask stands apart
+    assert set(layout.MODEL_FILES) - set(layout.MODEL_FILES_WITHOUT_MASK) == {f"{a}.npy" for a in layout.MASK_ARRAYS}
+    assert layout.array_file("user_factors") == "user_factors.npy"
+    assert layout.array_name("user_factors.npy") == "user_factors"
+    with pytest.raises(ValueError, match="unknown model array"):
+        layout.array_file("../card")

@@ -3,7 +3,6 @@ that exclude seen movies and match a brute-force ranking."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -62,12 +61,14 @@ def test_save_load_round_trip(local_store):
         layout.model_key("v1", n) for n in (*layout.MODEL_FILES, layout.CHECKSUMS))
 
 
-def test_no_pickle_in_the_artifact(local_store):
-    make_model().save(local_store, card())
-    for name in ("factors.npz", "ids.npz"):
-        with np.load(io.BytesIO(local_store.get_bytes(layout.model_key("v1", name))), allow_pickle=False) as f:
-            for key in f.files:
-                assert f[key].dtype != object
+def test_one_standard_npy_file_per_array_no_pickle(local_store):
+    model = make_model()
+    model.save(local_store, card())
+    for name, expected in model.arrays().items():
+        path = local_store.local_path(layout.model_key("v1", f"{name}.npy"))
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)   # any numpy maps it, no project code
+        assert mapped.dtype != object and mapped.flags.aligned
+        np.testing.assert_array_equal(mapped, expected, err_msg=name)
 
 
 @pytest.mark.parametrize("name", layout.MODEL_FILES)
@@ -81,7 +82,7 @@ def test_corrupted_file_is_refused(local_store, name):
         FactorModel.load(local_store, "v1")
 
 
-@pytest.mark.parametrize("name", ["factors.npz", "ids.npz"])
+@pytest.mark.parametrize("name", ["user_factors.npy", "movie_ids.npy", "seen_indices.npy"])
 def test_truncated_file_is_refused_even_with_a_matching_checksum(local_store, name):
     import hashlib
 
@@ -122,7 +123,7 @@ def test_torn_save_is_not_a_published_version(local_store):
     """Checksums are written last: a save that stopped half way is not listed and does not load."""
     make_model().save(local_store, card("v1"))
     files = make_model(seed=1).to_files(card("v2"))
-    for name in layout.MODEL_FILES[:2]:
+    for name in layout.MODEL_FILES:
         local_store.put_bytes(layout.model_key("v2", name), files[name])
     assert list_versions(local_store) == ["v1"]
     with pytest.raises(ArtifactError):
@@ -197,3 +198,61 @@ def test_card_ignores_unknown_fields():
     data = json.loads(card().to_json())
     data["added_in_a_later_version"] = 1
     assert ModelCard.from_json(json.dumps(data)) == card()
+
+
+# -- one folder, written once; the serving mask apart -----------------------------------------------
+def test_a_version_is_written_once(local_store):
+    model = make_model()
+    model.save(local_store, card("v1"))
+    before = {k: local_store.get_bytes(k) for k in local_store.list("models/v1/")}
+    assert model.save(local_store, card("v1")) == "v1"            # the same content again: nothing written
+    changed = card("v1")
+    changed.metrics = {"rmse": 0.5}
+    with pytest.raises(ArtifactError, match="already published .* written once"):
+        model.save(local_store, changed)
+    with pytest.raises(ArtifactError, match="already published"):
+        make_model(seed=1).save(local_store, card("v1"))
+    assert {k: local_store.get_bytes(k) for k in local_store.list("models/v1/")} == before
+
+
+def test_the_folder_is_the_same_in_a_store_and_standalone(local_store, tmp_path):
+    model = make_model()
+    model.save(local_store, card("v1"))
+    model.save_dir(tmp_path / "out", card("v1"))
+    in_store = {k.rsplit("/", 1)[-1]: local_store.get_bytes(k) for k in local_store.list("models/v1/")}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == in_store
+    loaded, loaded_card = FactorModel.load_dir(tmp_path / "out")
+    assert loaded_card.version == "v1" and loaded.recommend(110, 5) == model.recommend(110, 5)
+    (tmp_path / "out" / "user_bias.npy").write_bytes(b"torn")
+    with pytest.raises(ArtifactError, match="checksum mismatch for user_bias.npy"):
+        FactorModel.load_dir(tmp_path / "out")
+    with pytest.raises(ArtifactError, match="not a model version folder"):
+        FactorModel.load_dir(tmp_path / "nothing-here")
+
+
+def test_factors_rescored_with_another_mask_without_reading_the_stored_one(local_store):
+    import scipy.sparse as sp
+
+    model = make_model()
+    model.save(local_store, card("v1"))
+    for name in layout.MASK_ARRAYS:                  # the stored mask is not even needed
+        local_store.delete(layout.model_key("v1", f"{name}.npy"))
+    with pytest.raises(ArtifactError, match="missing seen_indptr.npy"):
+        FactorModel.load(local_store, "v1")
+    today = sp.csr_matrix((np.ones(N_USERS), (np.arange(N_USERS), np.zeros(N_USERS, dtype=int))),
+                          shape=(N_USERS, N_MOVIES))
+    remasked, _ = FactorModel.load(local_store, "v1", seen=today)
+    np.testing.assert_array_equal(remasked.user_factors, model.user_factors)
+    assert all(remasked.seen(u).tolist() == [0] for u in range(N_USERS))
+    assert "movie+0+1950" not in remasked.recommend(100, N_MOVIES)[0]
+    with pytest.raises(ArtifactError, match="does not match"):
+        FactorModel.load(local_store, "v1", seen=today[:, :3])
+
+
+def test_an_artifact_of_the_old_format_says_how_to_republish(local_store):
+    local_store.put_bytes(layout.model_key("old", "factors.npz"), b"PK...")
+    local_store.put_bytes(layout.model_key("old", "card.json"), card("old").to_json())
+    local_store.put_json(layout.model_key("old", layout.CHECKSUMS), {"factors.npz": "0" * 64, "ids.npz": "1" * 64,
+                                                                     "card.json": "2" * 64})
+    with pytest.raises(ArtifactError, match="old single-file format .* re-publish it"):
+        FactorModel.load(local_store, "old")

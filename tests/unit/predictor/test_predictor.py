@@ -29,7 +29,7 @@ def store(tmp_path):
     return st
 
 
-def _corrupt(st: LocalStore, version: str, name: str = "factors.npz") -> None:
+def _corrupt(st: LocalStore, version: str, name: str = "user_factors.npy") -> None:
     path = st.local_path(layout.model_key(version, name))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -46,13 +46,31 @@ def test_mapped_load_serves_the_same_lists_as_full_load(store):
         assert mapped.recommend(uid, 20) == full.recommend(uid, 20)
 
 
-@pytest.mark.parametrize("name", ["factors.npz", "ids.npz", "card.json"])
+@pytest.mark.parametrize("name", ["user_factors.npy", "movie_ids.npy", "seen_indices.npy", "card.json"])
 def test_mapped_load_refuses_a_corrupt_file(store, name):
     _corrupt(store, "v2", name)
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         load_mapped(store, "v2")
     with pytest.raises(ArtifactError):
         load_model(store, "v2", mmap_arrays=False)
+
+
+def test_mapped_load_maps_every_array_and_takes_another_mask(store):
+    import scipy.sparse as sp
+
+    mapped, _ = load_mapped(store, "v1")
+    for a in (mapped.user_factors, mapped.item_factors, mapped.seen_indices, mapped.user_ids):
+        assert not a.flags.writeable and isinstance(a if isinstance(a, np.memmap) else a.base, np.memmap)
+    today = sp.csr_matrix((300, 120), dtype=np.float32)
+    remasked, _ = load_mapped(store, "v1", seen=today)
+    assert remasked.seen(0).size == 0 and not remasked.user_factors.flags.writeable
+    np.testing.assert_array_equal(remasked.user_factors, mapped.user_factors)
+
+
+def test_mapped_load_refuses_an_old_format_artifact(store):
+    store.put_json(layout.model_key("v2", layout.CHECKSUMS), {"factors.npz": "0" * 64, "ids.npz": "0" * 64})
+    with pytest.raises(ArtifactError, match="old single-file format"):
+        load_mapped(store, "v2")
 
 
 def test_mapped_load_refuses_a_missing_version(store):
@@ -128,6 +146,25 @@ def test_watcher_loads_swaps_and_refuses_a_corrupt_canary(store):
     assert swaps[-1] == ("v1", None, 0.0)
 
 
+def test_watcher_routes_with_the_experiment_salt_and_swaps_when_it_changes(store):
+    from predictor.watcher import RolloutWatcher
+
+    serving = Serving()
+    watcher = RolloutWatcher(store, serving)
+    rollout.set_stable(store, "v1")
+    state = rollout.start_canary(store, "v2", 40)
+    watcher.sync()
+    assert serving.split.assignment == ("v1", "v2", 40.0, state.experiment)
+    assert [serving.split.route(u).version for u in range(500)] == [state.route(u) for u in range(500)]
+    canary = serving.split.canary
+    rollout.rollback(store)
+    state = rollout.start_canary(store, "v2", 40)  # the same version again: a new experiment, new users
+    watcher.sync()
+    assert serving.split.assignment == ("v1", "v2", 40.0, state.experiment)
+    assert serving.split.canary is canary  # not reloaded
+    assert [serving.split.route(u).version for u in range(500)] == [state.route(u) for u in range(500)]
+
+
 def test_watcher_promote_keeps_the_loaded_model_object(store):
     from predictor.watcher import RolloutWatcher
 
@@ -159,7 +196,7 @@ def test_watcher_loads_the_version_prefetched_into_model_dir(store, tmp_path):
     RolloutWatcher(store, serving, prefetched=prefetched).sync()
     assert serving.split.versions == ("v1", None, 0.0)
 
-    (mnt / "ids.npz").write_bytes(b"torn")                   # a corrupt copy is refused like any artifact
+    (mnt / "user_ids.npy").write_bytes(b"torn")                   # a corrupt copy is refused like any artifact
     serving = Serving()
     watcher = RolloutWatcher(store, serving, prefetched=PrefetchedVersion(mnt))
     watcher.sync()
@@ -229,3 +266,29 @@ def test_request_log_never_blocks_when_the_log_is_down(tmp_path):
     assert time.perf_counter() - t0 < 0.5
     assert metrics.REQUEST_LOG_DROPPED._value.get() > 0
     log._stop.set()
+
+
+@pytest.mark.parametrize("raw", [b'{"stable": "v1", "canary": "v2", "canary_percent": 1e400}',
+                                 b'{"stable": "v1", "canary": "v2", "canary_percent": NaN}',
+                                 b'{"stable": "v1", "canary": "v2", "canary_percent": -3}',
+                                 b'{"stable": "v1", "canary": "V2!"}', b'{"stable": "v1", "can'])
+def test_an_invalid_rollout_state_keeps_the_loaded_versions_and_drops_the_gauge(store, raw, caplog):
+    from predictor import metrics
+    from predictor.watcher import RolloutWatcher
+
+    serving = Serving()
+    swaps = []
+    watcher = RolloutWatcher(store, serving, on_swap=lambda old, new: swaps.append(new.versions))
+    rollout.set_stable(store, "v1")
+    rollout.start_canary(store, "v2", 40)
+    split = watcher.sync()
+    assert metrics.ROLLOUT_STATE_VALID._value.get() == 1
+    store.put_bytes(layout.ROLLOUT, raw)
+    for _ in range(3):                                   # every poll: no swap, no reload, logged once
+        assert watcher.sync() is split and serving.split is split
+    assert len(swaps) == 1 and metrics.ROLLOUT_STATE_VALID._value.get() == 0
+    assert sum("invalid rollout state" in r.message for r in caplog.records) == 1
+    assert {split.route(u).version for u in range(200)} == {"v1", "v2"}  # routing works as before
+    rollout.set_stable(store, "v2", reason="repair")     # a valid state is picked up again
+    assert watcher.sync().versions == ("v2", None, 0.0)
+    assert metrics.ROLLOUT_STATE_VALID._value.get() == 1 and watcher.invalid_state is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.core import rollout
-from components.core.model_artifact import FactorModel, ModelCard, list_versions, load_card
+from components.core.model_artifact import ArtifactError, FactorModel, ModelCard, list_versions, load_card
 from components.core.store import LocalStore
 from components.training.publish import gate, publish, resolve_model, stable_reference
 
@@ -75,8 +75,9 @@ def test_publish_writes_card_and_deploys_first_as_stable_then_canary(tmp_path):
     card = load_card(store, "svd-1")
     assert card.metrics["ndcg@20"] == 0.30 and card.metrics["baseline_ndcg@20"] == 0.2
     assert card.metrics["heavy_ndcg@20"] == 0.30
-    assert card.gate["candidate"] and card.gate["deployed"] == "stable" and card.pipeline_run == "run-1"
-    assert FactorModel.load(store, "svd-1")[1].gate == card.gate          # checksums still valid
+    assert card.gate["candidate"] and "deployed" not in card.gate and card.pipeline_run == "run-1"
+    assert FactorModel.load(store, "svd-1")[1].gate == card.gate
+    assert rollout.deployment_of(rollout.load(store), "svd-1") == "stable"   # the history says, not the card
 
     # The next model is compared with the stable one's card (same snapshot) and becomes the canary.
     assert stable_reference(store, _evaluation(0.3)) == ("svd-1", card.metrics, "its card, same data snapshot")
@@ -85,6 +86,22 @@ def test_publish_writes_card_and_deploys_first_as_stable_then_canary(tmp_path):
     assert second.decision.candidate and second.deployed == "canary"
     state = rollout.load(store)
     assert (state.stable, state.canary, state.canary_percent) == ("svd-1", "svdpp-1", 25.0)
+    assert rollout.deployment_of(state, "svdpp-1") == "canary"
+    assert [h["action"] for h in rollout.history_of(state, "svdpp-1")] == ["canary"]
+
+
+def test_publish_writes_each_file_once(tmp_path, monkeypatch):
+    """Deploying after publishing rewrites nothing: a predictor polling in between reads one consistent version."""
+    store = LocalStore(tmp_path)
+    writes = []
+    put = store.put_bytes
+    monkeypatch.setattr(store, "put_bytes", lambda key, data: (writes.append(key), put(key, data))[1])
+    publish(store, _model(), ModelCard(version="svd-1", algorithm="svd"), _evaluation(0.3), deploy="canary")
+    model_writes = [k for k in writes if k.startswith("models/")]
+    assert len(model_writes) == len(set(model_writes)) and model_writes[-1].endswith("checksums.json")
+    assert rollout.load(store).stable == "svd-1"
+    with pytest.raises(ArtifactError, match="written once"):       # publishing it again with a new gate
+        publish(store, _model(), ModelCard(version="svd-1", algorithm="svd"), _evaluation(0.31))
 
 
 def test_rejected_model_is_published_but_not_deployed(tmp_path):
@@ -100,7 +117,7 @@ def test_rejected_model_is_published_but_not_deployed(tmp_path):
 
     forced = publish(store, _model(), ModelCard(version="svd-3", algorithm="svd"),
                      _evaluation(0.1), deploy="canary", force=True)
-    assert forced.deployed == "canary" and load_card(store, "svd-3").gate["forced"] is True
+    assert forced.deployed == "canary" and load_card(store, "svd-3").gate["candidate"] is False
     assert "forced past the publish gate" in rollout.load(store).history[-1]["reason"]
 
 
@@ -108,16 +125,15 @@ def test_bad_deploy_mode_and_model_resolution(tmp_path):
     store = LocalStore(tmp_path / "store")
     with pytest.raises(ValueError, match="deploy"):
         publish(store, _model(), ModelCard(version="v", algorithm="svd"), _evaluation(0.3), deploy="everywhere")
-    model_dir = LocalStore(tmp_path / "model")
-    _model().save(model_dir, ModelCard(version="svd-9", algorithm="svd"))
-    assert resolve_model(str(tmp_path / "model"), store)[1].version == "svd-9"
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for name, data in _model().to_files(ModelCard(version="svd-8", algorithm="svd")).items():
-        (flat / name).write_bytes(data)
-    assert resolve_model(str(flat), store)[1].version == "svd-8"
+    _model().save_dir(tmp_path / "folder", ModelCard(version="svd-8", algorithm="svd"))
+    assert resolve_model(str(tmp_path / "folder"), store)[1].version == "svd-8"
     _model().save(store, ModelCard(version="svd-7", algorithm="svd"))
     assert resolve_model("svd-7", store)[1].version == "svd-7"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not a model version folder"):
+        resolve_model(str(tmp_path / "empty"), store)
+    with pytest.raises(ArtifactError, match="not published"):
+        resolve_model("svd-6", store)
 
 
 def test_evaluate_and_publish_commands(tmp_path):
@@ -127,15 +143,14 @@ def test_evaluate_and_publish_commands(tmp_path):
 
     from components.cli import app
     from components.training.preprocess import build_dataset
-    from components.training.recommenders import make_recommender
-    from components.training.train import write_model_dir
+    from components.training.train import make_recommender
     from tests.synthetic_events import synthetic_events
 
     rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
     data = build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
     data.save(tmp_path / "dataset")
     rec = make_recommender("random", {"seed": 1}).fit(data)
-    write_model_dir(rec, ModelCard(version="random-1", algorithm="random"), tmp_path / "models" / "random-1")
+    rec.fitted.save_dir(tmp_path / "models" / "random-1", ModelCard(version="random-1", algorithm="random"))
     store = tmp_path / "store"
     runner = CliRunner()
 

@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 
 from components.core.layout import check_version
-from components.core.model_artifact import ArtifactError
+from components.core.model_artifact import ArtifactError, FactorModel
 from components.training import train as train_module
 from components.training.preprocess import build_dataset
-from components.training.recommenders import make_recommender
 from components.training.train import (
     check_export,
     code_commit,
+    make_recommender,
     model_version,
-    read_model_dir,
     surprise_trainset,
     train,
-    write_model_dir,
 )
 from tests.synthetic_events import synthetic_events
 
@@ -96,12 +94,25 @@ def test_model_version_is_lowercase_and_valid():
 
 def test_model_directory_round_trip_and_tamper_check(dataset, tmp_path):
     rec, card = train(dataset, "popularity", FAST)
-    write_model_dir(rec, card, tmp_path / card.version)
-    back = read_model_dir(tmp_path / card.version)
-    assert back.card.version == card.version
+    rec.fitted.save_dir(tmp_path / card.version, card)
+    back, back_card = FactorModel.load_dir(tmp_path / card.version)
+    assert back_card.version == card.version
     for user in dataset.user_ids[:5].tolist():
-        assert back.recommend(user) == rec.recommend(user)
-    path = tmp_path / card.version / "ids.npz"
+        assert back.recommend(user)[0] == rec.recommend(user)
+    path = tmp_path / card.version / "user_ids.npy"
     path.write_bytes(path.read_bytes()[:-3] + b"xyz")
     with pytest.raises(ArtifactError):
-        read_model_dir(tmp_path / card.version)
+        FactorModel.load_dir(tmp_path / card.version)
+
+
+def test_recommenders_do_not_import_the_training_stage():
+    """The engine registry is in train.py; recommenders.py is imported by it, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    import components.training.recommenders as recommenders
+
+    tree = ast.parse(Path(recommenders.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "components.training.train" not in imported
+    assert {"svd", "svdpp", "popularity", "random"} <= set(train_module.ALGORITHMS)

@@ -271,7 +271,11 @@ def test_metrics_count_every_request_across_two_workers(served):
     assert delta("movierec_predictor_requests_total", route="recommend", code="200") == n
     assert delta("movierec_predictor_request_latency_seconds_count", route="recommend") == n + 1
     assert delta("movierec_predictor_fallbacks_total") == fallbacks
-    assert delta("movierec_predictor_errors_total", reason="bad_user_id") == 1
+    assert delta("movierec_predictor_requests_within_budget_total", route="recommend") == n
+    assert delta("movierec_predictor_client_errors_total", route="recommend", reason="bad_user_id") == 1
+    assert delta("movierec_predictor_requests_total", route="recommend", code="400") == 1
+    assert delta("movierec_predictor_errors_total") == 0  # a client's mistake is no server error
+    assert 'version="none"' not in after
     assert _metric_sum(after, "movierec_predictor_canary_percent") == CANARY_PERCENT
     assert _metric_sum(after, "movierec_predictor_model_info", version="v2", role="canary") == 1
     assert _metric_sum(after, "movierec_predictor_model_info", version="v1", role="stable") == 1

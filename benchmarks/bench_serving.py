@@ -5,6 +5,8 @@ Measured against the real server (`python -m predictor`, supervisor + workers) o
   request's scheduled send time, so a stall is not hidden) from a load-generator process (asyncio,
   raw HTTP/1.1 keep-alive), p50/p99/max; three runs, the median one (by p99) reported as
   `fixed_rate`, all three in `fixed_rate_repeats`; and at a fifth and half of that rate;
+- the workers' CPU time per request over the fixed-rate runs (the figure a busy shared machine
+  disturbs least);
 - maximum throughput with `wrk` (Debian package) and a Lua script spreading user ids;
   both with 1 and 2 workers;
 - memory of the instance (supervisor + workers, psutil): RSS summed (counts the shared model pages
@@ -314,7 +316,10 @@ def main(argv: list[str] | None = None) -> dict:
                 run = {"start_to_ready_s": round(start_s, 2), "memory_after_start": memory(proc.pid)}
                 fixed_rate(port, args.rate, 2.0, args.users)  # warm-up
                 # Three runs: on a shared machine one run can land on another process's burst.
+                cpu0 = worker_cpu_seconds(proc.pid)
                 runs = [fixed_rate(port, args.rate, args.seconds, args.users) for _ in range(3)]
+                run["fixed_rate_server_cpu_ms_per_request"] = round(
+                    1000 * (worker_cpu_seconds(proc.pid) - cpu0) / max(1, sum(r["requests"] for r in runs)), 3)
                 run["fixed_rate_repeats"] = runs
                 run["fixed_rate"] = sorted(runs, key=lambda r: r["p99_ms"])[1]  # the median run by p99
                 run["fixed_rate_lower"] = [fixed_rate(port, r, args.seconds / 2, args.users)

@@ -51,6 +51,9 @@ def run_worker(args: argparse.Namespace) -> None:
     port = sock.getsockname()[1]
     store = open_store(args.store)
     serving = Serving()
+    request_log = None
+    if args.request_log:
+        request_log = RequestLog(args.request_log, server=f"{socket.gethostname()}:{port}")
     registry_holder: list = []
 
     def sync_registry(previous: TrafficSplit, current: TrafficSplit) -> None:
@@ -71,7 +74,7 @@ def run_worker(args: argparse.Namespace) -> None:
         log.info("version %s pre-fetched in %s: loaded from there when the rollout names it",
                  prefetched.version, args.model_dir)
     watcher = RolloutWatcher(store, serving, poll_seconds=args.poll_seconds, on_swap=sync_registry,
-                             mmap_arrays=not args.no_mmap, prefetched=prefetched)
+                             mmap_arrays=not args.no_mmap, prefetched=prefetched, request_log=request_log)
     while True:
         try:
             watcher.sync()
@@ -83,12 +86,9 @@ def run_worker(args: argparse.Namespace) -> None:
         time.sleep(args.poll_seconds)
     watcher.start()
 
-    request_log = None
-    if args.request_log:
-        request_log = RequestLog(args.request_log, server=f"{socket.gethostname()}:{port}")
     app = kserve_app.kserve_app()
     recommender = routes.add_routes(app, serving, request_log)  # before KServe's routes: FastAPI matches in order
-    registry_holder.append(kserve_app.build([RoutedModel(serving), *serving.split.models()], port))
+    registry_holder.append(kserve_app.build([RoutedModel(serving, request_log), *serving.split.models()], port))
     sync_registry(TrafficSplit(), serving.split)  # a swap while the app was being built
     drain = DrainState()
     app.add_middleware(FrontDoor, recommender=recommender, drain=drain)

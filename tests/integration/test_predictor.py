@@ -248,6 +248,17 @@ def test_fuzz_v1_v2_payloads_never_500(served, v1, v2, model):
     assert r2.status_code < 500, (v2, r2.status_code, r2.text)
 
 
+def test_client_mistakes_leave_one_line_each_and_no_traceback_in_the_server_log(served):
+    """After the fuzzing above (hundreds of bad payloads): a client's mistake is one INFO line at most."""
+    for bad in ({"instances": "x"}, {"instances": [-1]}, [1], {"instances": [1], "k": 0}):
+        assert served.client.post("/v1/models/movierec:predict", json=bad).status_code == 400
+    assert served.client.post("/v1/models/nope:predict", json={"instances": [1]}).status_code == 404
+    served.log.flush()
+    text = Path(served.log.name).read_text(errors="replace")
+    assert "-> 400" in text
+    assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
+
+
 # -- metrics with two workers and the request log ------------------------------------------------------
 def _metric_sum(text: str, name: str, **labels) -> float:
     total = 0.0

@@ -15,6 +15,9 @@ Measured against the real server (`python -m predictor`, supervisor + workers) o
   factors) and of all their arrays (plus ids, seen-movie lists - 20 per user here - popularity);
 - the time from `rollout canary` (writing the rollout state) to the first answer from the new
   version, and to every worker answering from it;
+- the request path in process: microseconds per `/recommend` through the front door wrapped around
+  KServe's app (what the worker serves), through it added inside Starlette's stack with
+  `app.add_middleware` (the alternative), and `Recommender.answer` alone;
 - the baseline: ranking one user's unseen movies through Surprise's `predict` loop. A Surprise SVD
   is trained on small synthetic ratings, then its arrays (pu, qi, bu, bi) and its trainset's id
   maps are replaced by the full-size ones (1M x k, 27k x k) - a real, full-size predict loop,
@@ -270,6 +273,60 @@ def surprise_baseline(model, users: list[int], k: int = 20) -> dict:
             "top20_overlap": round(float(np.mean(overlap)), 3)}
 
 
+# -- the request path in process ----------------------------------------------------------------------------
+def request_path_cost(store, n: int = 20_000) -> dict:
+    """Microseconds per `GET /recommend/<id>` through the front door wrapped around KServe's app (what
+    the worker serves), through it added with `app.add_middleware` inside Starlette's stack, and for
+    `Recommender.answer` alone (no HTTP parsing: uvicorn's share is not in these)."""
+    import asyncio
+
+    from predictor import kserve_app, routes
+    from predictor.front_door import DrainState, FrontDoor
+    from predictor.mapped import load_mapped
+    from predictor.model import RecommenderModel, RoutedModel
+    from predictor.traffic import Serving, TrafficSplit
+
+    serving = Serving()
+    serving.swap(TrafficSplit(stable=RecommenderModel("bench-a", *load_mapped(store, "bench-a"))))
+    app = kserve_app.kserve_app()
+    recommender = routes.add_routes(app, serving)
+    kserve_app.build([RoutedModel(serving), *serving.split.models()], 0)
+    outside = FrontDoor(app, recommender, DrainState())
+    app.add_middleware(FrontDoor, recommender=recommender, drain=DrainState())
+    users = np.random.default_rng(2).integers(1, 1000, n).tolist()
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    def scope(user):
+        return {"type": "http", "method": "GET", "path": f"/recommend/{user}", "raw_path": b"", "headers": [],
+                "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+                "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+
+    async def per_request(asgi) -> float:
+        t0 = time.perf_counter()
+        for user in users:
+            await asgi(scope(user), receive, send)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    async def measure() -> dict:
+        await per_request(app)  # warm-up: builds the middleware stack
+        best = {"add_middleware_us": [], "outside_wrapper_us": [], "recommender_only_us": []}
+        for _ in range(3):
+            best["add_middleware_us"].append(await per_request(app))
+            best["outside_wrapper_us"].append(await per_request(outside))
+            t0 = time.perf_counter()
+            for user in users:
+                recommender.answer(str(user))
+            best["recommender_only_us"].append((time.perf_counter() - t0) / n * 1e6)
+        return {k: round(min(v), 1) for k, v in best.items()}
+
+    return {"requests_each": n, **asyncio.run(measure())}
+
+
 # -- main ------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -304,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
               "runs": {}}
     print(f"two models: factors {two_models_factor_bytes / 2**20:.0f} MiB, all arrays "
           f"{two_models_all_bytes / 2**20:.0f} MiB", flush=True)
+    result["request_path_in_process"] = request_path_cost(store)
+    print("request path", result["request_path_in_process"], flush=True)
     result["baseline"] = surprise_baseline(models["bench-a"], [1, 2, 3] if args.quick else [1, 2, 3, 4, 5])
     print("baseline", result["baseline"], flush=True)
     del models

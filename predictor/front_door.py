@@ -1,7 +1,9 @@
-"""The predictor's front door: one pure ASGI middleware on KServe's app, before any route runs.
+"""The predictor's front door: one pure ASGI middleware around KServe's app, before any route runs.
 
-Added with `app.add_middleware(FrontDoor, ...)` (the extension point KServe's custom-predictor
-examples use), it does four cheap things per request:
+The worker wraps KServe's app in it (plain ASGI: no KServe name involved). It could equally be
+added with `app.add_middleware(FrontDoor, ...)`, but inside Starlette's middleware stack every
+`/recommend` costs more (`benchmarks/bench_serving.py`, `request_path_in_process`). It does four
+cheap things per request:
 
 - answers `GET /recommend/<user id>` straight away with `routes.Recommender` (the same answer as
   the FastAPI route, without FastAPI's routing, dependency solving and KServe's timing

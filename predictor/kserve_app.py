@@ -2,8 +2,7 @@
 
 KServe's documented way to serve is `ModelServer().start(models)`: it registers the models, builds
 KServe's FastAPI app (`kserve.model_server.app`: the V1/V2 routes, KServe's error handlers) and
-runs uvicorn on a port it binds itself. Custom routes and middleware go on that app before the
-server starts (KServe's custom-predictor examples add middleware with `app.add_middleware`).
+runs uvicorn on a port it binds itself. Custom routes go on that app before the server starts.
 
 The platform needs one thing more: a worker serves on a listening socket it inherited from the
 supervisor (`supervisor.py`, `handoff.py`), so that a successor instance takes over the same

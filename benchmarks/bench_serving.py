@@ -5,6 +5,8 @@ Measured against the real server (`python -m predictor`, supervisor + workers) o
   request's scheduled send time, so a stall is not hidden) from a load-generator process (asyncio,
   raw HTTP/1.1 keep-alive), p50/p99/max; three runs, the median one (by p99) reported as
   `fixed_rate`, all three in `fixed_rate_repeats`; and at a fifth and half of that rate;
+- the workers' CPU time per request over the fixed-rate runs (the figure a busy shared machine
+  disturbs least);
 - maximum throughput with `wrk` (Debian package) and a Lua script spreading user ids;
   both with 1 and 2 workers;
 - memory of the instance (supervisor + workers, psutil): RSS summed (counts the shared model pages
@@ -13,6 +15,9 @@ Measured against the real server (`python -m predictor`, supervisor + workers) o
   factors) and of all their arrays (plus ids, seen-movie lists - 20 per user here - popularity);
 - the time from `rollout canary` (writing the rollout state) to the first answer from the new
   version, and to every worker answering from it;
+- the request path in process: microseconds per `/recommend` through the front door wrapped around
+  KServe's app (what the worker serves), through it added inside Starlette's stack with
+  `app.add_middleware` (the alternative), and `Recommender.answer` alone;
 - the baseline: ranking one user's unseen movies through Surprise's `predict` loop. A Surprise SVD
   is trained on small synthetic ratings, then its arrays (pu, qi, bu, bi) and its trainset's id
   maps are replaced by the full-size ones (1M x k, 27k x k) - a real, full-size predict loop,
@@ -268,6 +273,60 @@ def surprise_baseline(model, users: list[int], k: int = 20) -> dict:
             "top20_overlap": round(float(np.mean(overlap)), 3)}
 
 
+# -- the request path in process ----------------------------------------------------------------------------
+def request_path_cost(store, n: int = 20_000) -> dict:
+    """Microseconds per `GET /recommend/<id>` through the front door wrapped around KServe's app (what
+    the worker serves), through it added with `app.add_middleware` inside Starlette's stack, and for
+    `Recommender.answer` alone (no HTTP parsing: uvicorn's share is not in these)."""
+    import asyncio
+
+    from predictor import kserve_app, routes
+    from predictor.front_door import DrainState, FrontDoor
+    from predictor.mapped import load_mapped
+    from predictor.model import RecommenderModel, RoutedModel
+    from predictor.traffic import Serving, TrafficSplit
+
+    serving = Serving()
+    serving.swap(TrafficSplit(stable=RecommenderModel("bench-a", *load_mapped(store, "bench-a"))))
+    app = kserve_app.kserve_app()
+    recommender = routes.add_routes(app, serving)
+    kserve_app.build([RoutedModel(serving), *serving.split.models()], 0)
+    outside = FrontDoor(app, recommender, DrainState())
+    app.add_middleware(FrontDoor, recommender=recommender, drain=DrainState())
+    users = np.random.default_rng(2).integers(1, 1000, n).tolist()
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    def scope(user):
+        return {"type": "http", "method": "GET", "path": f"/recommend/{user}", "raw_path": b"", "headers": [],
+                "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+                "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+
+    async def per_request(asgi) -> float:
+        t0 = time.perf_counter()
+        for user in users:
+            await asgi(scope(user), receive, send)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    async def measure() -> dict:
+        await per_request(app)  # warm-up: builds the middleware stack
+        best = {"add_middleware_us": [], "outside_wrapper_us": [], "recommender_only_us": []}
+        for _ in range(3):
+            best["add_middleware_us"].append(await per_request(app))
+            best["outside_wrapper_us"].append(await per_request(outside))
+            t0 = time.perf_counter()
+            for user in users:
+                recommender.answer(str(user))
+            best["recommender_only_us"].append((time.perf_counter() - t0) / n * 1e6)
+        return {k: round(min(v), 1) for k, v in best.items()}
+
+    return {"requests_each": n, **asyncio.run(measure())}
+
+
 # -- main ------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
               "runs": {}}
     print(f"two models: factors {two_models_factor_bytes / 2**20:.0f} MiB, all arrays "
           f"{two_models_all_bytes / 2**20:.0f} MiB", flush=True)
+    result["request_path_in_process"] = request_path_cost(store)
+    print("request path", result["request_path_in_process"], flush=True)
     result["baseline"] = surprise_baseline(models["bench-a"], [1, 2, 3] if args.quick else [1, 2, 3, 4, 5])
     print("baseline", result["baseline"], flush=True)
     del models
@@ -314,7 +375,10 @@ def main(argv: list[str] | None = None) -> dict:
                 run = {"start_to_ready_s": round(start_s, 2), "memory_after_start": memory(proc.pid)}
                 fixed_rate(port, args.rate, 2.0, args.users)  # warm-up
                 # Three runs: on a shared machine one run can land on another process's burst.
+                cpu0 = worker_cpu_seconds(proc.pid)
                 runs = [fixed_rate(port, args.rate, args.seconds, args.users) for _ in range(3)]
+                run["fixed_rate_server_cpu_ms_per_request"] = round(
+                    1000 * (worker_cpu_seconds(proc.pid) - cpu0) / max(1, sum(r["requests"] for r in runs)), 3)
                 run["fixed_rate_repeats"] = runs
                 run["fixed_rate"] = sorted(runs, key=lambda r: r["p99_ms"])[1]  # the median run by p99
                 run["fixed_rate_lower"] = [fixed_rate(port, r, args.seconds / 2, args.users)

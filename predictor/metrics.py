@@ -7,7 +7,14 @@ its samples to files there, and `/metrics` merges them with `MultiProcessCollect
 worker answers. Gauges use a `live*` mode so a dead worker's values disappear
 (the supervisor calls `mark_process_dead`).
 
-Per-request label lookups are cached: the hot path does two dict lookups and two increments.
+Every request is counted under the version that answered it (a V1/V2 request routed to both
+versions counts once for each); a request refused as the client's mistake (400, 404, 413) has no
+answering version: it is counted with an empty `version` label (Prometheus drops it) and in
+`movierec_predictor_client_errors_total{route,reason}`. `movierec_predictor_errors_total` holds
+server-side failures only. Availability as the README defines it (answered with 200 within 600 ms)
+is `movierec_predictor_requests_within_budget_total` over `movierec_predictor_requests_total`.
+
+Per-request label lookups are cached: the hot path does a few dict lookups and increments.
 """
 
 from __future__ import annotations
@@ -18,14 +25,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+BUDGET_SECONDS = 0.6  # the contract: an answer later than 600 ms counts as failed
+NO_VERSION = ""       # client errors: no version answered (an empty label is no label in Prometheus)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0, 2.5)
 
 REQUESTS = Counter("movierec_predictor_requests", "Requests answered, by serving version, route and HTTP code",
                    ["version", "route", "code"])
 LATENCY = Histogram("movierec_predictor_request_latency_seconds", "Time to answer a request (seconds)",
                     ["version", "route"], buckets=LATENCY_BUCKETS)
-ERRORS = Counter("movierec_predictor_errors", "Requests that failed or were refused, by version and reason",
-                 ["version", "reason"])
+WITHIN_BUDGET = Counter("movierec_predictor_requests_within_budget",
+                        "Requests answered with 200 within the 600 ms budget, by serving version and route",
+                        ["version", "route"])
+ERRORS = Counter("movierec_predictor_errors", "Server-side failures (requests failed, versions refused), by "
+                 "version and reason", ["version", "reason"])
+CLIENT_ERRORS = Counter("movierec_predictor_client_errors", "Requests refused as the client's mistake (4xx), "
+                        "by route and reason", ["route", "reason"])
 FALLBACKS = Counter("movierec_predictor_fallbacks", "Unknown users answered with the popularity list",
                     ["version"])
 CANARY_PERCENT = Gauge("movierec_predictor_canary_percent", "Share of users routed to the canary (percent)",
@@ -48,13 +62,23 @@ def observe_request(version: str, route: str, code: int, seconds: float) -> None
     key = (version, route, code)
     children = _request_children.get(key)
     if children is None:
-        children = (REQUESTS.labels(version, route, str(code)), LATENCY.labels(version, route))
+        children = (REQUESTS.labels(version, route, str(code)), LATENCY.labels(version, route),
+                    WITHIN_BUDGET.labels(version, route) if code == 200 else None)
         _request_children[key] = children
     children[0].inc()
     children[1].observe(seconds)
+    if children[2] is not None and seconds <= BUDGET_SECONDS:
+        children[2].inc()
+
+
+def observe_client_error(route: str, reason: str, code: int, seconds: float) -> None:
+    """Count a request refused as the client's mistake: no version answered it."""
+    CLIENT_ERRORS.labels(route, reason).inc()
+    observe_request(NO_VERSION, route, code, seconds)
 
 
 def observe_error(version: str, reason: str) -> None:
+    """Count a server-side failure (the request's own code is counted by `observe_request`)."""
     ERRORS.labels(version, reason).inc()
 
 

@@ -15,26 +15,35 @@ V1 `/v1/models/{name}:predict`
 
 `/v?/models/<version>` always uses that version; `/v?/models/movierec` routes each user by the
 stable hash, exactly like `GET /recommend/<user>`. Bad payloads raise `InvalidInput` (HTTP 400).
+
+Every answer is evaluated like a `/recommend` answer: each user's list (its first 20 ids) goes to
+the request log as a recommendation line naming the version that answered, and the request is
+counted under each version that answered part of it. A request's work is bounded (<= 1,000 users,
+k <= 100) and scored in chunks of `CHUNK_USERS`, yielding to the event loop between chunks, one
+batch at a time per worker, so `/recommend` and the health probes keep answering beside it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from components.core.events import MAX_USER_ID
+from components.core.events import MAX_RESULTS, MAX_USER_ID
 from components.core.model_artifact import FactorModel, ModelCard
 from predictor import metrics
+from predictor.request_log import RequestLog
 from predictor.traffic import Serving
 
 ROUTED_NAME = "movierec"
 DEFAULT_K, MAX_K, MAX_BATCH = 20, 100, 1000
+CHUNK_USERS = 32  # users scored between two yields to the event loop (~16 ms at 1M users x 27k movies)
 INPUTS = [{"name": "user_id", "datatype": "INT64", "shape": [-1]},
           {"name": "k", "datatype": "INT32", "shape": [1]}]
 OUTPUTS = [{"name": "movie_ids", "datatype": "BYTES", "shape": [-1, -1]},
@@ -45,9 +54,10 @@ OUTPUTS = [{"name": "movie_ids", "datatype": "BYTES", "shape": [-1, -1]},
 class RecommenderModel(Model):
     """One published model version, loaded and verified, answering for itself."""
 
-    def __init__(self, version: str, model: FactorModel, card: ModelCard):
+    def __init__(self, version: str, model: FactorModel, card: ModelCard, request_log: RequestLog | None = None):
         super().__init__(version)
         self.version, self.factors, self.card = version, model, card
+        self.request_log = request_log
         self.ready = True
 
     def load(self) -> bool:  # loading happens (verified) before construction: see watcher.py
@@ -75,15 +85,15 @@ class RecommenderModel(Model):
         return OUTPUTS
 
     async def predict(self, payload, headers=None, response_headers=None):
-        return _answer(self.name, payload, lambda uid: self)
+        return await _answer(self.name, payload, lambda uid: self, self.request_log)
 
 
 class RoutedModel(Model):
     """`movierec`: the split itself as a model, so V1/V2 clients get canary routing too."""
 
-    def __init__(self, serving: Serving):
+    def __init__(self, serving: Serving, request_log: RequestLog | None = None):
         super().__init__(ROUTED_NAME)
-        self.serving = serving
+        self.serving, self.request_log = serving, request_log
         self.ready = True
 
     async def healthy(self) -> bool:
@@ -97,29 +107,38 @@ class RoutedModel(Model):
 
     async def predict(self, payload, headers=None, response_headers=None):
         split = self.serving.split
-        return _answer(self.name, payload, split.route)
+        return await _answer(self.name, payload, split.route, self.request_log)
 
 
-def _answer(name: str, payload, pick: Callable[[int], RecommenderModel | None]):
+_one_batch_at_a_time: asyncio.Semaphore | None = None
+
+
+def _batch_turn() -> asyncio.Semaphore:
+    global _one_batch_at_a_time
+    if _one_batch_at_a_time is None:
+        _one_batch_at_a_time = asyncio.Semaphore(1)
+    return _one_batch_at_a_time
+
+
+async def _answer(name: str, payload, pick: Callable[[int], RecommenderModel | None],
+                  request_log: RequestLog | None = None):
     start = time.perf_counter()
     route = "v2" if isinstance(payload, InferRequest) else "v1"
     try:
         users, k = _v2_inputs(payload) if route == "v2" else _v1_inputs(payload)
     except InvalidInput:
-        metrics.observe_error(name, f"bad_{route}_payload")
-        metrics.observe_request(name, route, 400, time.perf_counter() - start)
+        metrics.observe_client_error(route, f"bad_{route}_payload", 400, time.perf_counter() - start)
         raise
-    rows = []
-    for uid in users:
-        model = pick(uid)
-        if model is None:
-            metrics.observe_error(name, "no_model")
-            raise InvalidInput("no model version is loaded")
-        ids, personalized = model.recommend(uid, k)
+    async with _batch_turn():
+        rows = await _score(name, route, users, k, pick, start)
+    elapsed = time.perf_counter() - start
+    for version in {r[3] for r in rows}:
+        metrics.observe_request(version, route, 200, elapsed)
+    for uid, ids, personalized, version in rows:
         if not personalized:
-            metrics.observe_fallback(model.version)
-        rows.append((uid, ids, personalized, model.version))
-    metrics.observe_request(name, route, 200, time.perf_counter() - start)
+            metrics.observe_fallback(version)
+        if request_log:
+            request_log.record(uid, version, 200, ids[:MAX_RESULTS], elapsed * 1000)
     if route == "v1":
         return {"predictions": [{"user_id": u, "movie_ids": ids, "personalized": p, "model_version": v}
                                 for u, ids, p, v in rows]}
@@ -134,6 +153,28 @@ def _answer(name: str, payload, pick: Callable[[int], RecommenderModel | None]):
         out.set_data_from_numpy(data, binary_data=payload.use_binary_outputs)
         outputs.append(out)
     return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=name, infer_outputs=outputs)
+
+
+async def _score(name: str, route: str, users: list[int], k: int,
+                 pick: Callable[[int], RecommenderModel | None], start: float) -> list[tuple]:
+    """(user, ids, personalized, version) per user, yielding to the event loop every `CHUNK_USERS`."""
+    rows = []
+    for i, uid in enumerate(users):
+        if i and i % CHUNK_USERS == 0:
+            await asyncio.sleep(0)
+        model = pick(uid)
+        if model is None:
+            metrics.observe_error(metrics.NO_VERSION, "no_model")
+            metrics.observe_request(metrics.NO_VERSION, route, 503, time.perf_counter() - start)
+            raise ModelNotReady(name, "no model version is loaded")
+        try:
+            ids, personalized = model.recommend(uid, k)
+        except Exception:  # never expected; counted under the version that failed, then KServe's 500
+            metrics.observe_error(model.version, "exception")
+            metrics.observe_request(model.version, route, 500, time.perf_counter() - start)
+            raise
+        rows.append((uid, ids, personalized, model.version))
+    return rows
 
 
 def _check_users(values) -> list[int]:

@@ -9,8 +9,8 @@
 
 They must be added to `kserve.model_server.app` before the server starts (FastAPI matches
 routes in order, so this `/metrics` takes precedence over KServe's single-process one). The
-worker also puts `RecommendFastPath` in front of the app: the same answer without FastAPI's
-generic machinery, since `/recommend` is the route that carries the traffic.
+worker's front door (`front_door.py`) answers `/recommend` with the same `Recommender` before
+FastAPI's generic machinery, since it is the route that carries the traffic.
 The request path does one routing lookup and one `FactorModel.recommend` (a mat-vec, a mask
 and an argpartition); the request log and metrics only touch memory.
 """
@@ -41,13 +41,12 @@ class Recommender:
         try:
             uid = parse_user_id(user_text)
         except ValueError as exc:
-            metrics.observe_error("none", "bad_user_id")
-            metrics.observe_request("none", "recommend", 400, time.perf_counter() - start)
+            metrics.observe_client_error("recommend", "bad_user_id", 400, time.perf_counter() - start)
             return 400, str(exc), None
         model = self.serving.split.route(uid)
         if model is None:
-            metrics.observe_error("none", "no_model")
-            metrics.observe_request("none", "recommend", 503, time.perf_counter() - start)
+            metrics.observe_error(metrics.NO_VERSION, "no_model")
+            metrics.observe_request(metrics.NO_VERSION, "recommend", 503, time.perf_counter() - start)
             return 503, "no model version is loaded", None
         version = model.version
         try:
@@ -66,32 +65,6 @@ class Recommender:
         if self.request_log:
             self.request_log.record(uid, version, 200, ids, elapsed * 1000)
         return 200, ",".join(ids), version
-
-
-class RecommendFastPath:
-    """Answers `GET /recommend/<id>` straight from ASGI, in front of FastAPI's middleware stack.
-
-    Same answers as the FastAPI route (both call `Recommender.answer`); it skips the generic
-    routing, dependency solving and KServe's timing middleware, about half the per-request CPU.
-    Anything else goes to the wrapped app unchanged."""
-
-    _TEXT = (b"content-type", b"text/plain; charset=utf-8")
-
-    def __init__(self, app, recommender: Recommender):
-        self.app, self.recommender = app, recommender
-
-    async def __call__(self, scope, receive, send):
-        path = scope.get("path", "")
-        if (scope["type"] != "http" or scope["method"] != "GET" or not path.startswith("/recommend/")
-                or "/" in path[11:] or len(path) == 11):
-            return await self.app(scope, receive, send)
-        status, text, version = self.recommender.answer(path[11:])
-        body = text.encode()
-        headers = [self._TEXT, (b"content-length", str(len(body)).encode())]
-        if version:
-            headers.append((b"x-model-version", version.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def add_routes(app: FastAPI, serving: Serving, request_log: RequestLog | None = None) -> Recommender:

@@ -6,7 +6,7 @@ a running instance on the same port, see `handoff.py`, or freshly bound), gives 
 process the descriptor, a fresh `PROMETHEUS_MULTIPROC_DIR` and single-threaded BLAS (parallelism
 comes from the workers), and waits until every worker accepts. Then it is ready: it offers its
 socket to successors and writes `--ready_file`. A worker that dies is replaced. SIGTERM/SIGINT
-stop the instance gracefully: workers drain and finish in-flight requests.
+stop the instance gracefully: workers drain (SIGUSR1) and finish in-flight requests.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from predictor import handoff
 
 log = logging.getLogger("movierec.predictor")
+DRAIN_SIGNAL = signal.SIGUSR1  # a worker drains, then stops (server.py); SIGTERM stops it at once
 
 
 def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> int:
@@ -81,7 +82,7 @@ def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> int:
             offer.close()
         for w in workers:
             if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
+                w.send_signal(DRAIN_SIGNAL)
         deadline = time.monotonic() + args.drain_seconds + args.grace_seconds + 5
         for w in workers:
             try:

@@ -23,6 +23,7 @@ from components.core.store import ArtifactStore
 from predictor import metrics
 from predictor.mapped import load_model
 from predictor.model import RecommenderModel
+from predictor.request_log import RequestLog
 from predictor.traffic import Serving, TrafficSplit
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,12 @@ class RolloutWatcher:
 
     def __init__(self, store: ArtifactStore, serving: Serving, *, poll_seconds: float = 2.0,
                  on_swap: Callable[[TrafficSplit, TrafficSplit], None] | None = None, mmap_arrays: bool = True,
-                 prefetched: ArtifactStore | None = None):
+                 prefetched: ArtifactStore | None = None, request_log: RequestLog | None = None):
         self.store, self.serving, self.poll_seconds = store, serving, poll_seconds
         self.prefetched = prefetched   # a PrefetchedVersion: one version already on local disk
         self.on_swap = on_swap
         self.mmap_arrays = mmap_arrays
+        self.request_log = request_log  # where the loaded versions log their V1/V2 answers
         self.refused: dict[str, tuple[float, str]] = {}
         self._roles: dict[str, str] = {}
         self.invalid_state: str | None = None  # why the last rollout state read was refused
@@ -96,7 +98,7 @@ class RolloutWatcher:
             local = self.prefetched is not None and self.prefetched.version == version
             factors, card = load_model(self.prefetched if local else self.store, version,
                                        mmap_arrays=self.mmap_arrays)
-            model = RecommenderModel(version, factors, card)
+            model = RecommenderModel(version, factors, card, self.request_log)
             model.smoke_test()
         except Exception as exc:
             self.refused[version] = (time.monotonic(), str(exc))

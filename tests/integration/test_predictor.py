@@ -249,6 +249,17 @@ def test_fuzz_v1_v2_payloads_never_500(served, v1, v2, model):
     assert r2.status_code < 500, (v2, r2.status_code, r2.text)
 
 
+def test_client_mistakes_leave_one_line_each_and_no_traceback_in_the_server_log(served):
+    """After the fuzzing above (hundreds of bad payloads): a client's mistake is one INFO line at most."""
+    for bad in ({"instances": "x"}, {"instances": [-1]}, [1], {"instances": [1], "k": 0}):
+        assert served.client.post("/v1/models/movierec:predict", json=bad).status_code == 400
+    assert served.client.post("/v1/models/nope:predict", json={"instances": [1]}).status_code == 404
+    served.log.flush()
+    text = Path(served.log.name).read_text(errors="replace")
+    assert "-> 400" in text
+    assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
+
+
 # -- metrics with two workers and the request log ------------------------------------------------------
 def _metric_sum(text: str, name: str, **labels) -> float:
     total = 0.0
@@ -272,7 +283,11 @@ def test_metrics_count_every_request_across_two_workers(served):
     assert delta("movierec_predictor_requests_total", route="recommend", code="200") == n
     assert delta("movierec_predictor_request_latency_seconds_count", route="recommend") == n + 1
     assert delta("movierec_predictor_fallbacks_total") == fallbacks
-    assert delta("movierec_predictor_errors_total", reason="bad_user_id") == 1
+    assert delta("movierec_predictor_requests_within_budget_total", route="recommend") == n
+    assert delta("movierec_predictor_client_errors_total", route="recommend", reason="bad_user_id") == 1
+    assert delta("movierec_predictor_requests_total", route="recommend", code="400") == 1
+    assert delta("movierec_predictor_errors_total") == 0  # a client's mistake is no server error
+    assert 'version="none"' not in after
     assert _metric_sum(after, "movierec_predictor_canary_percent") == CANARY_PERCENT
     assert _metric_sum(after, "movierec_predictor_model_info", version="v2", role="canary") == 1
     assert _metric_sum(after, "movierec_predictor_model_info", version="v1", role="stable") == 1
@@ -307,17 +322,16 @@ def test_request_log_records_each_answer_with_its_version(served):
         r = served.client.get(f"/recommend/{uid}")
         sent[uid] = (r.headers["x-model-version"], tuple(r.text.split(",")))
 
-    def logged():
+    def logged():  # other tests asked for the same users over V1/V2: find this test's answers among them
         if not served.log_path.exists():
             return {}
         events = [parse_line(line) for line in served.log_path.read_text().splitlines()]
         assert all(isinstance(e, RecommendationEvent) for e in events)
-        return {e.user_id: e for e in events if e.user_id in sent}
+        return {e.user_id: e for e in events if e.user_id in sent and (e.version, e.results) == sent[e.user_id]}
 
     wait_for(lambda: len(logged()) == len(sent), 10, "request lines")
     for uid, event in logged().items():
         assert event.status == 200 and event.server.endswith(f":{served.port}@{sent[uid][0]}")
-        assert (event.version, event.results) == sent[uid]
 
 
 # -- swaps, refusals and restarts under load -----------------------------------------------------------
@@ -381,3 +395,74 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
     assert load.errors == [] and set(load.codes) == {200}, (load.codes, load.errors[:3])
     state = rollout.load(store)
     assert first == [state.route(u) for u in users]
+
+
+# -- hardening: repository endpoints, body size, work per request -------------------------------------
+def test_model_repository_endpoints_are_refused_and_every_worker_keeps_serving(served):
+    for name in ("movierec", "v1", "v2"):
+        for action in ("unload", "load"):
+            r = served.fresh.post(f"/v2/repository/models/{name}/{action}")
+            assert r.status_code == 403 and "movierec rollout" in r.text, (name, action, r.status_code, r.text)
+    for _ in range(8):  # fresh connections: both workers still serve every model
+        for name in ("movierec", "v1", "v2"):
+            assert served.fresh.get(f"/v2/models/{name}/ready").status_code == 200
+            r = served.fresh.post(f"/v1/models/{name}:predict", json={"instances": [1], "k": 2})
+            assert r.status_code == 200, (name, r.status_code, r.text)
+
+
+def test_a_body_over_the_cap_gets_413_with_a_reason_declared_or_streamed(served):
+    from predictor.front_door import MAX_BODY_BYTES
+
+    big = b'{"instances": [' + b"1, " * (MAX_BODY_BYTES // 3) + b'1]}'
+    r = served.client.post("/v1/models/movierec:predict", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.text, (r.status_code, r.text[:200])
+
+    def chunks():
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    r = served.client.post("/v2/models/movierec/infer", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.text, (r.status_code, r.text[:200])
+    small = served.client.post("/v1/models/movierec:predict", content=b'{"instances": [1, 2]}',
+                               headers={"content-type": "application/json"})
+    assert small.status_code == 200
+
+
+def test_probes_and_recommend_answer_while_big_batches_are_scored(served):
+    """Four concurrent requests of 1,000 users with k=100 on each worker; probes and /recommend answer."""
+    body = {"instances": list(range(1, 1001)), "k": 100}
+    results, probes = [], Counter()
+
+    def batch():
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            results.append(client.post("/v1/models/movierec:predict", json=body).status_code)
+
+    threads = [threading.Thread(target=batch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        probes[served.fresh.get("/v2/health/ready").status_code] += 1
+        probes[served.fresh.get("/recommend/7").status_code] += 1
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    assert set(probes) == {200} and sum(probes.values()) >= 2
+
+
+def test_v1_v2_answers_reach_the_request_log_under_the_answering_version(served):
+    users = list(range(1700, 1740))
+    v1 = served.client.post("/v1/models/movierec:predict", json={"instances": users, "k": 25}).json()["predictions"]
+    sent = {p["user_id"]: (p["model_version"], tuple(p["movie_ids"][:20])) for p in v1}
+    assert {v for v, _ in sent.values()} == {"v1", "v2"}
+
+    def logged():
+        if not served.log_path.exists():
+            return {}
+        events = [parse_line(line) for line in served.log_path.read_text().splitlines()]
+        return {e.user_id: (e.version, e.results) for e in events if isinstance(e, RecommendationEvent)
+                and e.user_id in sent and (e.version, e.results) == sent[e.user_id]}
+
+    wait_for(lambda: len(logged()) == len(sent), 10, "request lines of the V1 answers")
+    text = served.fresh.get("/metrics").text
+    assert _metric_sum(text, "movierec_predictor_requests_total", version="movierec") == 0
+    assert _metric_sum(text, "movierec_predictor_requests_total", version="v2", route="v1", code="200") >= 1

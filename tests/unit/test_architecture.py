@@ -86,3 +86,67 @@ def test_the_check_sees_a_violation(tmp_path):
     bad.write_text("def f():\n    from components.online.canary import analyse\n")
     assert [unit_of(n) for _, n in imports(bad)] == ["components.online"]
     assert "components.online" not in ALLOWED["components.core"]
+
+
+# -- KServe through its public API only ---------------------------------------------------------------
+def private_kserve_uses(source: str, filename: str = "<source>") -> list[tuple[int, str]]:
+    """Every use of a private KServe name in `source`: `from kserve... import _x`, `import kserve._x`,
+    and attribute access `._x` on a name bound to a kserve module or to an object made from a kserve name
+    (a class instantiated, a function's result)."""
+    tree = ast.parse(source, filename=filename)
+    kserve_names: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "kserve":
+                    if any(part.startswith("_") for part in alias.name.split(".")):
+                        found.append((node.lineno, alias.name))
+                    kserve_names.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "kserve":
+            if any(part.startswith("_") for part in node.module.split(".")):
+                found.append((node.lineno, node.module))
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    found.append((node.lineno, f"{node.module}.{alias.name}"))
+                kserve_names.add(alias.asname or alias.name)
+
+    def rooted_in_kserve(expr: ast.AST) -> bool:
+        while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
+            expr = expr.func if isinstance(expr, ast.Call) else expr.value
+        return isinstance(expr, ast.Name) and expr.id in kserve_names
+
+    changed = True
+    while changed:  # names assigned from kserve objects are kserve objects too (x = ModelServer(...))
+        changed = False
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and rooted_in_kserve(node.value):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id not in kserve_names:
+                        kserve_names.add(target.id)
+                        changed = True
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and rooted_in_kserve(node.value)):
+            found.append((node.lineno, node.attr))
+    return found
+
+
+def test_no_module_uses_a_private_kserve_name():
+    violations = [f"{path.relative_to(ROOT)}:{line} {name}"
+                  for path, _ in project_modules() for line, name in private_kserve_uses(path.read_text(), str(path))]
+    assert not violations, "private KServe names (an upgrade breaks them silently):\n" + "\n".join(violations)
+
+
+def test_the_private_kserve_check_sees_each_kind_of_use():
+    old_worker = (
+        "from kserve import ModelServer\n"
+        "def run(models):\n"
+        "    model_server = ModelServer(http_port=1)\n"
+        "    model_server._register_and_check_atleast_one_model_is_ready(models)\n")
+    assert private_kserve_uses(old_worker) == [(4, "_register_and_check_atleast_one_model_is_ready")]
+    assert private_kserve_uses("from kserve.model_server import _x\n") == [(1, "kserve.model_server._x")]
+    assert private_kserve_uses("import kserve.protocol._grpc as g\n") == [(1, "kserve.protocol._grpc")]
+    assert private_kserve_uses("import kserve\nkserve.model_server.app._secret\n") == [(2, "_secret")]
+    assert private_kserve_uses("from kserve import model_server\nmodel_server.app.router.__len__\n") == []
+    assert private_kserve_uses("class A:\n    def f(self):\n        return self._own\n") == []

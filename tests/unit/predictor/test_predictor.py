@@ -292,3 +292,98 @@ def test_an_invalid_rollout_state_keeps_the_loaded_versions_and_drops_the_gauge(
     rollout.set_stable(store, "v2", reason="repair")     # a valid state is picked up again
     assert watcher.sync().versions == ("v2", None, 0.0)
     assert metrics.ROLLOUT_STATE_VALID._value.get() == 1 and watcher.invalid_state is None
+# -- V1 / V2: bounded work, every answer logged and counted under its version ------------------------
+class _KeptLog:
+    """Stands in for the request log: keeps what would be written."""
+
+    def __init__(self):
+        self.records = []
+
+    def record(self, user_id, version, status, results, response_ms, error=""):
+        self.records.append((user_id, version, status, tuple(results)))
+
+
+def _routed(store, canary_percent=50.0, request_log=None):
+    from predictor.model import RecommenderModel, RoutedModel
+
+    serving = Serving()
+    serving.swap(TrafficSplit(stable=RecommenderModel("v1", *load_mapped(store, "v1"), request_log),
+                              canary=RecommenderModel("v2", *load_mapped(store, "v2"), request_log),
+                              canary_percent=canary_percent))
+    return RoutedModel(serving, request_log), serving
+
+
+def test_a_big_batch_yields_to_the_event_loop_while_it_is_scored(store):
+    """1,000 users in one request must not hold the event loop: /recommend and probes run between chunks."""
+    from predictor.model import CHUNK_USERS, MAX_BATCH
+
+    routed, _ = _routed(store)
+    ticks_during = 0
+
+    async def go():
+        nonlocal ticks_during
+        done = False
+
+        async def ticker():
+            nonlocal ticks_during
+            while not done:
+                ticks_during += 1
+                await asyncio.sleep(0)
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks_before = ticks_during
+        out = await routed.predict({"instances": list(range(1, MAX_BATCH + 1)), "k": 100})
+        done = True
+        await tick
+        ticks_during -= ticks_before
+        return out
+
+    out = asyncio.run(go())
+    assert len(out["predictions"]) == MAX_BATCH
+    assert ticks_during >= MAX_BATCH // CHUNK_USERS - 1, ticks_during
+
+
+def test_v1_v2_answers_are_logged_per_user_and_counted_under_the_answering_version(store):
+    from kserve.protocol.infer_type import InferInput, InferRequest
+    from prometheus_client import REGISTRY
+
+    def count(version, route):
+        return REGISTRY.get_sample_value("movierec_predictor_requests_total",
+                                         {"version": version, "route": route, "code": "200"}) or 0.0
+
+    kept = _KeptLog()
+    routed, serving = _routed(store, 50.0, kept)
+    users = list(range(1, 41))
+    expected = {u: serving.split.route(u).version for u in users}
+    assert set(expected.values()) == {"v1", "v2"}
+    before = {(v, r): count(v, r) for v in ("v1", "v2", "movierec") for r in ("v1", "v2")}
+    out = asyncio.run(routed.predict({"instances": users, "k": 30}))
+    req = InferRequest(model_name="movierec", request_id="r", infer_inputs=[
+        InferInput("user_id", [len(users)], "INT64", data=users)])
+    asyncio.run(routed.predict(req))
+    v1_answers = {p["user_id"]: (p["model_version"], tuple(p["movie_ids"][:20])) for p in out["predictions"]}
+    logged = kept.records
+    assert len(logged) == 2 * len(users)
+    assert {(u, v, s, r) for u, v, s, r in logged[:len(users)]} == {
+        (u, v, 200, r) for u, (v, r) in v1_answers.items()}
+    assert all(len(r) == 20 for *_, r in logged)  # the contract's line holds at most 20 ids
+    assert {u: v for u, v, *_ in logged[len(users):]} == expected
+    for version in ("v1", "v2"):
+        for route in ("v1", "v2"):
+            assert count(version, route) - before[(version, route)] == 1, (version, route)
+    assert count("movierec", "v1") == before[("movierec", "v1")] == 0
+
+
+def test_a_bad_payload_is_a_client_error_without_a_version(store):
+    from kserve.errors import InvalidInput
+    from prometheus_client import REGISTRY
+
+    routed, _ = _routed(store)
+    labels = {"route": "v1", "reason": "bad_v1_payload"}
+    before = REGISTRY.get_sample_value("movierec_predictor_client_errors_total", labels) or 0.0
+    with pytest.raises(InvalidInput):
+        asyncio.run(routed.predict({"instances": ["x"]}))
+    assert REGISTRY.get_sample_value("movierec_predictor_client_errors_total", labels) == before + 1
+    assert not REGISTRY.get_sample_value("movierec_predictor_errors_total",
+                                         {"version": "movierec", "reason": "bad_v1_payload"})

@@ -24,6 +24,7 @@ from datetime import datetime
 from components.core.events import (
     MAX_RESULTS,
     SLUG_PATTERN,
+    TIME_PATTERN,
     AccountEvent,
     Event,
     RateEvent,
@@ -40,7 +41,7 @@ FIELDS = {kind: tuple(f.name for f in fields(cls)) for kind, cls in CLASSES.item
 # <time>,<user>, as `_TIME_RE` and `_USER_RE` accept them, at most 18 digits (always <= MAX_USER_ID;
 # longer ids go to parse_line, which checks the bound), then one of the three simple requests.
 # \Z, not $: a line ending in a newline is left to parse_line, which strips it.
-_HEAD = r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?),(0|[1-9]\d{0,17}),"
+_HEAD = rf"({TIME_PATTERN}),(0|[1-9]\d{{0,17}}),"
 # A served recommendation (status 200) whose result is up to MAX_RESULTS slugs: slugs hold neither
 # ',' nor ' ', so the groups are the ones `_RECO_RE` takes and `result.split(", ")` gives the ids.
 _FAST = re.compile(

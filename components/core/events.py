@@ -29,7 +29,10 @@ SLUG_PATTERN = r"[a-z0-9][a-z0-9+\-'.:&!?()%$#@*;_]*"
 SLUG_RE = re.compile(rf"^{SLUG_PATTERN}\Z")
 _YEAR_RE = re.compile(r"\+(\d{4})$")
 
-_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$", re.ASCII)
+# Real course logs stamp events to the second, the millisecond (`.149`) or the microsecond, depending
+# on the offering: all three are the contract, anything else (other fractions, zones) is not.
+TIME_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}(?:\d{3})?)?"
+_TIME_RE = re.compile(rf"^{TIME_PATTERN}\Z", re.ASCII)
 _USER_RE = re.compile(r"^(?:[1-9]\d{0,18}|0)\Z", re.ASCII)  # \Z: "1\n" is not a user id
 _WATCH_RE = re.compile(rf"^GET /data/m/({SLUG_PATTERN})/(\d{{1,5}})\.mpg$", re.ASCII)
 # re.ASCII: only 0-9 are digits of the contract ('١٢' is not user 12); the rating is bounded
@@ -157,7 +160,7 @@ def format_time(t: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """Parse the contract's timestamp; raise ValueError on anything else (zones, other precisions)."""
     if not _TIME_RE.match(text):
-        raise ValueError(f"not an ISO-8601 second or microsecond timestamp: {text!r}")
+        raise ValueError(f"not an ISO-8601 timestamp to the second, millisecond or microsecond: {text!r}")
     return datetime.fromisoformat(text)
 
 

@@ -40,6 +40,10 @@ EDGE_CASES = [
     "2026-13-18T06:12:47,1,GET /create_account", "2026-02-30T06:12:47,1,GET /data/m/heat/1.mpg",
     "2026-02-30T06:12:47,1,recommendation request h, status 200, result: heat, 5 ms",
     f"{T}.123456,1,GET /data/m/heat/00012.mpg", f"{T}.123,1,GET /data/m/heat/1.mpg",
+    f"{T}.149,1,GET /rate/heat=4", f"{T}.149,1,GET /create_account", f"{T}.12,1,GET /create_account",
+    f"{T}.1234,1,GET /create_account", f"{T}.149,1,recommendation request h, status 200, result: heat, 5 ms",
+    f"{T}.149,1,recommendation request h, status 0, result: timeout, 5 ms",
+    "2026-02-30T06:12:47.149,1,GET /create_account",
     f"{T},1,GET /data/m/heat/123456.mpg", f"{T},1,GET /data/m/Heat/1.mpg", f"{T},1,GET /data/m//1.mpg",
     f"{T},1,GET /data/m/heat/1.mpg\r", f"{T},1,GET /data/m/heat/1.mpg\r\n", f"{T},1,GET /create_account\n",
     f"{T}\n,1,GET /create_account", f"{T},1\n,GET /create_account", f"{T},1,GET /create_account ",
@@ -84,6 +88,9 @@ def lines(draw):
     if kind == "none":
         return None
     line = format_event(draw(events))
+    # the precisions real logs use: seconds, milliseconds, microseconds
+    head, sep, rest = line.partition(",")
+    line = draw(st.sampled_from([head, head[:19], head[:19] + ".149", head[:19] + ".000"])) + sep + rest
     if kind == "mutated":
         line = _mutate(line, draw)
     return line.encode() if draw(st.booleans()) else line

@@ -115,6 +115,27 @@ def test_at_most_twenty_results():
 
 
 R = "recommendation request h, status"
+# Real course logs: some offerings stamp milliseconds, some microseconds, some whole seconds.
+PRECISIONS = {
+    "2020-10-23T14:32:43": datetime(2020, 10, 23, 14, 32, 43),
+    "2020-10-23T14:32:43.149": datetime(2020, 10, 23, 14, 32, 43, 149000),
+    "2020-10-23T14:32:43.000": datetime(2020, 10, 23, 14, 32, 43),
+    "2020-10-23T14:32:43.149012": datetime(2020, 10, 23, 14, 32, 43, 149012),
+}
+
+
+@pytest.mark.parametrize("stamp", PRECISIONS)
+def test_every_precision_of_real_logs_is_accepted(stamp):
+    assert parse_time(stamp) == PRECISIONS[stamp]
+    for request in ("GET /data/m/heat+1995/3.mpg", "GET /rate/heat=4", "GET /create_account",
+                    "recommendation request h@v1, status 200, result: heat, amelie, 75 ms",
+                    "recommendation request h@v1, status 0, result: timeout, 600 ms"):
+        event = parse_line(f"{stamp},12,{request}")
+        assert not isinstance(event, Rejection), event
+        assert event.time == PRECISIONS[stamp]
+        assert parse_line(format_event(event)) == event
+
+
 CORRUPTED = [
     ("", "empty"),
     ("   ", "empty"),
@@ -125,7 +146,11 @@ CORRUPTED = [
     ("2026-13-18T06:12:47,1,GET /create_account", "bad_time"),
     ("2026-02-30T06:12:47,1,GET /create_account", "bad_time"),
     ("2026-03-18 06:12:47,1,GET /create_account", "bad_time"),
-    ("2026-03-18T06:12:47.123,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.12,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.1234,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.1234567,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.149Z,1,GET /create_account", "bad_time"),
     ("2026-03-18T06:12:47Z,1,GET /create_account", "bad_time"),
     ("2026-03-18T06:12:47+00:00,1,GET /create_account", "bad_time"),
     ("18/03/2026,1,GET /create_account", "bad_time"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from components.core.events import (
+    MAX_LINE_CHARS,
     MAX_RESULTS,
     SLUG_PATTERN,
     TIME_PATTERN,
@@ -31,6 +32,8 @@ from components.core.events import (
     RecommendationEvent,
     Rejection,
     WatchEvent,
+    future_time,
+    latest_acceptable,
     parse_line,
     parse_recommendation,
 )
@@ -73,6 +76,25 @@ class ParsedLines:
                  for i, values in zip(positions, zip(*cols, strict=True), strict=True)]
         return sorted(pairs, key=lambda p: p[0])
 
+    def reject_future(self, lines: Sequence[str | bytes | None], now: datetime) -> int:
+        """Move the events stamped after `latest_acceptable(now)` to the rejections (`future_time`);
+        `lines` are the parsed lines. Returns how many were moved."""
+        limit, moved = latest_acceptable(now), []
+        for cols in self.columns.values():
+            times = cols[1]
+            if not times or max(times) <= limit:
+                continue
+            keep = [j for j, t in enumerate(times) if t <= limit]
+            moved.extend((cols[0][j], times[j]) for j, t in enumerate(times) if t > limit)
+            cols[:] = [[col[j] for j in keep] for col in cols]
+        for i, time in moved:
+            line = lines[i]
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            self.rejections.append((i, future_time(text.rstrip("\r\n"), time, now)))
+        if moved:
+            self.rejections.sort(key=lambda r: r[0])
+        return len(moved)
+
     def add(self, position: int, parsed: Event | Rejection) -> None:
         if parsed.kind == "rejection":
             self.rejections.append((position, parsed))
@@ -101,6 +123,9 @@ def parse_columns(lines: Sequence[str | bytes | None]) -> ParsedLines:
                 continue
         elif line is None:
             line = ""
+        if len(line) > MAX_LINE_CHARS:
+            out.add(i, parse_line(line))
+            continue
         m = _FAST(line)
         if m is None:
             out.add(i, _slow(line))

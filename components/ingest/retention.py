@@ -2,8 +2,9 @@
 
 A day partition (`events/kind=*/day=D/`, `deadletter/day=D/`) is deleted when it lies entirely
 before both the retention window (`now - keep_days`) and online evaluation's watermark
-(`online/watermark.json`, field `consumed_until`). Without a watermark nothing is deleted: data
-that online evaluation has not seen is never expired. The topic side uses Kafka's own retention
+(`online/watermark.json`, field `consumed_until`). Without a watermark, or with one later than
+the clock, nothing is deleted: data that online evaluation has not seen is never expired. Dead
+letters of batches without a valid event are filed under the day they were ingested. The topic side uses Kafka's own retention
 (`retention.ms` on the topic), set when the topic is created.
 
 Event times carry no zone (the log contract); `now` and a zoned watermark are taken in UTC.
@@ -60,9 +61,11 @@ def expire_snapshots(store: ArtifactStore, keep_days: float, *, now: datetime | 
         day = layout.day_of_key(key)
         if day:
             by_day.setdefault(day, []).append(key)
-    if watermark is None:
-        log.warning("online evaluation has recorded no watermark (%s): no snapshot is expired",
-                    layout.ONLINE_WATERMARK)
+    if watermark is None or watermark > now:
+        # A watermark past the clock says nothing about what was evaluated (an event stamped in the
+        # future moved it there): falling back to the clock could delete days not yet evaluated.
+        log.warning("online evaluation's watermark (%s) is %s: no snapshot is expired", layout.ONLINE_WATERMARK,
+                    "not recorded" if watermark is None else f"later than the clock ({watermark.isoformat()})")
         report.kept_days = sorted(by_day)
         return report
     cutoff = min(now - timedelta(days=keep_days), watermark).date().isoformat()

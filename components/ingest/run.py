@@ -30,7 +30,15 @@ from components.core import layout
 from components.core.eventlog import file_path
 from components.core.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
 from components.core.store import ArtifactStore
-from components.ingest.batches import Batch, BatchCounts, Batcher, IngestError, SnapshotWriter, merge_counts
+from components.ingest.batches import (
+    DEFAULT_BATCH_BYTES,
+    Batch,
+    BatchCounts,
+    Batcher,
+    IngestError,
+    SnapshotWriter,
+    merge_counts,
+)
 from components.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,7 @@ DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_GROUP = "movierec-ingest"
 _CHUNK = 4 << 20
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
+__all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
            "parse_kafka_url"]
 
 
@@ -72,14 +80,15 @@ def file_source_name(path: str | os.PathLike) -> str:
 
 
 def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, follow: bool = False,
-           batch_size: int = DEFAULT_BATCH_SIZE, stop: threading.Event | None = None,
+           batch_size: int = DEFAULT_BATCH_SIZE, batch_bytes: int = DEFAULT_BATCH_BYTES, stop: threading.Event | None = None,
            metrics_port: int | None = None, metrics_host: str = "0.0.0.0", metrics_file: str | None = None,
            linger: float = 5.0, instance_id: str | None = None, connect_timeout: float | None = None,
            store_retry_seconds: float = 30.0, write_process: bool = True,
            metrics: IngestMetrics | None = None) -> IngestReport:
     """Ingest `source` (`file:PATH` or `kafka://HOST:PORT/TOPIC`) into `store`; see the module doc.
 
-    `batch_size` lines per snapshot batch (cut at offset multiples), `linger` seconds before a
+    `batch_size` lines per snapshot batch (cut at offset multiples), `batch_bytes` the most line
+    bytes a batch holds (a longer run of lines is cut into several batches), `linger` seconds before a
     partial batch is written anyway, `instance_id` a static consumer-group membership id (a
     restarted process takes its partitions back without waiting for a session timeout),
     `connect_timeout` how long to retry an unreachable broker (default: forever when following,
@@ -93,7 +102,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
     stop = stop or threading.Event()
     report = IngestReport()
     writer = SnapshotWriter(store, metrics, retry_seconds=store_retry_seconds)
-    batcher = Batcher(batch_size, linger)
+    batcher = Batcher(batch_size, linger, batch_bytes)
     if metrics_port is not None:
         metrics.serve(metrics_port, metrics_host)
     started = time.perf_counter()

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from components.core.events import (
     EVENT_KINDS,
+    KEPT_CHARS,
+    MAX_LINE_CHARS,
     MAX_RESULTS,
     MAX_USER_ID,
     REASONS,
@@ -196,6 +198,15 @@ def test_corrupted_line_is_rejected_with_reason(line, reason):
     assert rejected.reason in REASONS
     assert rejected.line == line.rstrip("\r\n")
     assert rejected.kind == "rejection"
+
+
+def test_an_over_long_line_is_rejected_with_its_head_only():
+    line = f"{T},1,GET /data/m/{'a' * MAX_LINE_CHARS}/1.mpg"
+    for raw in (line, line.encode(), line.encode() + b"\xff"):
+        rejected = parse_line(raw)
+        assert rejected.reason == "too_long" and rejected.line == line[:KEPT_CHARS]
+        assert str(len(line) + (raw[-1:] == b"\xff")) in rejected.detail
+    assert not isinstance(parse_line(f"{T},1,GET /rate/{'b' * (MAX_LINE_CHARS - 34)}=4"), Rejection)
 
 
 def test_invalid_utf8_is_rejected_not_raised():

@@ -47,9 +47,19 @@ def test_the_watermark_holds_back_expired_days(tmp_path):
 def test_the_window_holds_back_consumed_days(tmp_path):
     store = LocalStore(tmp_path)
     fill(store)
-    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-20T00:00:00+00:00"})
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-14T05:00:00+00:00"})
     report = expire_snapshots(store, 2.5, now=datetime(2026, 3, 14, 6, 0))  # window starts 03-11 18:00
     assert report.deleted_days == ["2026-03-10"] and days_left(store) == DAYS[1:]
+
+
+def test_a_watermark_later_than_the_clock_expires_nothing(tmp_path):
+    """One event stamped in 2099 once moved the watermark there: it says nothing about what was
+    evaluated, so the window alone must not decide (it would delete unevaluated days)."""
+    store = LocalStore(tmp_path)
+    fill(store)
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2099-01-01T00:00:00"})
+    report = expire_snapshots(store, 1, now=datetime(2026, 3, 14, 6, 0))
+    assert report.cutoff is None and report.deleted_objects == 0 and days_left(store) == DAYS
 
 
 def test_dry_run_and_command(tmp_path):

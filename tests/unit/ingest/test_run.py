@@ -91,7 +91,7 @@ def test_crashed_replays_leave_each_line_once(tmp_path, seed):
     committed = 0
     for _run in range(12):
         writer = SnapshotWriter(store, IngestMetrics())
-        batcher = Batcher(batch_size=64, linger=0)
+        batcher = Batcher(batch_size=64, linger=0, max_bytes=rng.choice([1 << 30, 700]))  # and byte cuts
         pos = committed
         crashed = False
         while pos < len(lines) and not crashed:

@@ -5,6 +5,8 @@
 - Rebalance: when partitions are revoked, their buffered lines are written and committed inside
   the rebalance listener, before another member can be assigned them; on a forced loss nothing
   is committed and the next owner reads the same range again (and replaces what overlaps).
+  Offsets recorded under an ownership that ended (lost, or assigned anew) are dropped, including
+  those of writes still in flight: a lost partition's offsets are never committed later.
 - Faults: an unreachable broker at start is retried with backoff and a log line per attempt (for
   ever when following, `connect_timeout` seconds otherwise); a broker restart mid-stream is
   ridden out by the client's reconnects; poll errors are logged and retried.
@@ -64,7 +66,10 @@ class KafkaIngest:
                  instance_id: str | None = None, connect_timeout: float = 60.0):
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
         self.sink, self.batcher, self.report, self.metrics = sink, batcher, report, metrics
-        self.in_flight: deque[tuple[TopicPartition, Future]] = deque()
+        self.in_flight: deque[tuple[TopicPartition, int, Future]] = deque()
+        # Bumped when a partition is lost or (re)assigned: a write handed over under an older
+        # ownership may finish, but its offset is never recorded, hence never committed.
+        self.ownership: dict[TopicPartition, int] = {}
         self.stop, self.follow = stop, follow
         self.instance_id, self.connect_timeout = instance_id, connect_timeout
         self.consumer: KafkaConsumer | None = None
@@ -187,12 +192,19 @@ class KafkaIngest:
 
     def write(self, batch: Batch) -> None:
         tp = TopicPartition(self.topic, int(batch.source.rsplit("-", 1)[1]))
-        self.in_flight.append((tp, self.sink.submit(batch)))
+        self.in_flight.append((tp, self.ownership.get(tp, 0), self.sink.submit(batch)))
+
+    def disown(self, tps) -> None:
+        """Forget every offset recorded or in flight for these partitions (lost, or assigned anew)."""
+        for tp in tps:
+            self.ownership[tp] = self.ownership.get(tp, 0) + 1
+            self.uncommitted.pop(tp, None)
+            self.written.pop(tp, None)
 
     def collect(self, keep: int) -> None:
         """Account for finished writes, in order; wait while more than `keep` are in flight."""
         while self.in_flight:
-            tp, future = self.in_flight[0]
+            tp, owned, future = self.in_flight[0]
             if not future.done() and len(self.in_flight) <= keep:
                 return
             try:
@@ -204,6 +216,10 @@ class KafkaIngest:
             self.in_flight.popleft()
             counts.count(self.metrics)
             self.report.add(counts)
+            if owned != self.ownership.get(tp, 0):
+                log.info("%s[%d] offsets %d-%d written after the partition was lost: not committed here",
+                         tp.topic, tp.partition, counts.first, counts.last)
+                continue
             self.written[tp] = counts.last + 1
             self.uncommitted[tp] = counts.last + 1
 
@@ -298,6 +314,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):
         ing = self.ingest
+        ing.disown(set(assigned) - ing.assigned)  # nothing recorded before this assignment is ours
         ing.assigned |= set(assigned)
         ing.joined = True
         ing.sink.invalidate()
@@ -309,6 +326,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
                     sorted(tp.partition for tp in lost))
         for tp in lost:
             self.ingest.batcher.take(source_name(tp))
+        self.ingest.disown(lost)  # writes still in flight for them finish, uncommitted
         self._forget(set(lost))
 
     def _forget(self, tps: set[TopicPartition]) -> None:

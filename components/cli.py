@@ -107,7 +107,7 @@ def ingest_command(
     metrics_file: Annotated[str | None, typer.Option(help="Write the metrics to this .prom file at the end "
                                                           "(node-exporter textfile collector).")] = None,
     connect_timeout: Annotated[float | None, typer.Option(help="Seconds to retry an unreachable broker "
-                                                               "(default: forever with --follow, else 60).")] = None,
+                                                               "(default: forever with --follow, else 5).")] = None,
     store_retry_seconds: Annotated[float, typer.Option(help="Seconds to retry a failing store before stopping "
                                                             "with an error.")] = 30.0,
     write_process: Annotated[bool, typer.Option(help="Parse and write snapshots in a second process, beside the "

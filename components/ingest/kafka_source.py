@@ -8,7 +8,8 @@
   Offsets recorded under an ownership that ended (lost, or assigned anew) are dropped, including
   those of writes still in flight: a lost partition's offsets are never committed later.
 - Faults: an unreachable broker at start is retried with backoff and a log line per attempt (for
-  ever when following, `connect_timeout` seconds otherwise); a broker restart mid-stream is
+  ever when following, `connect_timeout` seconds otherwise), kafka-python's own connection log
+  kept off the console; refused credentials or certificates stop at once with one line; a broker restart mid-stream is
   ridden out by the client's reconnects; poll errors are logged and retried.
 - Lag per partition is the broker's end offset (ListOffsets, as `kafka-consumer-groups`
   computes it) minus the committed offset.
@@ -30,6 +31,7 @@ from concurrent.futures import Future
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
+from components.core.eventlog import EventLogError, KafkaAuthError, kafka_client_config, kafka_connection
 from components.ingest.batches import Batch, BatchCounts, Batcher, IngestError
 from components.ingest.metrics import IngestMetrics
 
@@ -85,23 +87,26 @@ class KafkaIngest:
     def connect(self) -> KafkaConsumer | None:
         """A subscribed consumer, retrying an unreachable broker with backoff; None if stopped."""
         started, delay, attempt = time.monotonic(), 1.0, 0
+        config = kafka_client_config(self.bootstrap, f"movierec-ingest-{self.instance_id or 'member'}")
         while not self.stop.is_set():
             attempt += 1
             try:
-                consumer = _Consumer(
-                    bootstrap_servers=self.bootstrap.split(","), group_id=self.group,
-                    group_instance_id=self.instance_id, client_id=f"movierec-ingest-{self.instance_id or 'member'}",
-                    enable_auto_commit=False, auto_offset_reset="earliest",
-                    bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
-                    heartbeat_interval_ms=1000, max_poll_records=20000,
-                    max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-            except KafkaError as exc:
+                with kafka_connection(config, f"joining consumer group {self.group!r}"):
+                    consumer = _Consumer(
+                        **config, group_id=self.group, group_instance_id=self.instance_id,
+                        enable_auto_commit=False, auto_offset_reset="earliest",
+                        bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
+                        heartbeat_interval_ms=1000, max_poll_records=20000,
+                        max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+            except KafkaAuthError:
+                raise  # refused credentials or certificates: waiting does not fix them
+            except EventLogError as exc:
                 waited = time.monotonic() - started
                 if waited + delay > self.connect_timeout:
                     raise IngestError(f"Kafka broker {self.bootstrap} unreachable after {attempt} attempts "
                                       f"over {waited:.0f} s: {exc}") from exc
-                log.warning("Kafka broker %s not reachable (attempt %d: %s); retrying in %.0f s",
-                            self.bootstrap, attempt, exc, delay)
+                log.warning("Kafka broker %s not reachable (attempt %d); retrying in %.0f s",
+                            self.bootstrap, attempt, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_GROUP = "movierec-ingest"
+DEFAULT_CONNECT_TIMEOUT = 5.0  # a bounded run gives an unreachable broker this long, then says so
 _CHUNK = 4 << 20
 
 __all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
@@ -92,7 +93,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
     partial batch is written anyway, `instance_id` a static consumer-group membership id (a
     restarted process takes its partitions back without waiting for a session timeout),
     `connect_timeout` how long to retry an unreachable broker (default: forever when following,
-    60 s otherwise), `store_retry_seconds` how long to retry a failing store before giving up,
+    DEFAULT_CONNECT_TIMEOUT otherwise), `store_retry_seconds` how long to retry a failing store before giving up,
     `write_process` whether a Kafka run parses and writes in a second process (see
     `components.ingest.writer`) so that consuming and writing overlap.
     Raises `IngestError` when the broker or the store stays unreachable; nothing is committed
@@ -113,7 +114,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
 
                 bootstrap, topic = parse_kafka_url(source)
                 if connect_timeout is None:
-                    connect_timeout = float("inf") if follow else 60.0
+                    connect_timeout = float("inf") if follow else DEFAULT_CONNECT_TIMEOUT
                 from components.ingest.writer import InlineWriter, ProcessWriter
 
                 sink = ProcessWriter(store, store_retry_seconds) if write_process else InlineWriter(writer)

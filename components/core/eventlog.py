@@ -129,8 +129,7 @@ class _Collect(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-_AUTH_HINTS = ("authentication failed", "sasl", "scram", "authorization", "not authorized")
-_TLS_HINTS = ("certificate", "ssl", "handshake")
+_TLS_HINTS = ("certificate", "handshake failed")
 
 
 @contextmanager
@@ -159,17 +158,20 @@ def connection_error(config: dict, what: str, exc: BaseException, logged: list[s
     bootstrap = ",".join(config.get("bootstrap_servers", []))
     protocol = config.get("security_protocol", "PLAINTEXT")
     text = " ".join([str(exc), *logged]).lower()
-    if any(h in text for h in ("authentication failed", "saslauthenticationfailed")):
-        return KafkaAuthError(
-            f"Kafka at {bootstrap} refused the credentials of user {config.get('sasl_plain_username')!r} "
-            f"({config.get('sasl_mechanism')}) while {what}: check {ENV_USERNAME} and {ENV_PASSWORD}")
+    user, mechanism = config.get("sasl_plain_username"), config.get("sasl_mechanism")
     if protocol.endswith("SSL") and any(h in text for h in _TLS_HINTS):
         detail = next((m for m in logged if any(h in m.lower() for h in _TLS_HINTS)), str(exc))
         return KafkaAuthError(f"TLS with Kafka at {bootstrap} failed while {what} ({detail[:200]}): check "
                               f"{ENV_CA_FILE} and that the brokers' certificates name the addresses you use")
-    if protocol.startswith("SASL") and any(h in text for h in _AUTH_HINTS):
-        return KafkaAuthError(f"Kafka at {bootstrap} refused SASL {config.get('sasl_mechanism')} while {what}: "
-                              f"{(logged or [str(exc)])[-1][:200]}")
+    if "authentication failed" in text or "saslauthenticationfailed" in text:
+        return KafkaAuthError(f"Kafka at {bootstrap} refused the credentials of user {user!r} ({mechanism}) "
+                              f"while {what}: check {ENV_USERNAME} and {ENV_PASSWORD}")
+    if protocol.startswith("SASL") and "socket disconnected" in text:
+        # A broker that refuses SCRAM credentials drops the connection; kafka-python then only sees
+        # the disconnect, every retry, until its bootstrap timeout.
+        return KafkaAuthError(f"Kafka at {bootstrap} refused the credentials of user {user!r} ({mechanism}) "
+                              f"while {what}: it closed every connection during SASL authentication; check "
+                              f"{ENV_USERNAME}, {ENV_PASSWORD}, {ENV_MECHANISM} and that this listener takes SASL")
     return EventLogError(f"cannot reach Kafka at {bootstrap} ({protocol}) while {what}: {exc}")
 
 

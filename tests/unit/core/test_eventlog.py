@@ -246,6 +246,13 @@ def test_a_refused_login_is_one_auth_error_naming_what_to_fix():
     assert isinstance(error, eventlog.KafkaAuthError) and error.exit_code == 2
     assert "refused the credentials of user 'movierec'" in str(error) and "MOVIEREC_KAFKA_PASSWORD" in str(error)
     assert "s3cret" not in str(error) and "\n" not in str(error)
+    dropped = ["<KafkaTCPTransport [127.0.0.1:9093<-1]>: socket disconnected"] * 9  # what a SCRAM refusal looks like
+    error = eventlog.connection_error(config, "x", KafkaTimeoutError("Unable to bootstrap"), dropped)
+    assert isinstance(error, eventlog.KafkaAuthError) and "closed every connection during SASL" in str(error)
+    tls = eventlog.kafka_client_config("k:9093", "c1", environ={"MOVIEREC_KAFKA_SECURITY_PROTOCOL": "SSL"})
+    error = eventlog.connection_error(tls, "x", KafkaTimeoutError("Unable to bootstrap"),
+                                      ["Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"])
+    assert isinstance(error, eventlog.KafkaAuthError) and "MOVIEREC_KAFKA_CA_FILE" in str(error)
     plain = eventlog.connection_error(config, "x", KafkaTimeoutError("Unable to bootstrap"), [])
     assert type(plain) is EventLogError and "cannot reach Kafka at k:9093" in str(plain)
 

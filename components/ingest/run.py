@@ -29,6 +29,7 @@ from pathlib import Path
 from components.core import layout
 from components.core.eventlog import file_path
 from components.core.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
+from components.core.events import MAX_LINE_CHARS
 from components.core.store import ArtifactStore
 from components.ingest.batches import (
     DEFAULT_BATCH_BYTES,
@@ -47,6 +48,9 @@ DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_GROUP = "movierec-ingest"
 DEFAULT_CONNECT_TIMEOUT = 5.0  # a bounded run gives an unreachable broker this long, then says so
 _CHUNK = 4 << 20
+# The most bytes of one unterminated line held in memory: enough for the parser to see that it is
+# longer than the contract allows (MAX_LINE_CHARS characters of up to 4 bytes), never more.
+MAX_PENDING = 4 * MAX_LINE_CHARS + 4
 
 __all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
            "parse_kafka_url"]
@@ -161,7 +165,9 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
     """A local append-only log file: positions are line numbers, checkpointed in the store.
 
     Following, only newline-terminated lines are read (a writer may be mid-line); a bounded run
-    also takes an unterminated last line, since it reads a finished file.
+    also takes an unterminated last line, since it reads a finished file. Of a line longer than
+    MAX_PENDING bytes only the head is kept (it is a `too_long` dead letter): memory stays bounded
+    whatever the file holds.
     """
     source = file_source_name(path)
     key = layout.checkpoint_key(source)
@@ -178,6 +184,7 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
     log.info("ingesting %s from line %d (byte %d)%s", path, line_no, position,
              " and following" if follow else f" to byte {end}")
     committed = position
+    dropped: dict[int, int] = {}  # line number -> bytes of an over-long line not kept in memory
 
     def write(batches: list[Batch]) -> None:
         nonlocal committed
@@ -185,6 +192,8 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
             counts = writer.write(batch)
             counts.count(metrics)
             committed += sum(len(line) for line in batch.lines) + len(batch.lines)
+            if dropped:
+                committed += sum(dropped.pop(o, 0) for o in batch.offsets)
             if committed > (end if end is not None else float("inf")):
                 committed = end  # the unterminated last line of a bounded run has no newline
             checkpoint = {"source": str(path), "line": batch.last + 1, "byte": committed}
@@ -195,18 +204,30 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
 
     with open(path, "rb") as f:
         f.seek(position)
-        tail = b""
+        tail, over = b"", 0  # the unterminated line so far; bytes of it beyond MAX_PENDING skipped
         while True:
             want = _CHUNK if end is None else min(_CHUNK, end - f.tell())
             chunk = f.read(want) if want > 0 else b""
             if chunk:
+                if over:  # inside an over-long line: skip to its end, keeping only its head
+                    nl = chunk.find(b"\n")
+                    over += len(chunk) if nl < 0 else nl
+                    if nl < 0:
+                        continue
+                    chunk = chunk[nl:]
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
+                if over:
+                    dropped[line_no], over = over, 0
                 write(batcher.add(source, list(range(line_no, line_no + len(lines))), lines))
                 line_no += len(lines)
+                if len(tail) > MAX_PENDING:  # a line without end in sight: it is too long anyway
+                    over, tail = len(tail) - MAX_PENDING, tail[:MAX_PENDING]
                 continue
             if end is not None:
                 if tail:
+                    if over:
+                        dropped[line_no] = over
                     write(batcher.add(source, [line_no], [tail]))
                     line_no += 1
                 write(batcher.take_all())

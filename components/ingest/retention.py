@@ -43,8 +43,13 @@ def read_watermark(store: ArtifactStore) -> datetime | None:
     """How far online evaluation has consumed the events, or None if it has not recorded it."""
     if not store.exists(layout.ONLINE_WATERMARK):
         return None
-    value = store.get_json(layout.ONLINE_WATERMARK).get("consumed_until")
-    return _naive_utc(datetime.fromisoformat(value)) if value else None
+    try:
+        value = store.get_json(layout.ONLINE_WATERMARK).get("consumed_until")
+        return _naive_utc(datetime.fromisoformat(value)) if value else None
+    except (ValueError, TypeError, AttributeError) as exc:  # unreadable: as if there were none
+        log.warning("online evaluation's watermark %s is unreadable (%s): treated as missing",
+                    layout.ONLINE_WATERMARK, exc)
+        return None
 
 
 def expire_snapshots(store: ArtifactStore, keep_days: float, *, now: datetime | None = None,

@@ -172,8 +172,12 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
     source = file_source_name(path)
     key = layout.checkpoint_key(source)
     store = writer.store
-    checkpoint = store.get_json(key) if store.exists(key) else {"line": 0, "byte": 0}
-    line_no, position = int(checkpoint["line"]), int(checkpoint["byte"])
+    try:
+        checkpoint = store.get_json(key) if store.exists(key) else {"line": 0, "byte": 0}
+        line_no, position = int(checkpoint["line"]), int(checkpoint["byte"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IngestError(f"the checkpoint {key} of {path} is unreadable ({exc!r}): fix it, or move it away "
+                          f"to ingest the file from its start (snapshots of the same lines are replaced)") from None
     if not path.exists():
         raise IngestError(f"event log file {path} does not exist")
     size = path.stat().st_size

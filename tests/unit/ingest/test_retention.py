@@ -73,3 +73,12 @@ def test_dry_run_and_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["deleted_days"] == DAYS[:4]
     assert days_left(store) == ["2026-03-14"]
+
+
+def test_an_unreadable_watermark_expires_nothing_and_does_not_crash(tmp_path):
+    store = LocalStore(tmp_path)
+    fill(store)
+    for bad in (b"{not json", b'{"consumed_until": "yesterday"}', b'["a list"]'):
+        store.put_bytes(layout.ONLINE_WATERMARK, bad)
+        report = expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+        assert report.cutoff is None and report.deleted_objects == 0 and days_left(store) == DAYS

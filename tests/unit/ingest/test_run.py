@@ -329,3 +329,12 @@ def test_a_line_of_megabytes_in_a_file_keeps_memory_bounded_and_is_a_dead_letter
     dead = read_deadletters(store)
     assert list(dead["reason"]) == ["too_long"] and dead["offset"][0] == (10 if terminated else 30)
     assert ingest(f"file:{log}", store).read == 0  # nothing read twice
+
+
+def test_an_unreadable_checkpoint_is_an_ingest_error_saying_what_to_do(tmp_path):
+    log = tmp_path / "events.log"
+    log.write_bytes(b"\n".join(make_lines(5)[0]) + b"\n")
+    store = LocalStore(tmp_path / "s")
+    store.put_bytes(layout.checkpoint_key(file_source_name(log)), b'{"line": "x"')
+    with pytest.raises(IngestError, match="unreadable .*move it away"):
+        ingest(f"file:{log}", store)

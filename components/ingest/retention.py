@@ -12,6 +12,7 @@ Event times carry no zone (the log contract); `now` and a zoned watermark are ta
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,31 @@ def read_watermark(store: ArtifactStore) -> datetime | None:
         return None
 
 
+def _undated_days(keys: list[str]) -> dict[str, str]:
+    """Days for dead letters filed under `day=unknown` (older versions did, for batches without a
+    valid event): the day of the next dated snapshot of the same source in the log, which is no
+    older than they are. One with nothing after it yet gets none (kept)."""
+    undated = [k for k in keys if k.startswith(layout.deadletter_prefix()) and layout.day_of_key(k) is None]
+    if not undated:
+        return {}
+    dated: dict[str, list[tuple[int, str]]] = {}
+    for key in keys:
+        if (day := layout.day_of_key(key)) and (found := layout.range_of_key(key)):
+            dated.setdefault(found[0], []).append((found[1], day))
+    for firsts in dated.values():
+        firsts.sort()
+    days = {}
+    for key in undated:
+        if (found := layout.range_of_key(key)) is None:
+            continue
+        source, _, last = found
+        firsts = dated.get(source, [])
+        i = bisect.bisect_right(firsts, (last, "\uffff"))
+        if i < len(firsts):
+            days[key] = firsts[i][1]
+    return days
+
+
 def expire_snapshots(store: ArtifactStore, keep_days: float, *, now: datetime | None = None,
                      dry_run: bool = False) -> RetentionReport:
     """Delete snapshot and dead-letter days before min(now - keep_days, watermark); report what went."""
@@ -62,8 +88,9 @@ def expire_snapshots(store: ArtifactStore, keep_days: float, *, now: datetime | 
     report = RetentionReport(cutoff=None, watermark=watermark.isoformat() if watermark else None, dry_run=dry_run)
     keys = [k for prefix in layout.snapshot_prefixes() for k in store.list(prefix)]
     by_day: dict[str, list[str]] = {}
+    undated = _undated_days(keys)
     for key in keys:
-        day = layout.day_of_key(key)
+        day = layout.day_of_key(key) or undated.get(key)
         if day:
             by_day.setdefault(day, []).append(key)
     if watermark is None or watermark > now:

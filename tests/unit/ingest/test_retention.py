@@ -82,3 +82,20 @@ def test_an_unreadable_watermark_expires_nothing_and_does_not_crash(tmp_path):
         store.put_bytes(layout.ONLINE_WATERMARK, bad)
         report = expire_snapshots(store, 1, now=datetime(2026, 4, 1))
         assert report.cutoff is None and report.deleted_objects == 0 and days_left(store) == DAYS
+
+
+def test_dead_letters_filed_under_an_unknown_day_expire_with_the_next_snapshot_of_their_source(tmp_path):
+    """Older versions filed them under day=unknown, which no cutoff ever reached."""
+    store = LocalStore(tmp_path)
+    fill(store)  # t-0 offsets 0-9 on every day
+    store.put_bytes(layout.snapshot_key("watch", "2026-03-12", "t-1", 20, 29), b"x")
+    old = layout.deadletter_key("unknown", "t-1", 10, 19)  # followed by 2026-03-12 in t-1's log
+    newest = layout.deadletter_key("unknown", "t-1", 30, 39)  # nothing after it yet: kept
+    store.put_bytes(old, b"x")
+    store.put_bytes(newest, b"x")
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-12T08:00:00"})
+    expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+    assert store.exists(old)  # 03-12 is not expired yet
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-13T08:00:00"})
+    report = expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+    assert "2026-03-12" in report.deleted_days and not store.exists(old) and store.exists(newest)

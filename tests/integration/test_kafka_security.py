@@ -23,7 +23,7 @@ from components.core.store import LocalStore
 from components.ingest.run import ingest
 from predictor.request_log import RequestLog
 from simulator.service import StreamingService
-from tests.conftest import _start
+from tests.conftest import _STARTED, _start
 from tests.servers import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -35,6 +35,7 @@ USER, PASSWORD = "movierec-ingest", uuid.uuid4().hex
 def secure_kafka():
     broker = _start(KafkaBroker(scram_users={USER: PASSWORD}, tls=True), "Kafka broker with SCRAM and TLS")
     yield broker
+    _STARTED.remove(broker)  # stopped for good: the after-test check must not bring it back
     broker.close()
 
 

@@ -101,12 +101,14 @@ def ingest_command(
                                                          "restarted process gets its partitions back at once.")] = None,
     batch_size: Annotated[int, typer.Option(help="Lines per snapshot batch (batches are cut at multiples of it).")] = 20_000,
     linger: Annotated[float, typer.Option(help="Seconds a partial batch waits before it is written anyway.")] = 5.0,
+    batch_bytes: Annotated[int, typer.Option(min=1, help="Most line bytes in one batch: long lines make "
+                                                         "smaller batches (bounds the memory).")] = 32 << 20,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds to.")] = "0.0.0.0",
     metrics_file: Annotated[str | None, typer.Option(help="Write the metrics to this .prom file at the end "
                                                           "(node-exporter textfile collector).")] = None,
     connect_timeout: Annotated[float | None, typer.Option(help="Seconds to retry an unreachable broker "
-                                                               "(default: forever with --follow, else 60).")] = None,
+                                                               "(default: forever with --follow, else 5).")] = None,
     store_retry_seconds: Annotated[float, typer.Option(help="Seconds to retry a failing store before stopping "
                                                             "with an error.")] = 30.0,
     write_process: Annotated[bool, typer.Option(help="Parse and write snapshots in a second process, beside the "
@@ -124,7 +126,7 @@ def ingest_command(
         logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         result = ingest(source, open_store(store), group=group, follow=follow, batch_size=batch_size,
-                        linger=linger, instance_id=instance_id, metrics_port=metrics_port,
+                        batch_bytes=batch_bytes, linger=linger, instance_id=instance_id, metrics_port=metrics_port,
                         metrics_host=metrics_host, metrics_file=metrics_file, connect_timeout=connect_timeout,
                         store_retry_seconds=store_retry_seconds, write_process=write_process)
     except (IngestError, StoreError, ValueError) as exc:

@@ -22,14 +22,18 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from components.core.events import (
+    MAX_LINE_CHARS,
     MAX_RESULTS,
     SLUG_PATTERN,
+    TIME_PATTERN,
     AccountEvent,
     Event,
     RateEvent,
     RecommendationEvent,
     Rejection,
     WatchEvent,
+    future_time,
+    latest_acceptable,
     parse_line,
     parse_recommendation,
 )
@@ -40,7 +44,7 @@ FIELDS = {kind: tuple(f.name for f in fields(cls)) for kind, cls in CLASSES.item
 # <time>,<user>, as `_TIME_RE` and `_USER_RE` accept them, at most 18 digits (always <= MAX_USER_ID;
 # longer ids go to parse_line, which checks the bound), then one of the three simple requests.
 # \Z, not $: a line ending in a newline is left to parse_line, which strips it.
-_HEAD = r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?),(0|[1-9]\d{0,17}),"
+_HEAD = rf"({TIME_PATTERN}),(0|[1-9]\d{{0,17}}),"
 # A served recommendation (status 200) whose result is up to MAX_RESULTS slugs: slugs hold neither
 # ',' nor ' ', so the groups are the ones `_RECO_RE` takes and `result.split(", ")` gives the ids.
 _FAST = re.compile(
@@ -72,6 +76,25 @@ class ParsedLines:
                  for i, values in zip(positions, zip(*cols, strict=True), strict=True)]
         return sorted(pairs, key=lambda p: p[0])
 
+    def reject_future(self, lines: Sequence[str | bytes | None], now: datetime) -> int:
+        """Move the events stamped after `latest_acceptable(now)` to the rejections (`future_time`);
+        `lines` are the parsed lines. Returns how many were moved."""
+        limit, moved = latest_acceptable(now), []
+        for cols in self.columns.values():
+            times = cols[1]
+            if not times or max(times) <= limit:
+                continue
+            keep = [j for j, t in enumerate(times) if t <= limit]
+            moved.extend((cols[0][j], times[j]) for j, t in enumerate(times) if t > limit)
+            cols[:] = [[col[j] for j in keep] for col in cols]
+        for i, time in moved:
+            line = lines[i]
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            self.rejections.append((i, future_time(text.rstrip("\r\n"), time, now)))
+        if moved:
+            self.rejections.sort(key=lambda r: r[0])
+        return len(moved)
+
     def add(self, position: int, parsed: Event | Rejection) -> None:
         if parsed.kind == "rejection":
             self.rejections.append((position, parsed))
@@ -100,6 +123,9 @@ def parse_columns(lines: Sequence[str | bytes | None]) -> ParsedLines:
                 continue
         elif line is None:
             line = ""
+        if len(line) > MAX_LINE_CHARS:
+            out.add(i, parse_line(line))
+            continue
         m = _FAST(line)
         if m is None:
             out.add(i, _slow(line))

@@ -16,14 +16,32 @@ A Kafka log keys every message by the line's user id so that one user's events s
 one partition, waits for all in-sync replicas (acks='all'), and bounds every wait: a missing
 broker is an `EventLogError` within seconds, never a hang. Reading is not done here: ingest
 owns the readers.
+
+Every Kafka client of the platform (ingest's consumer, the simulator's and the predictor's
+producers, topic creation) takes its connection settings from `kafka_client_config`, which reads
+SASL and TLS settings from the environment (secrets never come from a URI or a file in the repo):
+
+    MOVIEREC_KAFKA_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+                                      (default: SASL_* when a user is set, *SSL when a CA file is)
+    MOVIEREC_KAFKA_SASL_MECHANISM     SCRAM-SHA-512 (default) | SCRAM-SHA-256 | PLAIN
+    MOVIEREC_KAFKA_USERNAME, MOVIEREC_KAFKA_PASSWORD (or MOVIEREC_KAFKA_PASSWORD_FILE)
+    MOVIEREC_KAFKA_CA_FILE            CA bundle that signs the brokers' certificates
+    MOVIEREC_KAFKA_CERT_FILE, MOVIEREC_KAFKA_KEY_FILE   client certificate (mutual TLS), optional
+
+and `kafka_connection` turns a failed connection (refused credentials, a bad certificate, no
+broker) into one `EventLogError` line, keeping kafka-python's own retry log off the console.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from components.core.errors import Unavailable, UserError
 
 ENCODING = "utf-8"
 # Corrupted lines in the wild hold bytes that are not UTF-8; they travel as lone surrogates in
@@ -32,8 +50,129 @@ ENCODING_ERRORS = "surrogateescape"
 RETENTION_MS = 30 * 24 * 3600 * 1000  # 30 days: the pipeline can re-ingest a month of history
 
 
-class EventLogError(RuntimeError):
+class EventLogError(Unavailable, RuntimeError):
     """The event log cannot be reached or refused a write; the message says which and why."""
+
+
+class KafkaAuthError(EventLogError):
+    """Kafka refused the credentials or the TLS handshake: a setting to fix, not a server to wait for."""
+
+    exit_code = 2
+
+
+# -- Kafka connection settings: one function for every client -------------------------------------
+ENV_PROTOCOL = "MOVIEREC_KAFKA_SECURITY_PROTOCOL"
+ENV_MECHANISM = "MOVIEREC_KAFKA_SASL_MECHANISM"
+ENV_USERNAME = "MOVIEREC_KAFKA_USERNAME"
+ENV_PASSWORD = "MOVIEREC_KAFKA_PASSWORD"
+ENV_PASSWORD_FILE = "MOVIEREC_KAFKA_PASSWORD_FILE"
+ENV_CA_FILE = "MOVIEREC_KAFKA_CA_FILE"
+ENV_CERT_FILE = "MOVIEREC_KAFKA_CERT_FILE"
+ENV_KEY_FILE = "MOVIEREC_KAFKA_KEY_FILE"
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def kafka_client_config(bootstrap: str, client_id: str, environ: Mapping[str, str] | None = None) -> dict:
+    """The connection settings (kafka-python keyword arguments) of any Kafka client of the platform:
+    brokers, client id, and SASL/TLS from the environment (see the module doc).
+
+    Raises `UserError` saying which variable to fix when the settings are incomplete or unknown."""
+    env = os.environ if environ is None else environ
+    user = env.get(ENV_USERNAME) or None
+    ca_file = env.get(ENV_CA_FILE) or None
+    protocol = (env.get(ENV_PROTOCOL) or "").strip().upper()
+    if not protocol:
+        protocol = ("SASL_" if user else "") + ("SSL" if ca_file else "PLAINTEXT")
+    if protocol not in PROTOCOLS:
+        raise UserError(f"{ENV_PROTOCOL}={env.get(ENV_PROTOCOL)!r} is not one of {', '.join(PROTOCOLS)}")
+    config: dict = {"bootstrap_servers": [b.strip() for b in bootstrap.split(",") if b.strip()],
+                    "client_id": client_id, "security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        mechanism = (env.get(ENV_MECHANISM) or MECHANISMS[0]).strip().upper()
+        if mechanism not in MECHANISMS:
+            raise UserError(f"{ENV_MECHANISM}={mechanism!r} is not one of {', '.join(MECHANISMS)}")
+        password = env.get(ENV_PASSWORD)
+        if password is None and env.get(ENV_PASSWORD_FILE):
+            password = _read_setting_file(env[ENV_PASSWORD_FILE], ENV_PASSWORD_FILE).rstrip("\r\n")
+        if not user or password is None:
+            raise UserError(f"Kafka security protocol {protocol} needs {ENV_USERNAME} and {ENV_PASSWORD} "
+                            f"(or {ENV_PASSWORD_FILE}) in the environment")
+        config.update(sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
+    elif user:
+        raise UserError(f"{ENV_USERNAME} is set but {ENV_PROTOCOL}={protocol} sends no credentials: "
+                        f"use SASL_SSL (or SASL_PLAINTEXT)")
+    if protocol.endswith("SSL"):
+        for name, key in ((ENV_CA_FILE, "ssl_cafile"), (ENV_CERT_FILE, "ssl_certfile"), (ENV_KEY_FILE, "ssl_keyfile")):
+            if env.get(name):
+                _read_setting_file(env[name], name)
+                config[key] = env[name]
+        config["ssl_check_hostname"] = True
+    return config
+
+
+def _read_setting_file(path: str, variable: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise UserError(f"{variable}={path}: cannot read it ({exc.strerror or exc})") from None
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < 200:
+            self.messages.append(record.getMessage())
+
+
+_TLS_HINTS = ("certificate", "handshake failed")
+
+
+@contextmanager
+def kafka_connection(config: dict, what: str) -> Iterator[None]:
+    """Around creating a Kafka client: kafka-python's own warnings and errors are collected instead
+    of printed (they repeat every retry), and a failure becomes one `EventLogError` line that says
+    whether the credentials, the TLS setup or the reachability is at fault (`KafkaAuthError` for
+    the first two: retrying does not help)."""
+    from kafka.errors import KafkaError
+
+    logger, collect = logging.getLogger("kafka"), _Collect()
+    propagate = logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        yield
+    except (KafkaError, OSError, ValueError) as exc:
+        raise connection_error(config, what, exc, collect.messages) from exc
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+
+
+def connection_error(config: dict, what: str, exc: BaseException, logged: list[str]) -> EventLogError:
+    """The one-line error of a failed connection, from the exception and kafka-python's log lines."""
+    bootstrap = ",".join(config.get("bootstrap_servers", []))
+    protocol = config.get("security_protocol", "PLAINTEXT")
+    text = " ".join([str(exc), *logged]).lower()
+    user, mechanism = config.get("sasl_plain_username"), config.get("sasl_mechanism")
+    if protocol.endswith("SSL") and any(h in text for h in _TLS_HINTS):
+        detail = next((m for m in logged if any(h in m.lower() for h in _TLS_HINTS)), str(exc))
+        return KafkaAuthError(f"TLS with Kafka at {bootstrap} failed while {what} ({detail[:200]}): check "
+                              f"{ENV_CA_FILE} and that the brokers' certificates name the addresses you use")
+    if "authentication failed" in text or "saslauthenticationfailed" in text:
+        return KafkaAuthError(f"Kafka at {bootstrap} refused the credentials of user {user!r} ({mechanism}) "
+                              f"while {what}: check {ENV_USERNAME} and {ENV_PASSWORD}")
+    if protocol.startswith("SASL") and "socket disconnected" in text:
+        # A broker that refuses SCRAM credentials drops the connection; kafka-python then only sees
+        # the disconnect, every retry, until its bootstrap timeout.
+        return KafkaAuthError(f"Kafka at {bootstrap} refused the credentials of user {user!r} ({mechanism}) "
+                              f"while {what}: it closed every connection during SASL authentication; check "
+                              f"{ENV_USERNAME}, {ENV_PASSWORD}, {ENV_MECHANISM} and that this listener takes SASL")
+    return EventLogError(f"cannot reach Kafka at {bootstrap} ({protocol}) while {what}: {exc}")
 
 
 def encode_line(line: str) -> bytes:
@@ -163,23 +302,21 @@ class KafkaEventLog(EventLog):
                  max_block_ms: int = 10000, request_timeout_ms: int = 10000, linger_ms: int = 20,
                  flush_timeout_s: float = 60.0, client_id: str = "movierec-eventlog"):
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
 
         self.bootstrap, self.topic = bootstrap, topic
         self.uri = f"kafka://{bootstrap}/{topic}"
         self.flush_timeout_s = flush_timeout_s
         self._errors: list[BaseException] = []
         self._sent = 0
-        try:
+        config = kafka_client_config(bootstrap, client_id)
+        with kafka_connection(config, f"opening a producer for topic {topic!r} "
+                                      f"(waited {bootstrap_timeout_ms / 1000:g} s)"):
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap.split(","), client_id=client_id, acks="all",
+                **config, acks="all",
                 linger_ms=linger_ms, batch_size=64 * 1024, max_block_ms=max_block_ms,
                 request_timeout_ms=request_timeout_ms, bootstrap_timeout_ms=bootstrap_timeout_ms,
                 delivery_timeout_ms=max(120000, request_timeout_ms + linger_ms),
                 reconnect_backoff_max_ms=1000)
-        except (KafkaError, OSError, ValueError) as exc:
-            raise EventLogError(f"cannot reach Kafka at {bootstrap} within "
-                                f"{bootstrap_timeout_ms / 1000:g} s: {exc!r}") from exc
 
     def _failed(self, exc: BaseException) -> None:
         self._errors.append(exc)
@@ -272,11 +409,9 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 3, *, retention_m
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     configs = {"retention.ms": str(retention_ms), "retention.bytes": str(retention_bytes)}
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="movierec-admin",
-                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=min(timeout_ms, 5000))
-    except (KafkaError, OSError) as exc:
-        raise EventLogError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+    config = kafka_client_config(bootstrap, "movierec-admin")
+    with kafka_connection(config, f"creating topic {topic!r}"):
+        admin = KafkaAdminClient(**config, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=min(timeout_ms, 5000))
     try:
         created = True
         try:

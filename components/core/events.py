@@ -16,10 +16,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Union
 
 MAX_RESULTS = 20
+# The longest line the contract holds (20 long slugs make a few KB): longer lines are rejected as
+# `too_long`, and their dead letter keeps the first `KEPT_CHARS` characters only.
+MAX_LINE_CHARS = 16 * 1024
+KEPT_CHARS = 1024
+# Events stamped later than the reader's clock plus this are rejected as `future_time` (a client's
+# clock far off, or a forged line): one such event must not become "now" for online evaluation.
+# Generous on purpose: a service may log a whole viewing session when it starts (the simulator
+# does: a film's minutes are stamped up to about 3 hours ahead); what it stops is a date days or
+# years away, which would move evaluation's clock and the snapshot days for good.
+MAX_CLOCK_SKEW = timedelta(hours=12)
 MAX_USER_ID = 2**63 - 1
 RATING_RANGE = (1, 5)
 
@@ -29,7 +39,10 @@ SLUG_PATTERN = r"[a-z0-9][a-z0-9+\-'.:&!?()%$#@*;_]*"
 SLUG_RE = re.compile(rf"^{SLUG_PATTERN}\Z")
 _YEAR_RE = re.compile(r"\+(\d{4})$")
 
-_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$", re.ASCII)
+# Real course logs stamp events to the second, the millisecond (`.149`) or the microsecond, depending
+# on the offering: all three are the contract, anything else (other fractions, zones) is not.
+TIME_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}(?:\d{3})?)?"
+_TIME_RE = re.compile(rf"^{TIME_PATTERN}\Z", re.ASCII)
 _USER_RE = re.compile(r"^(?:[1-9]\d{0,18}|0)\Z", re.ASCII)  # \Z: "1\n" is not a user id
 _WATCH_RE = re.compile(rf"^GET /data/m/({SLUG_PATTERN})/(\d{{1,5}})\.mpg$", re.ASCII)
 # re.ASCII: only 0-9 are digits of the contract ('١٢' is not user 12); the rating is bounded
@@ -50,6 +63,8 @@ REASONS = (
     "bad_status",
     "bad_result",
     "bad_response_time",
+    "too_long",
+    "future_time",
 )
 
 
@@ -157,7 +172,7 @@ def format_time(t: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """Parse the contract's timestamp; raise ValueError on anything else (zones, other precisions)."""
     if not _TIME_RE.match(text):
-        raise ValueError(f"not an ISO-8601 second or microsecond timestamp: {text!r}")
+        raise ValueError(f"not an ISO-8601 timestamp to the second, millisecond or microsecond: {text!r}")
     return datetime.fromisoformat(text)
 
 
@@ -201,8 +216,11 @@ def parse_line(line: str | bytes) -> Event | Rejection:
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError:
-            return Rejection(line.decode("utf-8", "replace"), "bad_request", "not valid UTF-8")
+            text = line.decode("utf-8", "replace")
+            return too_long(text) if len(text) > MAX_LINE_CHARS else Rejection(text, "bad_request", "not valid UTF-8")
     line = line.rstrip("\r\n")
+    if len(line) > MAX_LINE_CHARS:
+        return too_long(line)
     if not line.strip():
         return Rejection(line, "empty", "empty line")
     parts = line.split(",", 2)
@@ -238,6 +256,22 @@ def parse_line(line: str | bytes) -> Event | Rejection:
     if request == "GET /create_account":
         return AccountEvent(time, user_id)
     return Rejection(line, "bad_request", f"unknown request {request[:60]!r}")
+
+
+def too_long(line: str) -> Rejection:
+    """The rejection of a line longer than the contract allows: its head is kept, with its length."""
+    return Rejection(line[:KEPT_CHARS], "too_long", f"{len(line)} characters, at most {MAX_LINE_CHARS}")
+
+
+def future_time(line: str, time: datetime, now: datetime) -> Rejection:
+    """The rejection of an event stamped past the reader's clock (`now`) plus `MAX_CLOCK_SKEW`."""
+    return Rejection(line, "future_time", f"stamped {format_time(time)}, later than the reader's clock "
+                     f"{format_time(now.replace(microsecond=0))} + {MAX_CLOCK_SKEW}")
+
+
+def latest_acceptable(now: datetime) -> datetime:
+    """The latest event time a reader whose clock says `now` (UTC, no zone) accepts."""
+    return now + MAX_CLOCK_SKEW
 
 
 def _reject_request(line: str, request: str, kind: str) -> Rejection:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
@@ -106,7 +107,7 @@ def write_batch(store: ArtifactStore, source: str, first: int, last: int,
 
     Keys depend only on (kind, day, source, first, last): writing the same batch twice leaves the
     same objects. Rejections go to the dead-letter area under the batch's first event day (or
-    `day`, or the day of the batch's first valid event)."""
+    `day`, or the day of the batch's first valid event, or the day it is written if it has none)."""
     return write_tables(store, source, first, last, events_to_tables(events, source),
                         rejections_to_table(rejections, source), day)
 
@@ -125,7 +126,9 @@ def write_tables(store: ArtifactStore, source: str, first: int, last: int,
         store.put_bytes(key, table_bytes(table))
         keys.append(key)
     if dead.num_rows:
-        dl_day = day or (min(d for _, d in tables) if tables else "unknown")
+        # A batch with no valid event is filed under the day it was ingested, so that retention
+        # expires it like any other day.
+        dl_day = day or (min(d for _, d in tables) if tables else datetime.now(UTC).date().isoformat())
         key = layout.deadletter_key(dl_day, source, first, last)
         store.put_bytes(key, table_bytes(dead))
         keys.append(key)

@@ -100,7 +100,20 @@ def _check_key(key: str) -> str:
     return key
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable: a rename, a new file, a deletion survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file, fsync it, rename it over `path`, fsync the folder.
+
+    Without the folder's fsync the rename can be lost in a power failure after the caller went on
+    (ingest commits a Kafka offset once the snapshot is "written"): the data would be gone."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -111,10 +124,23 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def _make_dirs(folder: Path, root: Path) -> None:
+    """mkdir -p, then fsync the parent of every folder created, so that the new path is durable."""
+    missing = []
+    while not folder.is_dir() and folder != root and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        fsync_dir(created.parent)
 
 
 class LocalStore(ArtifactStore):
-    """A directory on disk. Writes go to a temporary file in the same folder, then rename."""
+    """A directory on disk. Writes go to a temporary file in the same folder, then rename; the
+    file and its folder are fsynced, so what a put or delete returned from survives a power loss."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
@@ -126,7 +152,7 @@ class LocalStore(ArtifactStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent, self.root)
         _atomic_write(path, data)
 
     def get_bytes(self, key: str) -> bytes:
@@ -154,7 +180,12 @@ class LocalStore(ArtifactStore):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)  # a deleted snapshot must not come back after a crash
 
     def local_path(self, key: str) -> Path:
         """Where a key lives on disk (for readers that want a path, such as pyarrow)."""

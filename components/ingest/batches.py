@@ -26,6 +26,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from components.core import layout
 from components.core.event_columns import parse_columns
@@ -34,6 +35,13 @@ from components.core.store import ArtifactStore, StoreError
 from components.ingest.metrics import INVALID, IngestMetrics
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_BYTES = 32 << 20  # line bytes per batch: a batch's memory, whatever the lines' length
+
+
+def utc_now() -> datetime:
+    """The consumer's clock, as event times are written: UTC without a zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class IngestError(RuntimeError):
@@ -49,6 +57,7 @@ class Batch:
     started: float
     offsets: list[int] = field(default_factory=list)
     lines: list = field(default_factory=list)
+    size: int = 0  # bytes (characters) of the lines
 
     @property
     def first(self) -> int:
@@ -59,14 +68,27 @@ class Batch:
         return self.offsets[-1]
 
 
-class Batcher:
-    """Per-source buffers of read lines, cut at multiples of `batch_size` and after `linger` seconds."""
+def _size(line) -> int:
+    return len(line) if line else 0
 
-    def __init__(self, batch_size: int, linger: float):
+
+class Batcher:
+    """Per-source buffers of read lines, cut at multiples of `batch_size`, after `linger` seconds,
+    and before they exceed `max_bytes` (a batch holds at least one line).
+
+    The byte cut bounds the memory a batch takes in the consumer, the writer and the Parquet
+    encoder whatever the lines' length: without it a run of very long lines exceeds the pod's
+    memory, and every restart replays the same range into the same crash. Where it cuts depends
+    on the log alone (from the batch's first offset), so a replay from the same offset cuts alike."""
+
+    def __init__(self, batch_size: int, linger: float, max_bytes: int = DEFAULT_BATCH_BYTES):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.size = batch_size
         self.linger = linger
+        self.max_bytes = max_bytes
         self.pending: dict[str, Batch] = {}
 
     def add(self, source: str, offsets: list[int], lines: list) -> list[Batch]:
@@ -83,8 +105,21 @@ class Batcher:
                 batch = None
             if batch is None:
                 batch = Batch(source, window, time.monotonic())
-            batch.offsets.extend(offsets[i:j])
-            batch.lines.extend(lines[i:j])
+            sizes = [_size(line) for line in lines[i:j]]
+            if batch.size + sum(sizes) > self.max_bytes:  # cut by bytes inside the window
+                k = i
+                for line_size in sizes:
+                    if batch.offsets and batch.size + line_size > self.max_bytes:
+                        ready.append(batch)
+                        batch = Batch(source, window, time.monotonic())
+                    batch.offsets.append(offsets[k])
+                    batch.lines.append(lines[k])
+                    batch.size += line_size
+                    k += 1
+            else:
+                batch.offsets.extend(offsets[i:j])
+                batch.lines.extend(lines[i:j])
+                batch.size += sum(sizes)
             if offsets[j - 1] == window_end - 1:
                 ready.append(batch)
                 batch = None
@@ -137,8 +172,9 @@ class SnapshotWriter:
     """Parses batches, writes their snapshots and dead letters, and removes overlapping leftovers."""
 
     def __init__(self, store: ArtifactStore, metrics: IngestMetrics, *, retry_seconds: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], datetime] = utc_now):
         self.store = store
+        self.clock = clock
         self.metrics = metrics
         self.retry_seconds = retry_seconds
         self.sleep = sleep
@@ -166,6 +202,7 @@ class SnapshotWriter:
         if len(batch.offsets) != len(batch.lines):
             raise ValueError(f"batch of {batch.source}: {len(batch.offsets)} offsets for {len(batch.lines)} lines")
         parsed = parse_columns(batch.lines)
+        parsed.reject_future(batch.lines, self.clock())  # the consumer's clock bounds event times
         stored = Tally(parsed.counts())
         rejected = Tally(r.reason for _, r in parsed.rejections)
         read: Tally = Tally(stored)

@@ -5,8 +5,11 @@
 - Rebalance: when partitions are revoked, their buffered lines are written and committed inside
   the rebalance listener, before another member can be assigned them; on a forced loss nothing
   is committed and the next owner reads the same range again (and replaces what overlaps).
+  Offsets recorded under an ownership that ended (lost, or assigned anew) are dropped, including
+  those of writes still in flight: a lost partition's offsets are never committed later.
 - Faults: an unreachable broker at start is retried with backoff and a log line per attempt (for
-  ever when following, `connect_timeout` seconds otherwise); a broker restart mid-stream is
+  ever when following, `connect_timeout` seconds otherwise), kafka-python's own connection log
+  kept off the console; refused credentials or certificates stop at once with one line; a broker restart mid-stream is
   ridden out by the client's reconnects; poll errors are logged and retried.
 - Lag per partition is the broker's end offset (ListOffsets, as `kafka-consumer-groups`
   computes it) minus the committed offset.
@@ -28,6 +31,7 @@ from concurrent.futures import Future
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
+from components.core.eventlog import EventLogError, KafkaAuthError, kafka_client_config, kafka_connection
 from components.ingest.batches import Batch, BatchCounts, Batcher, IngestError
 from components.ingest.metrics import IngestMetrics
 
@@ -64,7 +68,10 @@ class KafkaIngest:
                  instance_id: str | None = None, connect_timeout: float = 60.0):
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
         self.sink, self.batcher, self.report, self.metrics = sink, batcher, report, metrics
-        self.in_flight: deque[tuple[TopicPartition, Future]] = deque()
+        self.in_flight: deque[tuple[TopicPartition, int, Future]] = deque()
+        # Bumped when a partition is lost or (re)assigned: a write handed over under an older
+        # ownership may finish, but its offset is never recorded, hence never committed.
+        self.ownership: dict[TopicPartition, int] = {}
         self.stop, self.follow = stop, follow
         self.instance_id, self.connect_timeout = instance_id, connect_timeout
         self.consumer: KafkaConsumer | None = None
@@ -80,23 +87,26 @@ class KafkaIngest:
     def connect(self) -> KafkaConsumer | None:
         """A subscribed consumer, retrying an unreachable broker with backoff; None if stopped."""
         started, delay, attempt = time.monotonic(), 1.0, 0
+        config = kafka_client_config(self.bootstrap, f"movierec-ingest-{self.instance_id or 'member'}")
         while not self.stop.is_set():
             attempt += 1
             try:
-                consumer = _Consumer(
-                    bootstrap_servers=self.bootstrap.split(","), group_id=self.group,
-                    group_instance_id=self.instance_id, client_id=f"movierec-ingest-{self.instance_id or 'member'}",
-                    enable_auto_commit=False, auto_offset_reset="earliest",
-                    bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
-                    heartbeat_interval_ms=1000, max_poll_records=20000,
-                    max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-            except KafkaError as exc:
+                with kafka_connection(config, f"joining consumer group {self.group!r}"):
+                    consumer = _Consumer(
+                        **config, group_id=self.group, group_instance_id=self.instance_id,
+                        enable_auto_commit=False, auto_offset_reset="earliest",
+                        bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
+                        heartbeat_interval_ms=1000, max_poll_records=20000,
+                        max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+            except KafkaAuthError:
+                raise  # refused credentials or certificates: waiting does not fix them
+            except EventLogError as exc:
                 waited = time.monotonic() - started
                 if waited + delay > self.connect_timeout:
                     raise IngestError(f"Kafka broker {self.bootstrap} unreachable after {attempt} attempts "
                                       f"over {waited:.0f} s: {exc}") from exc
-                log.warning("Kafka broker %s not reachable (attempt %d: %s); retrying in %.0f s",
-                            self.bootstrap, attempt, exc, delay)
+                log.warning("Kafka broker %s not reachable (attempt %d); retrying in %.0f s",
+                            self.bootstrap, attempt, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -187,12 +197,19 @@ class KafkaIngest:
 
     def write(self, batch: Batch) -> None:
         tp = TopicPartition(self.topic, int(batch.source.rsplit("-", 1)[1]))
-        self.in_flight.append((tp, self.sink.submit(batch)))
+        self.in_flight.append((tp, self.ownership.get(tp, 0), self.sink.submit(batch)))
+
+    def disown(self, tps) -> None:
+        """Forget every offset recorded or in flight for these partitions (lost, or assigned anew)."""
+        for tp in tps:
+            self.ownership[tp] = self.ownership.get(tp, 0) + 1
+            self.uncommitted.pop(tp, None)
+            self.written.pop(tp, None)
 
     def collect(self, keep: int) -> None:
         """Account for finished writes, in order; wait while more than `keep` are in flight."""
         while self.in_flight:
-            tp, future = self.in_flight[0]
+            tp, owned, future = self.in_flight[0]
             if not future.done() and len(self.in_flight) <= keep:
                 return
             try:
@@ -204,6 +221,10 @@ class KafkaIngest:
             self.in_flight.popleft()
             counts.count(self.metrics)
             self.report.add(counts)
+            if owned != self.ownership.get(tp, 0):
+                log.info("%s[%d] offsets %d-%d written after the partition was lost: not committed here",
+                         tp.topic, tp.partition, counts.first, counts.last)
+                continue
             self.written[tp] = counts.last + 1
             self.uncommitted[tp] = counts.last + 1
 
@@ -298,6 +319,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):
         ing = self.ingest
+        ing.disown(set(assigned) - ing.assigned)  # nothing recorded before this assignment is ours
         ing.assigned |= set(assigned)
         ing.joined = True
         ing.sink.invalidate()
@@ -309,6 +331,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
                     sorted(tp.partition for tp in lost))
         for tp in lost:
             self.ingest.batcher.take(source_name(tp))
+        self.ingest.disown(lost)  # writes still in flight for them finish, uncommitted
         self._forget(set(lost))
 
     def _forget(self, tps: set[TopicPartition]) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.core.events import RateEvent, format_event
+from components.core.errors import NotFound, UserError
+from components.core.events import MAX_USER_ID, RateEvent, format_event
 
 FORMATS = ("u.data", "ratings.dat", "ratings.csv", "inter")
 _COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
@@ -50,12 +51,43 @@ def detect_format(path: str | Path) -> str:
         return "ratings.csv"
     if "\t" in first:
         return "u.data"
-    raise ValueError(f"{p}: not a MovieLens ratings file I know ({', '.join(FORMATS)})")
+    raise UserError(f"{p}: not a MovieLens ratings file I know ({', '.join(FORMATS)})")
+
+
+# Epoch seconds the contract can write (years 1970..9999).
+_TIMESTAMPS = (0, int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()))
 
 
 def read_ratings(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
-    """The ratings of a MovieLens file: user_id, movie_id (int64), rating (float), timestamp (int64)."""
-    fmt = fmt or detect_format(path)
+    """The ratings of a MovieLens file: user_id, movie_id (int64), rating (float), timestamp (int64).
+
+    A row that is not a rating (not numbers, ids out of range, a rating outside 0.5-5, a time
+    outside years 1970-9999) is a `UserError` naming the row, before anything is written."""
+    if not Path(path).is_file():
+        raise NotFound(f"{path}: no such MovieLens file")
+    try:
+        frame = _read_frame(path, fmt or detect_format(path))
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read as MovieLens ratings: {str(exc).splitlines()[0][:200]}") from None
+    return _checked(frame, path)
+
+
+def _checked(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    numbers = frame.apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna().any(axis=1)
+    bad |= ~numbers["user_id"].between(0, MAX_USER_ID) | ~numbers["movie_id"].between(0, MAX_USER_ID)
+    bad |= ~numbers["rating"].between(0.5, 5) | ~numbers["timestamp"].between(*_TIMESTAMPS)
+    bad |= (numbers[["user_id", "movie_id", "timestamp"]] % 1 != 0).any(axis=1)
+    if bad.any():
+        count, row = int(bad.sum()), int(bad.to_numpy().argmax())
+        values = ", ".join(str(v)[:30] for v in frame.iloc[row].tolist())
+        raise UserError(f"{path}: {count} row(s) are not ratings, the first is data row {row + 1} ({values}); "
+                        f"fix or remove them (nothing was written)")
+    return numbers.astype({"user_id": np.int64, "movie_id": np.int64, "rating": np.float64,
+                           "timestamp": np.int64}).reset_index(drop=True)
+
+
+def _read_frame(path: str | Path, fmt: str) -> pd.DataFrame:
     if fmt == "u.data":
         frame = pd.read_csv(path, sep="\t", header=None, names=_COLUMNS, usecols=range(4))
     elif fmt == "ratings.dat":
@@ -67,13 +99,11 @@ def read_ratings(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
         frame.columns = [c.split(":", 1)[0] for c in frame.columns]
         frame = frame.rename(columns={"item_id": "movie_id"})
     else:
-        raise ValueError(f"unknown MovieLens format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise UserError(f"unknown MovieLens format {fmt!r}; choose from {', '.join(FORMATS)}")
     missing = [c for c in _COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing} for format {fmt}")
-    frame = frame[_COLUMNS].dropna()
-    return frame.astype({"user_id": np.int64, "movie_id": np.int64, "rating": np.float64,
-                         "timestamp": np.int64}).reset_index(drop=True)
+        raise UserError(f"{path}: missing columns {missing} for format {fmt}")
+    return frame[_COLUMNS]
 
 
 def movie_slug(movie_id: int) -> str:

@@ -29,17 +29,30 @@ from pathlib import Path
 from components.core import layout
 from components.core.eventlog import file_path
 from components.core.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
+from components.core.events import MAX_LINE_CHARS
 from components.core.store import ArtifactStore
-from components.ingest.batches import Batch, BatchCounts, Batcher, IngestError, SnapshotWriter, merge_counts
+from components.ingest.batches import (
+    DEFAULT_BATCH_BYTES,
+    Batch,
+    BatchCounts,
+    Batcher,
+    IngestError,
+    SnapshotWriter,
+    merge_counts,
+)
 from components.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_GROUP = "movierec-ingest"
+DEFAULT_CONNECT_TIMEOUT = 5.0  # a bounded run gives an unreachable broker this long, then says so
 _CHUNK = 4 << 20
+# The most bytes of one unterminated line held in memory: enough for the parser to see that it is
+# longer than the contract allows (MAX_LINE_CHARS characters of up to 4 bytes), never more.
+MAX_PENDING = 4 * MAX_LINE_CHARS + 4
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
+__all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
            "parse_kafka_url"]
 
 
@@ -72,18 +85,19 @@ def file_source_name(path: str | os.PathLike) -> str:
 
 
 def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, follow: bool = False,
-           batch_size: int = DEFAULT_BATCH_SIZE, stop: threading.Event | None = None,
+           batch_size: int = DEFAULT_BATCH_SIZE, batch_bytes: int = DEFAULT_BATCH_BYTES, stop: threading.Event | None = None,
            metrics_port: int | None = None, metrics_host: str = "0.0.0.0", metrics_file: str | None = None,
            linger: float = 5.0, instance_id: str | None = None, connect_timeout: float | None = None,
            store_retry_seconds: float = 30.0, write_process: bool = True,
            metrics: IngestMetrics | None = None) -> IngestReport:
     """Ingest `source` (`file:PATH` or `kafka://HOST:PORT/TOPIC`) into `store`; see the module doc.
 
-    `batch_size` lines per snapshot batch (cut at offset multiples), `linger` seconds before a
+    `batch_size` lines per snapshot batch (cut at offset multiples), `batch_bytes` the most line
+    bytes a batch holds (a longer run of lines is cut into several batches), `linger` seconds before a
     partial batch is written anyway, `instance_id` a static consumer-group membership id (a
     restarted process takes its partitions back without waiting for a session timeout),
     `connect_timeout` how long to retry an unreachable broker (default: forever when following,
-    60 s otherwise), `store_retry_seconds` how long to retry a failing store before giving up,
+    DEFAULT_CONNECT_TIMEOUT otherwise), `store_retry_seconds` how long to retry a failing store before giving up,
     `write_process` whether a Kafka run parses and writes in a second process (see
     `components.ingest.writer`) so that consuming and writing overlap.
     Raises `IngestError` when the broker or the store stays unreachable; nothing is committed
@@ -93,7 +107,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
     stop = stop or threading.Event()
     report = IngestReport()
     writer = SnapshotWriter(store, metrics, retry_seconds=store_retry_seconds)
-    batcher = Batcher(batch_size, linger)
+    batcher = Batcher(batch_size, linger, batch_bytes)
     if metrics_port is not None:
         metrics.serve(metrics_port, metrics_host)
     started = time.perf_counter()
@@ -104,7 +118,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
 
                 bootstrap, topic = parse_kafka_url(source)
                 if connect_timeout is None:
-                    connect_timeout = float("inf") if follow else 60.0
+                    connect_timeout = float("inf") if follow else DEFAULT_CONNECT_TIMEOUT
                 from components.ingest.writer import InlineWriter, ProcessWriter
 
                 sink = ProcessWriter(store, store_retry_seconds) if write_process else InlineWriter(writer)
@@ -151,13 +165,19 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
     """A local append-only log file: positions are line numbers, checkpointed in the store.
 
     Following, only newline-terminated lines are read (a writer may be mid-line); a bounded run
-    also takes an unterminated last line, since it reads a finished file.
+    also takes an unterminated last line, since it reads a finished file. Of a line longer than
+    MAX_PENDING bytes only the head is kept (it is a `too_long` dead letter): memory stays bounded
+    whatever the file holds.
     """
     source = file_source_name(path)
     key = layout.checkpoint_key(source)
     store = writer.store
-    checkpoint = store.get_json(key) if store.exists(key) else {"line": 0, "byte": 0}
-    line_no, position = int(checkpoint["line"]), int(checkpoint["byte"])
+    try:
+        checkpoint = store.get_json(key) if store.exists(key) else {"line": 0, "byte": 0}
+        line_no, position = int(checkpoint["line"]), int(checkpoint["byte"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IngestError(f"the checkpoint {key} of {path} is unreadable ({exc!r}): fix it, or move it away "
+                          f"to ingest the file from its start (snapshots of the same lines are replaced)") from None
     if not path.exists():
         raise IngestError(f"event log file {path} does not exist")
     size = path.stat().st_size
@@ -168,6 +188,7 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
     log.info("ingesting %s from line %d (byte %d)%s", path, line_no, position,
              " and following" if follow else f" to byte {end}")
     committed = position
+    dropped: dict[int, int] = {}  # line number -> bytes of an over-long line not kept in memory
 
     def write(batches: list[Batch]) -> None:
         nonlocal committed
@@ -175,6 +196,8 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
             counts = writer.write(batch)
             counts.count(metrics)
             committed += sum(len(line) for line in batch.lines) + len(batch.lines)
+            if dropped:
+                committed += sum(dropped.pop(o, 0) for o in batch.offsets)
             if committed > (end if end is not None else float("inf")):
                 committed = end  # the unterminated last line of a bounded run has no newline
             checkpoint = {"source": str(path), "line": batch.last + 1, "byte": committed}
@@ -185,18 +208,30 @@ def _ingest_file(path: Path, writer: SnapshotWriter, batcher: Batcher, report: I
 
     with open(path, "rb") as f:
         f.seek(position)
-        tail = b""
+        tail, over = b"", 0  # the unterminated line so far; bytes of it beyond MAX_PENDING skipped
         while True:
             want = _CHUNK if end is None else min(_CHUNK, end - f.tell())
             chunk = f.read(want) if want > 0 else b""
             if chunk:
+                if over:  # inside an over-long line: skip to its end, keeping only its head
+                    nl = chunk.find(b"\n")
+                    over += len(chunk) if nl < 0 else nl
+                    if nl < 0:
+                        continue
+                    chunk = chunk[nl:]
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
+                if over:
+                    dropped[line_no], over = over, 0
                 write(batcher.add(source, list(range(line_no, line_no + len(lines))), lines))
                 line_no += len(lines)
+                if len(tail) > MAX_PENDING:  # a line without end in sight: it is too long anyway
+                    over, tail = len(tail) - MAX_PENDING, tail[:MAX_PENDING]
                 continue
             if end is not None:
                 if tail:
+                    if over:
+                        dropped[line_no] = over
                     write(batcher.add(source, [line_no], [tail]))
                     line_no += 1
                 write(batcher.take_all())

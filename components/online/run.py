@@ -26,6 +26,7 @@ import pandas as pd
 
 from components.core import layout, rollout
 from components.core.eventlog import file_path
+from components.core.events import latest_acceptable
 from components.online import canary
 from components.online.join import (
     DEFAULT_WINDOW,
@@ -40,6 +41,10 @@ from components.online.join import (
 
 log = logging.getLogger(__name__)
 RECENT = timedelta(hours=1)
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
 class LogTail:
@@ -61,12 +66,35 @@ class LogTail:
         return data[:end].splitlines()
 
 
-def write_watermark(store, consumed_until: pd.Timestamp) -> str:
-    """Advance `online/watermark.json` (never move it back); return the value stored."""
-    value = consumed_until.to_pydatetime().replace(microsecond=0)
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def drop_future(frames: dict[str, pd.DataFrame], now: datetime | None = None) -> dict[str, pd.DataFrame]:
+    """Leave out events stamped after the clock plus `MAX_CLOCK_SKEW` (ingest dead-letters them; a
+    log file read directly still holds them): one such event would become evaluation's "now", and
+    every real event would fall outside the window kept in memory."""
+    limit = pd.Timestamp(latest_acceptable(now or _utc_now()))
+    out = {}
+    for kind, frame in frames.items():
+        late = frame["time"] > limit if len(frame) else None
+        if late is not None and late.any():
+            log.warning("online-eval: %d %s event(s) stamped after %s left out (clock skew or forged)",
+                        int(late.sum()), kind, limit.isoformat())
+            frame = frame[~late].reset_index(drop=True)
+        out[kind] = frame
+    return out
+
+
+def write_watermark(store, consumed_until: pd.Timestamp, now: datetime | None = None) -> str:
+    """Advance `online/watermark.json` (never move it back, never past the clock); return the value stored.
+
+    A stored watermark later than the clock (written before this bound existed) is replaced."""
+    now = now or _utc_now()
+    value = min(consumed_until.to_pydatetime(), now).replace(microsecond=0)
     try:
         old = store.get_json(layout.ONLINE_WATERMARK).get("consumed_until")
-        if old and datetime.fromisoformat(old) >= value:
+        if old and value <= _naive_utc(datetime.fromisoformat(old)) <= now:
             return old
     except KeyError:
         pass
@@ -107,6 +135,7 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
              policy: canary.CanaryPolicy = canary.CanaryPolicy(), auto: bool = False,
              recent: timedelta = RECENT, report_dir: str | Path | None = None) -> dict:
     """Evaluate `frames`, analyse the canary (and act on it with `auto`), record the results."""
+    frames = drop_future(frames)
     end = last_time(frames)
     joined = join(frames, window, end)
     known = personalized_from_store(store)
@@ -156,8 +185,8 @@ def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedel
     result, n = None, 0
     try:
         while cycles is None or n < cycles:
-            frames = (concat_frames(frames, frames_from_lines(tail.read())) if tail
-                      else frames_from_store(store, last_days=keep.days + 1))
+            frames = drop_future(concat_frames(frames, frames_from_lines(tail.read())) if tail
+                                 else frames_from_store(store, last_days=keep.days + 1))
             newest = last_time(frames)
             if newest is not None:
                 horizon = newest - pd.Timedelta(keep)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -320,3 +320,32 @@ def test_store_outage_stops_without_committing_then_resumes(kafka, kafka_topic, 
     wait_committed(kafka.bootstrap, group, log.ends(), [proc])
     assert terminate(proc) == 0
     log.check_store(store, topic)
+
+
+def test_future_and_over_long_lines_are_dead_letters_and_cut_small_batches(kafka, kafka_topic, local_store):
+    """Through a real broker and the writer process: a forged line dated 2099 and lines of 200 KB
+    are dead letters with their own reasons; the long lines make batches of at most batch_bytes."""
+    from kafka import KafkaProducer
+
+    from components.core.events import KEPT_CHARS
+    from components.core.snapshots import read_deadletters, read_events
+
+    topic = kafka_topic(1)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    lines = [format_event(WatchEvent(now - timedelta(minutes=i), 7, "heat+1995", i)).encode() for i in range(20)]
+    lines[5] = format_event(WatchEvent(datetime(2099, 1, 1), 7, "heat+1995", 1)).encode()
+    for i in (8, 9, 10, 11):
+        lines[i] = b"2026-03-18T06:12:47.149,1,GET /data/m/" + b"a" * (200 << 10) + b"/1.mpg"
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_request_size=1 << 20,
+                             bootstrap_timeout_ms=15000, max_block_ms=15000)
+    for line in lines:
+        producer.send(topic, line)
+    producer.flush(timeout=15)
+    producer.close(timeout=5)
+    report = ingest(f"kafka://{kafka.bootstrap}/{topic}", local_store, group="g-faults", batch_bytes=300 << 10)
+    assert report.read == 20 and report.rejected == {"future_time": 1, "too_long": 4}
+    assert report.batches >= 4  # 4 x 200 KB lines under a 300 KB bound: one batch each at least
+    dead = read_deadletters(local_store).set_index("offset")
+    assert dead.loc[5, "reason"] == "future_time" and "2099-01-01T00:00:00" in dead.loc[5, "detail"]
+    assert all(dead.loc[i, "reason"] == "too_long" and len(dead.loc[i, "line"]) == KEPT_CHARS for i in (8, 9, 10, 11))
+    assert len(read_events(local_store, "watch")) == 15

@@ -9,6 +9,11 @@ them once into a cache outside the repository (`$MOVIEREC_CACHE/kafka-<version>/
         broker.create_topic("events", partitions=3)
         ... KafkaProducer(bootstrap_servers=broker.bootstrap) ...
         broker.restart()          # same port, same data
+
+    # SCRAM and TLS listeners beside the plain one (the plain one stays for the other tests):
+    with KafkaBroker(scram_users={"movierec": "secret"}, tls=True) as broker:
+        broker.sasl_bootstrap     # SASL_PLAINTEXT (SCRAM-SHA-256/512)
+        broker.tls_bootstrap      # SASL_SSL with SCRAM users, else SSL; broker.ca_file signs it
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from tests.servers._process import (
 )
 
 POM = Path(__file__).with_name("kafka-pom.xml")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 CACHE_ENV = "MOVIEREC_CACHE"
 
 LOG4J2 = """\
@@ -106,11 +112,16 @@ class KafkaBroker(ServerProcess):
     name = "kafka"
     ready_timeout = 90.0
 
-    def __init__(self, workdir: str | os.PathLike | None = None, heap: str = "512m"):
+    def __init__(self, workdir: str | os.PathLike | None = None, heap: str = "512m",
+                 scram_users: dict[str, str] | None = None, tls: bool = False):
         super().__init__(workdir)
         self.heap = heap
         self.port = free_port()
         self.controller_port = free_port()
+        self.scram_users = dict(scram_users or {})
+        self.sasl_port = free_port() if self.scram_users else None
+        self.tls_port = free_port() if tls else None
+        self.ca_file = self.workdir / "ca.pem" if tls else None
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "server.properties"
         self.jars: Path | None = None
@@ -119,8 +130,51 @@ class KafkaBroker(ServerProcess):
     def bootstrap(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener (SCRAM-SHA-256 and -512), when `scram_users` were given."""
+        if self.sasl_port is None:
+            raise ServerError("this broker has no SASL listener: pass scram_users")
+        return f"{LOOPBACK}:{self.sasl_port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """The TLS listener (SASL_SSL when `scram_users` were given, else SSL), signed by `ca_file`."""
+        if self.tls_port is None:
+            raise ServerError("this broker has no TLS listener: pass tls=True")
+        return f"{LOOPBACK}:{self.tls_port}"
+
+    @property
+    def tls_protocol(self) -> str:
+        return "SASL_SSL" if self.scram_users else "SSL"
+
+    def _secure_listeners(self) -> dict[str, int]:
+        out = {}
+        if self.sasl_port is not None:
+            out["SASL_PLAINTEXT"] = self.sasl_port
+        if self.tls_port is not None:
+            out[self.tls_protocol] = self.tls_port
+        return out
+
+    def _secure_settings(self) -> dict[str, str]:
+        settings: dict[str, str] = {}
+        if self.scram_users:
+            settings["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+            for name in self._secure_listeners():
+                if name.startswith("SASL"):
+                    for mechanism in SCRAM_MECHANISMS:
+                        settings[f"listener.name.{name.lower()}.{mechanism.lower()}.sasl.jaas.config"] = \
+                            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        if self.tls_port is not None:
+            settings.update({"ssl.keystore.type": "PEM", "ssl.keystore.location": str(self.workdir / "broker.pem"),
+                             "ssl.client.auth": "none"})
+        return settings
+
     def server_properties(self) -> str:
-        listeners = f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}"
+        secure = self._secure_listeners()
+        listeners = ",".join([f"PLAINTEXT://{LOOPBACK}:{self.port}", f"CONTROLLER://{LOOPBACK}:{self.controller_port}",
+                              *(f"{name}://{LOOPBACK}:{port}" for name, port in secure.items())])
+        protocols = ",".join(["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT", *(f"{n}:{n}" for n in secure)])
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -129,7 +183,7 @@ class KafkaBroker(ServerProcess):
             "advertised.listeners": listeners,
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "num.network.threads": "2",
@@ -142,6 +196,7 @@ class KafkaBroker(ServerProcess):
             "transaction.state.log.min.isr": "1",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
+            **self._secure_settings(),
         }
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -158,9 +213,33 @@ class KafkaBroker(ServerProcess):
         self.jars = fetch_jars()
         self.config_path.write_text(self.server_properties())
         (self.workdir / "log4j2.properties").write_text(LOG4J2)
+        if self.tls_port is not None:
+            self._make_certificates()
+        scram = [arg for user, password in self.scram_users.items() for mechanism in SCRAM_MECHANISMS
+                 for arg in ("--add-scram", f"{mechanism}=[name={user},password={password}]")]
         run_checked([*self._java(), "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-                     "-t", random_cluster_id(), "-c", str(self.config_path)],
+                     "-t", random_cluster_id(), "-c", str(self.config_path), *scram],
                     "formatting the KRaft log directory", 120, log=self.log_path)
+
+    def _make_certificates(self) -> None:
+        """A throw-away CA (`ca.pem`) and a broker certificate for 127.0.0.1 signed by it, with
+        openssl; the broker reads its key and chain from one PEM file."""
+        openssl = require_executable("openssl", "install openssl (Debian: apt-get install openssl)")
+        d = self.workdir
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=movierec-test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={LOOPBACK}", "-keyout", "broker.key",
+             "-out", "broker.csr"],
+            ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-out", "broker.crt", "-extfile", "san.cnf"],
+            ["pkcs8", "-topk8", "-nocrypt", "-in", "broker.key", "-out", "broker.p8"],
+        ]
+        (d / "san.cnf").write_text(f"subjectAltName=IP:{LOOPBACK},DNS:localhost\n")
+        for args in steps:
+            run_checked([openssl, *args], f"openssl {args[0]}", 60, cwd=d)
+        (d / "broker.pem").write_text((d / "broker.p8").read_text() + (d / "broker.crt").read_text()
+                                      + (d / "ca.pem").read_text())
 
     def _command(self) -> list[str]:
         return [*self._java(), "kafka.Kafka", str(self.config_path)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.core.event_columns import FIELDS, parse_columns
-from components.core.events import MAX_USER_ID, format_event, parse_line
+from components.core.events import MAX_CLOCK_SKEW, MAX_LINE_CHARS, MAX_USER_ID, format_event, parse_line
 from components.core.snapshots import events_to_tables, parsed_to_tables
 from tests.unit.core.test_events import VALID_LINES, events
 
@@ -40,6 +42,10 @@ EDGE_CASES = [
     "2026-13-18T06:12:47,1,GET /create_account", "2026-02-30T06:12:47,1,GET /data/m/heat/1.mpg",
     "2026-02-30T06:12:47,1,recommendation request h, status 200, result: heat, 5 ms",
     f"{T}.123456,1,GET /data/m/heat/00012.mpg", f"{T}.123,1,GET /data/m/heat/1.mpg",
+    f"{T}.149,1,GET /rate/heat=4", f"{T}.149,1,GET /create_account", f"{T}.12,1,GET /create_account",
+    f"{T}.1234,1,GET /create_account", f"{T}.149,1,recommendation request h, status 200, result: heat, 5 ms",
+    f"{T}.149,1,recommendation request h, status 0, result: timeout, 5 ms",
+    "2026-02-30T06:12:47.149,1,GET /create_account",
     f"{T},1,GET /data/m/heat/123456.mpg", f"{T},1,GET /data/m/Heat/1.mpg", f"{T},1,GET /data/m//1.mpg",
     f"{T},1,GET /data/m/heat/1.mpg\r", f"{T},1,GET /data/m/heat/1.mpg\r\n", f"{T},1,GET /create_account\n",
     f"{T}\n,1,GET /create_account", f"{T},1\n,GET /create_account", f"{T},1,GET /create_account ",
@@ -50,6 +56,8 @@ EDGE_CASES = [
     f"{T},1,recommendation request h, status 200, result: {', '.join(['heat'] * 21)}, 5 ms",
     f"{T},1,recommendation request h, status 200, result: heat, 5",
     f"{T},١٢,GET /create_account", f"{T},1,GET /data/m/heat/١.mpg", "٢٠٢٦-03-18T06:12:47,1,GET /create_account",
+    f"{T},1,GET /data/m/{'a' * MAX_LINE_CHARS}/1.mpg", f"{T},1,GET /rate/{'b' * (MAX_LINE_CHARS - 34)}=4",
+    f"{T},1,GET /data/m/{'a' * (MAX_LINE_CHARS - 40)}/1.mpg\n", ("x" * MAX_LINE_CHARS + "\xff").encode("latin-1"),
     f"{T},1,GET /data/m/héat/1.mpg", "", " ", "\n", "\r\n", "garbage", "a,b", "a,b,c", None,
     b"\xff\xfe", f"{T},1,GET /data/m/heat/1.mpg".encode(), f"{T},1,GET /data/m/h\xe9at/1.mpg".encode("latin-1"),
 ]
@@ -58,6 +66,22 @@ EDGE_CASES = [
 def test_edge_cases_match_parse_line():
     assert_same_as_parse_line(EDGE_CASES)
     assert_same_as_parse_line([line.encode() if isinstance(line, str) else line for line in EDGE_CASES])
+
+
+def test_reject_future_moves_late_events_to_the_rejections():
+    now = datetime(2026, 3, 18, 7, 0, 0)
+    late = now + MAX_CLOCK_SKEW + timedelta(microseconds=1)
+    lines = [f"{T},1,GET /create_account", f"{late.isoformat()},2,GET /rate/heat=4".encode(), "garbage",
+             f"{(now + MAX_CLOCK_SKEW).isoformat()},3,GET /create_account",
+             "2099-01-01T00:00:00,4,recommendation request h, status 200, result: heat, 5 ms\r\n"]
+    parsed = parse_columns(lines)
+    assert parsed.reject_future(lines, now) == 2
+    assert [(i, e.user_id) for i, e in parsed.events()] == [(0, 1), (3, 3)]
+    assert [(i, r.reason) for i, r in parsed.rejections] == [(1, "future_time"), (2, "truncated"), (4, "future_time")]
+    assert parsed.rejections[0][1].line == lines[1].decode()
+    assert parsed.rejections[2][1].line == lines[4].rstrip()
+    assert parsed.counts() == {"account": 2}
+    assert parsed.reject_future(lines, now) == 0
 
 
 def test_empty_list():
@@ -84,6 +108,9 @@ def lines(draw):
     if kind == "none":
         return None
     line = format_event(draw(events))
+    # the precisions real logs use: seconds, milliseconds, microseconds
+    head, sep, rest = line.partition(",")
+    line = draw(st.sampled_from([head, head[:19], head[:19] + ".149", head[:19] + ".000"])) + sep + rest
     if kind == "mutated":
         line = _mutate(line, draw)
     return line.encode() if draw(st.booleans()) else line

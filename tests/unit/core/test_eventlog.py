@@ -178,3 +178,98 @@ def test_unreachable_kafka_fails_within_the_bootstrap_timeout():
     with pytest.raises(EventLogError, match="cannot reach Kafka"):
         create_topic(f"127.0.0.1:{port}", "events", timeout_ms=1000)
     assert time.monotonic() - started < 8
+
+
+# -- Kafka security settings: one function for every client ---------------------------------------
+
+SCRAM_ENV = {"MOVIEREC_KAFKA_USERNAME": "movierec", "MOVIEREC_KAFKA_PASSWORD": "s3cret"}
+
+
+def test_client_config_is_plaintext_without_settings():
+    config = eventlog.kafka_client_config("a:9092, b:9092", "c1", environ={})
+    assert config == {"bootstrap_servers": ["a:9092", "b:9092"], "client_id": "c1",
+                      "security_protocol": "PLAINTEXT"}
+
+
+def test_client_config_takes_scram_and_tls_from_the_environment(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = eventlog.kafka_client_config("k:9093", "c1", environ=SCRAM_ENV)
+    assert config["security_protocol"] == "SASL_PLAINTEXT" and config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("movierec", "s3cret")
+    env = {**SCRAM_ENV, "MOVIEREC_KAFKA_CA_FILE": str(ca), "MOVIEREC_KAFKA_SASL_MECHANISM": "scram-sha-256"}
+    config = eventlog.kafka_client_config("k:9093", "c1", environ=env)
+    assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert config["ssl_cafile"] == str(ca) and config["ssl_check_hostname"] is True
+    config = eventlog.kafka_client_config("k:9093", "c1", environ={"MOVIEREC_KAFKA_CA_FILE": str(ca)})
+    assert config["security_protocol"] == "SSL" and "sasl_mechanism" not in config
+    secret = tmp_path / "password"
+    secret.write_text("from-a-secret\n")
+    env = {"MOVIEREC_KAFKA_USERNAME": "u", "MOVIEREC_KAFKA_PASSWORD_FILE": str(secret)}
+    assert eventlog.kafka_client_config("k:9093", "c1", environ=env)["sasl_plain_password"] == "from-a-secret"
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"MOVIEREC_KAFKA_SECURITY_PROTOCOL": "TLS"}, "MOVIEREC_KAFKA_SECURITY_PROTOCOL"),
+    ({"MOVIEREC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "MOVIEREC_KAFKA_USERNAME"),
+    ({"MOVIEREC_KAFKA_USERNAME": "u"}, "MOVIEREC_KAFKA_PASSWORD"),
+    ({**SCRAM_ENV, "MOVIEREC_KAFKA_SASL_MECHANISM": "GSSAPI"}, "MOVIEREC_KAFKA_SASL_MECHANISM"),
+    ({**SCRAM_ENV, "MOVIEREC_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}, "sends no credentials"),
+    ({"MOVIEREC_KAFKA_CA_FILE": "/nonexistent/ca.pem"}, "MOVIEREC_KAFKA_CA_FILE"),
+    ({"MOVIEREC_KAFKA_USERNAME": "u", "MOVIEREC_KAFKA_PASSWORD_FILE": "/nonexistent"}, "PASSWORD_FILE"),
+])
+def test_incomplete_security_settings_are_a_user_error_naming_the_variable(env, says):
+    from components.core.errors import UserError
+
+    with pytest.raises(UserError, match=says):
+        eventlog.kafka_client_config("k:9093", "c1", environ=env)
+
+
+def test_the_producer_connects_with_the_security_settings(monkeypatch):
+    import kafka
+
+    monkeypatch.setattr(kafka, "KafkaProducer", FakeProducer)
+    for name, value in SCRAM_ENV.items():
+        monkeypatch.setenv(name, value)
+    with open_event_log("kafka://127.0.0.1:9092/movielog"):
+        config = FakeProducer.instances[-1].config
+    assert config["security_protocol"] == "SASL_PLAINTEXT" and config["sasl_plain_password"] == "s3cret"
+
+
+def test_a_refused_login_is_one_auth_error_naming_what_to_fix():
+    from kafka.errors import KafkaTimeoutError
+
+    config = eventlog.kafka_client_config("k:9093", "c1", environ=SCRAM_ENV)
+    logged = ["Connection failed: [Error 58] SaslAuthenticationFailedError: Authentication failed during "
+              "authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"] * 30
+    error = eventlog.connection_error(config, "opening a producer", KafkaTimeoutError("Unable to bootstrap"), logged)
+    assert isinstance(error, eventlog.KafkaAuthError) and error.exit_code == 2
+    assert "refused the credentials of user 'movierec'" in str(error) and "MOVIEREC_KAFKA_PASSWORD" in str(error)
+    assert "s3cret" not in str(error) and "\n" not in str(error)
+    dropped = ["<KafkaTCPTransport [127.0.0.1:9093<-1]>: socket disconnected"] * 9  # what a SCRAM refusal looks like
+    error = eventlog.connection_error(config, "x", KafkaTimeoutError("Unable to bootstrap"), dropped)
+    assert isinstance(error, eventlog.KafkaAuthError) and "closed every connection during SASL" in str(error)
+    tls = eventlog.kafka_client_config("k:9093", "c1", environ={"MOVIEREC_KAFKA_SECURITY_PROTOCOL": "SSL"})
+    error = eventlog.connection_error(tls, "x", KafkaTimeoutError("Unable to bootstrap"),
+                                      ["Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"])
+    assert isinstance(error, eventlog.KafkaAuthError) and "MOVIEREC_KAFKA_CA_FILE" in str(error)
+    plain = eventlog.connection_error(config, "x", KafkaTimeoutError("Unable to bootstrap"), [])
+    assert type(plain) is EventLogError and "cannot reach Kafka at k:9093" in str(plain)
+
+
+def test_every_kafka_client_in_the_code_takes_its_settings_from_kafka_client_config():
+    """A client built with its own `bootstrap_servers=` would connect without SASL/TLS."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    found = []
+    for folder in ("components", "predictor", "simulator", "pipelines", "movierec"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text()
+            for m in re.finditer(r"(?<!class )\b(_Consumer|KafkaConsumer|KafkaProducer|KafkaAdminClient)\(", text):
+                call = text[m.end():m.end() + 200]
+                found.append(path.name)
+                assert "**config" in call.split(")")[0] or call.startswith(("*topics", ")")), \
+                    f"{path.relative_to(root)}: {m.group(0)} without **kafka_client_config(...)"
+    assert {"eventlog.py", "kafka_source.py"} <= set(found)

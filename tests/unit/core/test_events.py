@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from components.core.events import (
     EVENT_KINDS,
+    KEPT_CHARS,
+    MAX_LINE_CHARS,
     MAX_RESULTS,
     MAX_USER_ID,
     REASONS,
@@ -115,6 +117,27 @@ def test_at_most_twenty_results():
 
 
 R = "recommendation request h, status"
+# Real course logs: some offerings stamp milliseconds, some microseconds, some whole seconds.
+PRECISIONS = {
+    "2020-10-23T14:32:43": datetime(2020, 10, 23, 14, 32, 43),
+    "2020-10-23T14:32:43.149": datetime(2020, 10, 23, 14, 32, 43, 149000),
+    "2020-10-23T14:32:43.000": datetime(2020, 10, 23, 14, 32, 43),
+    "2020-10-23T14:32:43.149012": datetime(2020, 10, 23, 14, 32, 43, 149012),
+}
+
+
+@pytest.mark.parametrize("stamp", PRECISIONS)
+def test_every_precision_of_real_logs_is_accepted(stamp):
+    assert parse_time(stamp) == PRECISIONS[stamp]
+    for request in ("GET /data/m/heat+1995/3.mpg", "GET /rate/heat=4", "GET /create_account",
+                    "recommendation request h@v1, status 200, result: heat, amelie, 75 ms",
+                    "recommendation request h@v1, status 0, result: timeout, 600 ms"):
+        event = parse_line(f"{stamp},12,{request}")
+        assert not isinstance(event, Rejection), event
+        assert event.time == PRECISIONS[stamp]
+        assert parse_line(format_event(event)) == event
+
+
 CORRUPTED = [
     ("", "empty"),
     ("   ", "empty"),
@@ -125,7 +148,11 @@ CORRUPTED = [
     ("2026-13-18T06:12:47,1,GET /create_account", "bad_time"),
     ("2026-02-30T06:12:47,1,GET /create_account", "bad_time"),
     ("2026-03-18 06:12:47,1,GET /create_account", "bad_time"),
-    ("2026-03-18T06:12:47.123,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.12,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.1234,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.1234567,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.,1,GET /create_account", "bad_time"),
+    ("2026-03-18T06:12:47.149Z,1,GET /create_account", "bad_time"),
     ("2026-03-18T06:12:47Z,1,GET /create_account", "bad_time"),
     ("2026-03-18T06:12:47+00:00,1,GET /create_account", "bad_time"),
     ("18/03/2026,1,GET /create_account", "bad_time"),
@@ -171,6 +198,15 @@ def test_corrupted_line_is_rejected_with_reason(line, reason):
     assert rejected.reason in REASONS
     assert rejected.line == line.rstrip("\r\n")
     assert rejected.kind == "rejection"
+
+
+def test_an_over_long_line_is_rejected_with_its_head_only():
+    line = f"{T},1,GET /data/m/{'a' * MAX_LINE_CHARS}/1.mpg"
+    for raw in (line, line.encode(), line.encode() + b"\xff"):
+        rejected = parse_line(raw)
+        assert rejected.reason == "too_long" and rejected.line == line[:KEPT_CHARS]
+        assert str(len(line) + (raw[-1:] == b"\xff")) in rejected.detail
+    assert not isinstance(parse_line(f"{T},1,GET /rate/{'b' * (MAX_LINE_CHARS - 34)}=4"), Rejection)
 
 
 def test_invalid_utf8_is_rejected_not_raised():

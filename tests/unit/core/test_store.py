@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 
 import pytest
@@ -52,6 +53,43 @@ def test_failed_write_keeps_the_old_object(local_store, monkeypatch):
     monkeypatch.undo()
     assert local_store.get_bytes("rollout.json") == b"old"
     assert [p.name for p in local_store.root.iterdir()] == ["rollout.json"]  # temp file removed
+
+
+def _record_fsyncs(monkeypatch) -> list[tuple[str, str]]:
+    """Every fsync as ('dir' | 'file', path), in order."""
+    calls, real = [], os.fsync
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        calls.append(("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file", path))
+        real(fd)
+
+    monkeypatch.setattr(store_mod.os, "fsync", fsync)
+    return calls
+
+
+def test_a_write_fsyncs_the_file_then_its_folder_and_every_new_folder(local_store, monkeypatch):
+    calls = _record_fsyncs(monkeypatch)
+    local_store.put_bytes("events/kind=watch/day=2026-03-18/s-1-2.parquet", b"rows")
+    root = str(local_store.root)
+    day = f"{root}/events/kind=watch/day=2026-03-18"
+    # the new folders' entries, the data, then the rename's entry: after a power loss the
+    # snapshot is there whenever put_bytes had returned (ingest commits its offset next)
+    assert calls[:3] == [("dir", root), ("dir", f"{root}/events"), ("dir", f"{root}/events/kind=watch")]
+    assert calls[3][0] == "file" and calls[3][1].startswith(f"{day}/.s-1-2.parquet.")
+    assert calls[4:] == [("dir", day)]
+    calls.clear()
+    local_store.put_bytes("events/kind=watch/day=2026-03-18/s-3-4.parquet", b"rows")
+    assert [c[0] for c in calls] == ["file", "dir"] and calls[-1] == ("dir", day)
+
+
+def test_a_delete_fsyncs_the_folder(local_store, monkeypatch):
+    local_store.put_bytes("deadletter/day=2026-03-18/s-1-2.parquet", b"rows")
+    calls = _record_fsyncs(monkeypatch)
+    local_store.delete("deadletter/day=2026-03-18/s-1-2.parquet")
+    assert calls == [("dir", f"{local_store.root}/deadletter/day=2026-03-18")]
+    local_store.delete("deadletter/day=2026-03-18/s-1-2.parquet")  # gone already: nothing to sync
+    assert len(calls) == 1
 
 
 def test_readers_never_see_a_torn_object(local_store):

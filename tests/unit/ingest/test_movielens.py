@@ -7,6 +7,7 @@ from datetime import datetime
 import pytest
 from typer.testing import CliRunner
 
+from components.core.errors import NotFound, UserError
 from components.core.events import RateEvent, parse_line
 from components.ingest.movielens import convert, detect_format, read_ratings, to_events, to_rating
 
@@ -46,7 +47,7 @@ def test_layout_is_detected_from_content_when_the_name_says_nothing(tmp_path):
         renamed = path.rename(tmp_path / f"ratings-{layout.replace('.', '-')}")
         assert detect_format(renamed) == layout
     (tmp_path / "junk").write_text("hello world\n")
-    with pytest.raises(ValueError, match="not a MovieLens"):
+    with pytest.raises(UserError, match="not a MovieLens"):
         detect_format(tmp_path / "junk")
 
 
@@ -77,3 +78,29 @@ def test_movielens_command(tmp_path):
                                       "--limit", "2"])
     assert result.exit_code == 0, result.output
     assert "2 rate events" in result.output and len(out.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("bad_row", ["x\t2\t3\t881250949", "-4\t2\t3\t881250949", "4\t2\t7\t881250949",
+                                     "4\t2\t3\t99999999999999", "4\t2\t\t881250949", "4\t2.5\t3\t881250949"])
+def test_a_row_that_is_not_a_rating_is_one_error_and_nothing_is_written(tmp_path, bad_row):
+    """It used to crash with a traceback, or write the rows before it and then crash."""
+    path = tmp_path / "u.data"
+    path.write_text(f"1\t2\t3\t881250949\n{bad_row}\n5\t6\t4\t881250950\n")
+    out = tmp_path / "events.log"
+    with pytest.raises(UserError, match="1 row\\(s\\) are not ratings, the first is data row 2"):
+        convert(path, f"file:{out}")
+    assert not out.exists() or out.read_text() == ""
+
+
+def test_the_command_says_what_is_wrong_in_one_line(tmp_path):
+    path = tmp_path / "u.data"
+    path.write_text("1\t2\t3\t881250949\nx\t2\t3\t881250949\n")
+    with pytest.raises(NotFound):
+        read_ratings(tmp_path / "missing.csv")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "movierec.cli", "movielens", str(path), "--to",
+                           f"file:{tmp_path / 'out.log'}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "row(s) are not ratings" in proc.stderr and "Traceback" not in proc.stderr

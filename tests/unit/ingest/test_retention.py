@@ -47,9 +47,19 @@ def test_the_watermark_holds_back_expired_days(tmp_path):
 def test_the_window_holds_back_consumed_days(tmp_path):
     store = LocalStore(tmp_path)
     fill(store)
-    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-20T00:00:00+00:00"})
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-14T05:00:00+00:00"})
     report = expire_snapshots(store, 2.5, now=datetime(2026, 3, 14, 6, 0))  # window starts 03-11 18:00
     assert report.deleted_days == ["2026-03-10"] and days_left(store) == DAYS[1:]
+
+
+def test_a_watermark_later_than_the_clock_expires_nothing(tmp_path):
+    """One event stamped in 2099 once moved the watermark there: it says nothing about what was
+    evaluated, so the window alone must not decide (it would delete unevaluated days)."""
+    store = LocalStore(tmp_path)
+    fill(store)
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2099-01-01T00:00:00"})
+    report = expire_snapshots(store, 1, now=datetime(2026, 3, 14, 6, 0))
+    assert report.cutoff is None and report.deleted_objects == 0 and days_left(store) == DAYS
 
 
 def test_dry_run_and_command(tmp_path):
@@ -63,3 +73,29 @@ def test_dry_run_and_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["deleted_days"] == DAYS[:4]
     assert days_left(store) == ["2026-03-14"]
+
+
+def test_an_unreadable_watermark_expires_nothing_and_does_not_crash(tmp_path):
+    store = LocalStore(tmp_path)
+    fill(store)
+    for bad in (b"{not json", b'{"consumed_until": "yesterday"}', b'["a list"]'):
+        store.put_bytes(layout.ONLINE_WATERMARK, bad)
+        report = expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+        assert report.cutoff is None and report.deleted_objects == 0 and days_left(store) == DAYS
+
+
+def test_dead_letters_filed_under_an_unknown_day_expire_with_the_next_snapshot_of_their_source(tmp_path):
+    """Older versions filed them under day=unknown, which no cutoff ever reached."""
+    store = LocalStore(tmp_path)
+    fill(store)  # t-0 offsets 0-9 on every day
+    store.put_bytes(layout.snapshot_key("watch", "2026-03-12", "t-1", 20, 29), b"x")
+    old = layout.deadletter_key("unknown", "t-1", 10, 19)  # followed by 2026-03-12 in t-1's log
+    newest = layout.deadletter_key("unknown", "t-1", 30, 39)  # nothing after it yet: kept
+    store.put_bytes(old, b"x")
+    store.put_bytes(newest, b"x")
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-12T08:00:00"})
+    expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+    assert store.exists(old)  # 03-12 is not expired yet
+    store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2026-03-13T08:00:00"})
+    report = expire_snapshots(store, 1, now=datetime(2026, 4, 1))
+    assert "2026-03-12" in report.deleted_days and not store.exists(old) and store.exists(newest)

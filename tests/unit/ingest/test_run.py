@@ -91,7 +91,7 @@ def test_crashed_replays_leave_each_line_once(tmp_path, seed):
     committed = 0
     for _run in range(12):
         writer = SnapshotWriter(store, IngestMetrics())
-        batcher = Batcher(batch_size=64, linger=0)
+        batcher = Batcher(batch_size=64, linger=0, max_bytes=rng.choice([1 << 30, 700]))  # and byte cuts
         pos = committed
         crashed = False
         while pos < len(lines) and not crashed:
@@ -296,3 +296,45 @@ def test_the_writer_process_writes_in_order_and_reports_store_failures(tmp_path)
             future.result(timeout=30)
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("terminated", [True, False])
+def test_a_line_of_megabytes_in_a_file_keeps_memory_bounded_and_is_a_dead_letter(tmp_path, monkeypatch, terminated):
+    """Only MAX_PENDING bytes of it are held (it used to be read whole, however long); the lines
+    after it are stored and the checkpoint lands on the file's end."""
+    from components.ingest import run as run_mod
+
+    monkeypatch.setattr(run_mod, "_CHUNK", 64 << 10)
+    good, _ = make_lines(30, corrupt_every=0)
+    huge = b"2026-03-18T23:00:00,1,GET /data/m/" + b"a" * (3 << 20) + b"/1.mpg"
+    body = b"\n".join(good[:10] + [huge] + good[10:]) + b"\n"
+    if not terminated:
+        body = b"\n".join(good) + b"\n" + huge
+    log = tmp_path / "events.log"
+    log.write_bytes(body)
+    held = []
+    real_add = Batcher.add
+
+    def add(self, source, offsets, lines):
+        held.append(max((len(x) for x in lines), default=0))
+        return real_add(self, source, offsets, lines)
+
+    monkeypatch.setattr(Batcher, "add", add)
+    store = LocalStore(tmp_path / "s")
+    report = ingest(f"file:{log}", store, batch_size=8)
+    assert max(held) <= run_mod.MAX_PENDING
+    assert report.read == 31 and report.rejected == {"too_long": 1} and sum(report.stored.values()) == 30
+    checkpoint = store.get_json(layout.checkpoint_key(file_source_name(log)))
+    assert checkpoint == {"source": str(log), "line": 31, "byte": len(body)}
+    dead = read_deadletters(store)
+    assert list(dead["reason"]) == ["too_long"] and dead["offset"][0] == (10 if terminated else 30)
+    assert ingest(f"file:{log}", store).read == 0  # nothing read twice
+
+
+def test_an_unreadable_checkpoint_is_an_ingest_error_saying_what_to_do(tmp_path):
+    log = tmp_path / "events.log"
+    log.write_bytes(b"\n".join(make_lines(5)[0]) + b"\n")
+    store = LocalStore(tmp_path / "s")
+    store.put_bytes(layout.checkpoint_key(file_source_name(log)), b'{"line": "x"')
+    with pytest.raises(IngestError, match="unreadable .*move it away"):
+        ingest(f"file:{log}", store)

@@ -91,6 +91,36 @@ def test_watermark_never_moves_back(tmp_path):
     assert s.get_json(layout.ONLINE_WATERMARK)["consumed_until"] == "2026-03-18T12:00:00"
 
 
+FORGED = format_event(WatchEvent(datetime(2099, 1, 1), 4242, MOVIES[0], 0))
+
+
+def test_one_event_from_the_future_moves_neither_now_nor_the_watermark(store, tmp_path):
+    path = tmp_path / "events.log"
+    lines = log_lines()
+    path.write_text("\n".join([*lines[:50], FORGED, *lines[50:]]) + "\n")
+    result = run_once(frames_from_log(f"file:{path}"), store)
+    assert result["data_until"] == "2026-03-18T16:00:00"
+    assert store.get_json(layout.ONLINE_WATERMARK) == {"consumed_until": "2026-03-18T15:30:00"}
+    assert set(result["versions"]) == {"v1", "v2"}
+
+
+def test_following_a_log_with_a_forged_future_line_still_sees_the_real_events(store, tmp_path):
+    path = tmp_path / "events.log"
+    path.write_text("\n".join([FORGED, *log_lines()]) + "\n")
+    result = follow(LogTail(str(path)), store, interval=0.01, cycles=2)
+    assert set(result["versions"]) == {"v1", "v2"}
+    assert result["data_until"] == "2026-03-18T16:00:00"
+
+
+def test_the_watermark_never_passes_the_clock(tmp_path):
+    s = LocalStore(tmp_path)
+    now = datetime(2026, 3, 20, 8, 0, 0)
+    assert write_watermark(s, pd.Timestamp("2099-01-01T00:00:00"), now=now) == "2026-03-20T08:00:00"
+    s.put_json(layout.ONLINE_WATERMARK, {"consumed_until": "2099-01-01T00:00:00"})  # written by an older version
+    assert write_watermark(s, pd.Timestamp("2026-03-19T00:00:00"), now=now) == "2026-03-19T00:00:00"
+    assert s.get_json(layout.ONLINE_WATERMARK)["consumed_until"] == "2026-03-19T00:00:00"
+
+
 def test_log_tail_reads_complete_lines_once(tmp_path):
     path = tmp_path / "log"
     path.write_bytes(b"a\nb\npart")

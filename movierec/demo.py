@@ -87,9 +87,7 @@ def demo(
     from predictor import supervisor
     from simulator.service import StreamingService
 
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
+    _fresh_output(output)
     output = output.resolve()
     log_path, store_uri = output / "events.log", str(output / "store")
     log_uri = f"file:{log_path}"
@@ -177,6 +175,24 @@ def demo(
     if not _personalized_beat_popularity(summary["online"]):
         say("\nFAILED: a personalized version did not beat the popularity list online: the loop is broken.")
         raise typer.Exit(1)
+
+
+MARKER = ".movierec-demo"  # written into every output folder: only such a folder is wiped on a rerun
+
+
+def _fresh_output(output: Path) -> None:
+    """Empty `output` for a new run, but only if it is empty or a previous demo's output."""
+    from components.core.errors import UserError
+
+    if output.exists():
+        if not output.is_dir():
+            raise UserError(f"--output {output} is a file, not a folder: choose another --output")
+        if any(output.iterdir()) and not (output / MARKER).exists():
+            raise UserError(f"--output {output} holds files the demo did not write; the demo empties its "
+                            "output folder: choose a new or empty folder")
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    (output / MARKER).write_text("written by movierec demo; the next run empties this folder\n")
 
 
 def _day_progress(day: int, days: int) -> None:

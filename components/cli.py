@@ -174,7 +174,7 @@ def online_eval_command(
     follow: Annotated[bool, typer.Option(help="Keep evaluating new events every --interval seconds.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between evaluations with --follow.")] = 30.0,
     cycles: Annotated[int | None, typer.Option(help="Stop --follow after this many evaluations.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Directory for online-eval.json, report.md, "
+    report: Annotated[Path | None, typer.Option(help="Directory for online-eval.json, report.html, report.md, "
                                                      "online-metrics.png and online-metrics.prom.")] = None,
     auto: Annotated[bool, typer.Option(help="Act on the canary decision: promote or roll back through the "
                                             "rollout state.")] = False,

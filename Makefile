@@ -19,7 +19,8 @@ demo: install
 	$(BIN)/movierec demo
 
 # The integration tests start their own servers (tests/conftest.py): Kafka from Maven Central jars
-# (needs java + mvn), SeaweedFS from the venv; the Prometheus rule tests need promtool.
+# (needs java + mvn), SeaweedFS from the venv; the Prometheus rule tests need promtool; the report
+# screenshot test needs a headless Chromium (Debian's package).
 PYTEST_REPORTS := --junitxml=build/junit.xml --cov-report=xml:build/coverage.xml --cov-report=term \
 	--cov=components --cov=pipelines --cov=predictor --cov=simulator --cov=movierec
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -40,6 +41,7 @@ test-tools: kustomize
 	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (apt-get install default-jre-headless)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)" >&2; exit 1; }
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 lint: install
 	$(BIN)/ruff check components pipelines predictor simulator movierec tests benchmarks

@@ -139,7 +139,7 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
     from components.online.run import run_once
     from components.training.preprocess import prepare
     from components.training.train import train
-    from pipelines.local import run_local
+    from pipelines.local import copy_offline_report, run_local
     from predictor import supervisor
     from simulator.service import StreamingService
 
@@ -165,7 +165,8 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         models = {p["algorithm"]: p for p in run.published}
         summary["pipeline"] = {"seconds": run.seconds, "step_seconds": run.step_seconds, "winner": run.winner}
         summary["events"] = ingest
-        summary["reports"] = {"offline": _copy_offline_report(output)}
+        offline = copy_offline_report(output / "pipeline-root", output / "offline-report.html")
+        summary["reports"] = {"offline": str(offline) if offline else None}
 
     with stage("versions: the pipeline's winner stable, the other model canary, a popularity baseline",
                "versions"):
@@ -250,16 +251,6 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
 def _step_progress(line: str) -> None:
     if not line.endswith("..."):  # one line per finished step, not two
         say("   " + line.strip())
-
-
-def _copy_offline_report(output: Path) -> str | None:
-    """The pipeline's side-by-side offline report (an extension-less KFP artifact) as an .html file."""
-    found = sorted((output / "pipeline-root").glob("*/compare/report"))
-    if not found:
-        return None
-    target = output / "offline-report.html"
-    shutil.copyfile(found[-1], target)
-    return str(target)
 
 
 MARKER = ".movierec-demo"  # written into every output folder: only such a folder is wiped on a rerun

@@ -74,6 +74,11 @@ def test_online_eval_window_that_is_not_a_duration(tmp_path, published):
                     "--window", "30x")
 
 
+def test_pipeline_run_on_a_log_that_does_not_exist(tmp_path):
+    assert_one_line(movierec("pipeline", "run", "--source", "file:events.lgo", "--store", str(tmp_path / "s"),
+                             cwd=tmp_path), "no event log at", "events.lgo", "movierec simulate")
+
+
 def test_retention_with_a_negative_window(tmp_path, published):
     assert_one_line(movierec("retention", "--keep-days", "-1", "--store", str(published), cwd=tmp_path),
                     "--keep-days")

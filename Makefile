@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary
+.PHONY: install demo test unit integration test-tools bench lint compile notebooks clean kustomize images submit deploy-canary
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ lint: install
 
 compile: install
 	$(BIN)/movierec pipeline compile --output build/pipeline.yaml
+
+# The notebooks executed, as HTML pages with their outputs (no notebook app needed): build/notebooks/.
+notebooks: install
+	$(BIN)/python notebooks/render_notebooks.py build/notebooks
 
 # -- what the Jenkins stages call beyond the tests: tools, images, pipeline run, canary deploy ------
 # DRY_RUN=1 prints the docker/kubectl/KFP commands instead of running them (the tests run it so).

@@ -59,7 +59,7 @@ def published(tmp_path) -> Path:
 def test_a_mistyped_store_is_an_error_not_a_new_store(tmp_path):
     typo = tmp_path / "stroe"
     for args in (["rollout", "status"], ["models"], ["online-eval"], ["trace", "--version", "v1"],
-                 ["retention", "--keep-days", "3"]):
+                 ["retention", "--keep-days", "3"], ["serve", "--port", "0"], ["preprocess"]):
         assert_one_line(movierec(*args, "--store", str(typo), cwd=tmp_path), "no artifact store at", str(typo))
     assert not typo.exists()
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary \
+.PHONY: install demo test unit integration test-tools bench lint compile notebooks clean kustomize images submit deploy-canary \
 	check-params
 
 install: $(STAMP)
@@ -21,7 +21,8 @@ demo: install
 
 # The integration tests start their own servers (tests/conftest.py): Kafka from Maven Central jars
 # (needs java + mvn), SeaweedFS from the venv; the rule tests need promtool, the monitoring test a
-# real Prometheus and Alertmanager (Debian's packages, run as plain processes, never as services).
+# real Prometheus and Alertmanager (Debian's packages, run as plain processes, never as services);
+# the report screenshot test needs a headless Chromium (Debian's package).
 PYTEST_REPORTS := --junitxml=build/junit.xml --cov-report=xml:build/coverage.xml --cov-report=term \
 	--cov=components --cov=pipelines --cov=predictor --cov=simulator --cov=movierec
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -43,12 +44,17 @@ test-tools: kustomize
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)" >&2; exit 1; }
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
 	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus-alertmanager; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 lint: install
 	$(BIN)/ruff check components pipelines predictor simulator movierec tests benchmarks
 
 compile: install
 	$(BIN)/movierec pipeline compile --output build/pipeline.yaml
+
+# The notebooks executed, as HTML pages with their outputs (no notebook app needed): build/notebooks/.
+notebooks: install
+	$(BIN)/python notebooks/render_notebooks.py build/notebooks
 
 # -- what the Jenkins stages call beyond the tests: tools, images, pipeline run, canary deploy ------
 # DRY_RUN=1 prints the docker/kubectl/KFP commands instead of running them (the tests run it so).

@@ -31,7 +31,7 @@ def preprocess_command(
     from components.core.store import open_store
     from components.training.preprocess import prepare
 
-    dataset = prepare(open_store(store), load_params(params))
+    dataset = prepare(open_store(store, must_exist=True), load_params(params))
     dataset.save(out)
     typer.echo(dataset.summary())
     typer.echo(json.dumps(dataset.stats, sort_keys=True))
@@ -140,8 +140,8 @@ def ingest_command(
 
 @app.command("retention")
 def retention_command(
-    keep_days: Annotated[float, typer.Option(help="Keep this many days of snapshots (older days go once "
-                                                  "online evaluation has consumed them).")],
+    keep_days: Annotated[float, typer.Option(min=0, help="Keep this many days of snapshots (older days go once "
+                                                         "online evaluation has consumed them).")],
     store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE",
                                               help="Artifact store: a path, file:PATH or s3://BUCKET/PREFIX.")] = None,
     now: Annotated[str | None, typer.Option(help="Take this ISO time as now (default: the current UTC time).")] = None,
@@ -151,11 +151,15 @@ def retention_command(
     import json
     from datetime import datetime
 
+    from components.core.errors import UserError
     from components.core.store import open_store
     from components.ingest.retention import expire_snapshots
 
-    result = expire_snapshots(open_store(store), keep_days, now=datetime.fromisoformat(now) if now else None,
-                              dry_run=dry_run)
+    try:
+        at = datetime.fromisoformat(now) if now else None
+    except ValueError:
+        raise UserError(f"--now {now!r} is not an ISO time (e.g. 2026-03-18T06:00:00)") from None
+    result = expire_snapshots(open_store(store, must_exist=True), keep_days, now=at, dry_run=dry_run)
     typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
 
 
@@ -173,7 +177,7 @@ def online_eval_command(
     follow: Annotated[bool, typer.Option(help="Keep evaluating new events every --interval seconds.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between evaluations with --follow.")] = 30.0,
     cycles: Annotated[int | None, typer.Option(help="Stop --follow after this many evaluations.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Directory for online-eval.json, report.md, "
+    report: Annotated[Path | None, typer.Option(help="Directory for online-eval.json, report.html, report.md, "
                                                      "online-metrics.png and online-metrics.prom.")] = None,
     auto: Annotated[bool, typer.Option(help="Act on the canary decision: promote or roll back through the "
                                             "rollout state.")] = False,
@@ -189,14 +193,22 @@ def online_eval_command(
     """Join served recommendations with later watches per version; analyse (and act on) the canary."""
     import json
 
+    from components.core.errors import NotFound, UserError
+    from components.core.eventlog import file_path
     from components.core.store import open_store
     from components.online.canary import CanaryPolicy
     from components.online.join import frames_from_log, frames_from_store, parse_window
     from components.online.run import LogTail, run_once
     from components.online.run import follow as follow_loop
 
-    st = open_store(store)
-    options = dict(window=parse_window(window), auto=auto, report_dir=report,
+    try:
+        within = parse_window(window)
+    except ValueError:
+        raise UserError(f"--window {window!r} is not a duration such as 30m, 2h or 45s") from None
+    if log and not Path(file_path(log)).is_file():
+        raise NotFound(f"no event log at {file_path(log)}: --log takes file:PATH of an existing log file")
+    st = open_store(store, must_exist=True)
+    options = dict(window=within, auto=auto, report_dir=report,
                    policy=CanaryPolicy(alpha=alpha, min_per_arm=min_per_arm, planned_canary=planned_canary))
     if follow:
         result = follow_loop(LogTail(log) if log else None, st, interval=interval, cycles=cycles,
@@ -229,11 +241,51 @@ def trace_command(
     from components.online.trace import TraceError, summary, trace
 
     try:
-        result = trace(open_store(store), line=line, version=version)
+        result = trace(open_store(store, must_exist=True), line=line, version=version)
     except TraceError as exc:
         typer.echo(f"trace failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(result, indent=2, default=str) if as_json else summary(result))
+
+
+@app.command("models")
+def models_command(
+    store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE",
+                                              help="Artifact store holding the published versions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List the published model versions with their offline gate and rollout role."""
+    import json
+
+    from components.core import rollout
+    from components.core.model_artifact import list_versions, load_card
+    from components.core.store import open_store
+
+    st = open_store(store, must_exist=True)
+    state = rollout.load(st)
+    rows = []
+    for version in list_versions(st):
+        card = load_card(st, version)
+        gate = card.gate or {}
+        role = ("stable" if version == state.stable else
+                f"canary {state.canary_percent:g}%" if version == state.canary else "-")
+        rows.append({"version": version, "algorithm": card.algorithm, "trained_at": card.trained_at,
+                     "gate": ("passed" if gate.get("candidate") else "rejected") if gate else "never gated",
+                     "metric": gate.get("primary_metric"), "value": gate.get("value"),
+                     "baseline": gate.get("baseline"), "reasons": gate.get("reasons", []), "rollout": role})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no published version in {st.uri}")
+        return
+    typer.echo(f"{'version':<44} {'algorithm':<11} {'gate':<12} {'metric (baseline)':<24} rollout")
+    for r in rows:
+        metric = (f"{r['metric']} {r['value']:.4f} ({r['baseline']:.4f})"
+                  if r["value"] is not None and r["baseline"] is not None else "-")
+        typer.echo(f"{r['version']:<44} {r['algorithm']:<11} {r['gate']:<12} {metric:<24} {r['rollout']}")
+    typer.echo("gate: offline check at publish (beats the popularity baseline on the metric, within the margin "
+               "of stable); 'movierec trace --version V' shows the reasons")
 
 
 # -- evaluate, publish -------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ import os
 import sys
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click (pinned)
 
 from components.cli import app as components_app
 from components.core.errors import UserError
+from components.core.store import StoreError
 from movierec.demo import demo
 from pipelines.cli import app as pipeline_app
 from predictor.cli import rollout_app, serve
@@ -47,12 +49,33 @@ def main() -> None:
     for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as error:  # `movierec` or `movierec rollout` alone
+        text = error.ctx.get_help()  # rich help prints itself and returns ""
+        if text:
+            print(text)
+        sys.exit(error.exit_code)
+    except typer.TyperException as error:  # a missing option, a value of the wrong type
+        if debug:
+            raise
+        where = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+        _one_line(error.format_message() + where, error.exit_code)
+    except typer.Abort:
+        _one_line("interrupted", 130)
     except UserError as error:  # a mistake the user can fix: one line, no traceback
         if debug:
             raise
-        print(f"movierec: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        _one_line(str(error), error.exit_code)
+    except StoreError as error:  # the store cannot be reached or refused: say which and why
+        if debug:
+            raise
+        _one_line(str(error), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str, exit_code: int) -> None:
+    print("movierec: " + " ".join(message.split()), file=sys.stderr)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

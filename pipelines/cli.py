@@ -85,13 +85,18 @@ def run_command(
     report: Annotated[Path | None, typer.Option(help="Also write the run's summary as JSON to this file.")] = None,
 ) -> None:
     """Run the whole pipeline on this machine (kfp.local, in this interpreter) and print what it published."""
+    from components.core.errors import NotFound
+    from components.core.eventlog import file_path
     from components.core.params import load_params
-    from pipelines.local import run_local
+    from pipelines.local import copy_offline_report, run_local
 
     if not store.startswith(("s3://", "file:")):
         store = str(Path(store).resolve())            # the steps are subprocesses: no relative paths
     if source.startswith("file:") and not source.startswith("file://"):
         source = "file:" + str(Path(source[len("file:"):]).resolve())
+    if source.startswith("file:") and not Path(file_path(source)).is_file():
+        raise NotFound(f"no event log at {file_path(source)}: --source takes file:PATH of an existing log "
+                       "(movierec simulate writes one) or kafka://HOST:PORT/TOPIC")
     typer.echo(f"running movierec-training: {source} -> {store} (artifacts under {pipeline_root})")
     try:
         result = run_local(source, store, str(pipeline_root), load_params(params), deploy=deploy,
@@ -110,6 +115,9 @@ def run_command(
         for reason in item["reasons"]:
             typer.echo(f"    {reason}")
     typer.echo(f"winner: {result.winner or 'none (no model passed the gate)'}")
+    offline = copy_offline_report(pipeline_root, pipeline_root / "offline-report.html")
+    if offline:
+        typer.echo(f"offline report (open in a browser): {offline}")
     typer.echo("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in result.step_seconds.items())
                + f"; total {result.seconds:.1f}")
     if report:

@@ -104,3 +104,15 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
                           "metrics": card.metrics})
     return LocalRun(winner=str(task.output or ""), published=published, step_seconds=dict(timer.seconds),
                     seconds=seconds, pipeline_root=str(Path(pipeline_root).resolve()))
+
+
+def copy_offline_report(pipeline_root: str | Path, to: str | Path) -> Path | None:
+    """Copy the newest run's side-by-side offline report to `to` (an `.html` path a browser opens as
+    a page: the artifact itself is an extension-less file). None if no run wrote one."""
+    import shutil
+
+    found = sorted(Path(pipeline_root).glob("movierec-training-*/compare/report"))
+    if not found:
+        return None
+    Path(to).parent.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(found[-1], to))

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from components.core.errors import NotFound, UserError
+
 DEFAULT_STORE = ".movierec/store"
 STORE_ENV = "MOVIEREC_STORE"
 
@@ -142,8 +144,11 @@ class LocalStore(ArtifactStore):
     """A directory on disk. Writes go to a temporary file in the same folder, then rename; the
     file and its folder are fsynced, so what a put or delete returned from survives a power loss."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, create: bool = True):
         self.root = Path(root).resolve()
+        if not create and not self.root.is_dir():
+            raise NotFound(f"no artifact store at {self.root}: check --store or ${STORE_ENV} "
+                           "(a path, file:PATH or s3://BUCKET/PREFIX)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.uri = f"file:{self.root}"
 
@@ -300,18 +305,25 @@ class S3Store(ArtifactStore):
         self._call("delete", self.client.remove_object, self.bucket, self._key(key))
 
 
-def open_store(uri: str | os.PathLike | None = None) -> ArtifactStore:
-    """Open the store at `uri`, or at `$MOVIEREC_STORE`, or at the local default."""
+class StoreURIError(UserError, ValueError):
+    """A store URI that names no store this module can open."""
+
+
+def open_store(uri: str | os.PathLike | None = None, *, must_exist: bool = False) -> ArtifactStore:
+    """Open the store at `uri`, or at `$MOVIEREC_STORE`, or at the local default.
+
+    Commands that only read pass `must_exist=True`: a mistyped path is then `NotFound` (and an
+    absent bucket a `StoreError`) instead of a new, empty store."""
     uri = str(uri or os.environ.get(STORE_ENV) or DEFAULT_STORE)
     if uri.startswith("s3://"):
         parsed = urlparse(uri)
         if not parsed.netloc:
-            raise ValueError(f"s3 store URI needs a bucket: {uri!r}")
-        return S3Store(parsed.netloc, parsed.path)
+            raise StoreURIError(f"s3 store URI needs a bucket: {uri!r}")
+        return S3Store(parsed.netloc, parsed.path, create_bucket=not must_exist)
     if uri.startswith("file://"):
-        return LocalStore(urlparse(uri).path)
+        return LocalStore(urlparse(uri).path, create=not must_exist)
     if uri.startswith("file:"):
-        return LocalStore(uri[len("file:"):])
+        return LocalStore(uri[len("file:"):], create=not must_exist)
     if "://" in uri:
-        raise ValueError(f"unsupported store URI {uri!r}: use a path, file:PATH or s3://BUCKET/PREFIX")
-    return LocalStore(uri)
+        raise StoreURIError(f"unsupported store URI {uri!r}: use a path, file:PATH or s3://BUCKET/PREFIX")
+    return LocalStore(uri, create=not must_exist)

@@ -30,6 +30,31 @@ def _models(evaluation_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def definitions(k: int, primary: str | None = None) -> dict[str, str]:
+    """What each column of the report's tables means (printed under them)."""
+    meanings = {
+        "rmse, mae": "error of the predicted rating on the validation ratings, in stars (1-5); lower is better",
+        f"precision@{k}": f"share of a user's top {k} that is relevant, averaged over users",
+        f"recall@{k}": f"share of a user's relevant movies that made the top {k}, averaged over users",
+        f"ndcg@{k}": "how near the top the relevant movies rank (1 = all of them first), averaged over users",
+        f"hit_rate@{k}": f"share of users with at least one relevant movie in their top {k}",
+        f"coverage@{k}": "share of the model's catalogue that appears in some user's list",
+        f"popularity_bias@{k}": "mean share of training users who had watched or rated a listed movie "
+                                "(higher: more popular movies)",
+        "users": "validation users evaluated",
+        "group": "new: no training history (served the popularity list); light: at most the median history; "
+                 "heavy: more",
+    }
+    if primary in meanings:
+        meanings[primary] += "; the publish gate's metric"
+    return meanings
+
+
+def _legend_below(ax, n: int) -> None:
+    """The legend under the axes, where it cannot cover a bar or a line."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(2, max(1, n)), fontsize=7, frameon=False)
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -58,8 +83,10 @@ def plots(evaluation_sets: list[dict[str, Any]]) -> dict[str, str]:
         ax.bar(x + j * width, [m["metrics"].get(f"{metric}@{k}", 0.0) for metric in _LIST_METRICS], width,
                label=m["name"])
     ax.set_xticks(x + width * (len(models) - 1) / 2, [f"{metric}@{k}" for metric in _LIST_METRICS])
-    ax.set_title("Top-k quality per model")
-    ax.legend(fontsize=7)
+    ax.set_title(f"Top-{k} quality per model (higher is better)")
+    ax.set_xlabel(f"metric of each validation user's top {k}, averaged over users")
+    ax.set_ylabel("score (0-1)")
+    _legend_below(ax, len(models))
     out["Top-k metrics per model"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -72,7 +99,8 @@ def plots(evaluation_sets: list[dict[str, Any]]) -> dict[str, str]:
     ax.set_ylabel("users")
     ax.set_title(f"Distribution of per-user NDCG@{k}")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.xaxis.set_label_coords(0.5, -0.1)
+        _legend_below(ax, len(models))
     out[f"Per-user NDCG@{k}"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -82,8 +110,10 @@ def plots(evaluation_sets: list[dict[str, Any]]) -> dict[str, str]:
     ax.bar(x - 0.2, cov, 0.4, label="catalogue coverage")
     ax.bar(x + 0.2, pop, 0.4, label="popularity bias (mean share of train users)")
     ax.set_xticks(x, names, fontsize=7)
-    ax.set_title("Coverage and popularity bias")
-    ax.legend(fontsize=7)
+    ax.set_title(f"Catalogue coverage and popularity bias of the top-{k} lists")
+    ax.set_xlabel("model")
+    ax.set_ylabel("share (0-1)")
+    _legend_below(ax, 2)
     out["Coverage and popularity bias"] = _png(fig)
     return out
 
@@ -126,6 +156,8 @@ def render_markdown(evaluation_sets: list[dict[str, Any]], title: str = "Offline
         lines.append("|" + "---|" * len(rows[0]))
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
         lines.append("")
+    lines += [f"- **{column}**: {meaning}" for column, meaning in definitions(
+        k, evaluation_sets[0].get("primary_metric")).items()] + [""]
     return "\n".join(lines)
 
 
@@ -136,7 +168,8 @@ def render_html(evaluation_sets: list[dict[str, Any]], title: str = "Offline eva
     models = _models(evaluation_sets)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}dt{font-weight:bold}"
              "</style></head><body>", f"<h1>{html.escape(title)}</h1>",
              f"<p>Relevant: {html.escape(evaluation_sets[0].get('relevance', ''))}. Data snapshot "
              f"<code>{html.escape(evaluation_sets[0].get('snapshot', '')[:12])}</code>.</p>"]
@@ -148,6 +181,9 @@ def render_html(evaluation_sets: list[dict[str, Any]], title: str = "Offline eva
         parts.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:]]
         parts.append("</table>")
+    parts.append("<h2>What the columns mean</h2><dl>" + "".join(
+        f"<dt>{html.escape(c)}</dt><dd>{html.escape(m)}</dd>" for c, m in definitions(k, evaluation_sets[0].get("primary_metric")).items())
+        + "</dl>")
     for caption, png in plots(evaluation_sets).items():
         parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{png}'/>")

@@ -1,4 +1,5 @@
-"""`movierec demo` end to end on small settings: the loop closes and the summary says so."""
+"""`movierec demo` end to end on small settings: the loop closes, the console stays readable and
+the demo ends with a canary decision taken through the analysis `online-eval --auto` runs."""
 
 import json
 import subprocess
@@ -31,3 +32,22 @@ def test_demo_runs_the_whole_loop_and_personalized_versions_beat_popularity(tmp_
         assert 0.0 <= v["hit_rate"]["low"] <= v["hit_rate"]["value"] <= v["hit_rate"]["high"] <= 1.0
     assert all(phase["failed"] == 0 for phase in summary["traffic"].values()), summary["traffic"]
     assert (out / "online-report").is_dir() and (out / "events.log").stat().st_size > 0
+
+    # a quiet console: progress per stage and a summary; the libraries' dumps are in demo.log
+    lines = proc.stdout.splitlines()
+    assert len(lines) < 100, proc.stdout
+    assert not any(line.lstrip().startswith(('"', "{")) for line in lines), proc.stdout
+    assert "executor" in (out / "demo.log").read_text().lower()
+    assert "hit rate: the share of answered recommendations" in proc.stdout
+
+    # the popularity canary is clearly worse: the analysis decides, and the decision is carried out
+    canary = summary["online"]["canary"]
+    assert canary["canary"] == per_version["popularity"]["version"]
+    assert canary["decision"] in ("promote", "rollback") and canary["acted"] == canary["decision"]
+    assert summary["rollout_after"]["canary"] is None
+    assert f"canary decision: {canary['decision'].upper()} popularity" in proc.stdout
+
+    # the offline report, out of the pipeline root, as a file a browser opens as a page
+    offline = out / "offline-report.html"
+    assert offline.read_text().lstrip().lower().startswith("<!doctype html>")
+    assert str(offline) in proc.stdout

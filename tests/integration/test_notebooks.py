@@ -2,7 +2,8 @@
 
 Each runs in a fresh kernel of this test's own interpreter (the project's venv): a kernelspec is
 written to a temporary Jupyter path rather than trusting whatever `python3` kernel the machine
-has. The notebooks are checked in without outputs, and match what make_notebooks.py writes.
+has. The notebooks are checked in without outputs, and match what make_notebooks.py writes;
+`make notebooks` (render_notebooks.py) executes them into HTML pages with their outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 KERNEL = "movierec-tests"
 BUDGET_S = 90  # each notebook is written to take well under a minute on an idle machine
+
+
+def render_notebooks():
+    sys.path.insert(0, str(NOTEBOOKS_DIR))
+    try:
+        import render_notebooks
+    finally:
+        sys.path.remove(str(NOTEBOOKS_DIR))
+    return render_notebooks
 
 
 @pytest.fixture(scope="module")
@@ -73,4 +83,6 @@ def test_notebook_executes(path, kernel, monkeypatch):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no plot"
+    page = render_notebooks().to_html(nb)  # what `make notebooks` writes: readable without a notebook app
+    assert page.lstrip().lower().startswith("<!doctype html>") and page.count("data:image/png;base64,") >= len(images)
     assert seconds < BUDGET_S * 1.5, f"{path.name} took {seconds:.0f} s"

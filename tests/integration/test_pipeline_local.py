@@ -61,6 +61,9 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
         "--force-deploy", "--report", str(summary)])
     assert result.exit_code == 0, result.output
     assert "winner:" in result.output and "seconds per step" in result.output
+    offline = root / "offline-report.html"
+    assert f"offline report (open in a browser): {offline}" in result.output
+    assert offline.read_text().startswith("<!doctype html>")
 
     store = LocalStore(store_dir)
     versions = list_versions(store)

@@ -9,7 +9,7 @@ from movierec import cli
 
 
 def raising(error):
-    def app():
+    def app(**kwargs):
         raise error
     return app
 

@@ -78,7 +78,7 @@ def test_run_once_records_results_watermark_and_report(store, log_file, tmp_path
     assert store.get_json(layout.ONLINE_LATEST)["canary"]["decision"] == "keep_collecting"
     assert store.exists(layout.online_canary_key("v2"))
     assert result["last_training_success"] == "2026-03-12T03:00:00"
-    for name in ("online-eval.json", "report.md", "online-metrics.png", "online-metrics.prom"):
+    for name in ("online-eval.json", "report.html", "report.md", "online-metrics.png", "online-metrics.prom"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
     assert "movierec_pipeline_last_success_timestamp_seconds" in (tmp_path / "report" / "online-metrics.prom").read_text()
     assert result["drift"]["movies"]["psi"] is not None

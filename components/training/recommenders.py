@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from components.core.model_artifact import FactorModel, ModelCard
+from components.core.params import ALGORITHMS
 from components.core.store import ArtifactStore
 from components.training.dataset import Dataset, index_of
 
@@ -157,8 +158,6 @@ class RandomRecommender(Recommender):
                                  rng.normal(0, 0.5, (n_u, k)), rng.normal(0, 0.5, (n_m, k)))
         return self
 
-
-ALGORITHMS = ("svd", "svdpp", "popularity", "random")
 
 
 def make_recommender(name: str, params: Mapping[str, Any] | None = None) -> Recommender:

@@ -165,8 +165,8 @@ def online_eval_command(
     store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE",
                                               help="Artifact store with rollout state and models; receives the "
                                                    "results and online/watermark.json.")] = None,
-    window: Annotated[str, typer.Option(help="How long after a recommendation a watch still counts "
-                                             "(30m, 2h, 45s).")] = "30m",
+    window: Annotated[str, typer.Option(help="How long after a recommendation a watch still counts: "
+                                             "30m, 2h, 1h30m, 45s (a bare number is seconds).")] = "30m",
     follow: Annotated[bool, typer.Option(help="Keep evaluating new events every --interval seconds.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between evaluations with --follow.")] = 30.0,
     cycles: Annotated[int | None, typer.Option(help="Stop --follow after this many evaluations.")] = None,
@@ -184,14 +184,15 @@ def online_eval_command(
     """Join served recommendations with later watches per version; analyse (and act on) the canary."""
     import json
 
+    from components.core.durations import parse_duration
     from components.core.store import open_store
     from components.online.canary import CanaryPolicy
-    from components.online.join import frames_from_log, frames_from_store, parse_window
+    from components.online.join import frames_from_log, frames_from_store
     from components.online.run import LogTail, run_once
     from components.online.run import follow as follow_loop
 
     st = open_store(store)
-    options = dict(window=parse_window(window), auto=auto, report_dir=report,
+    options = dict(window=parse_duration(window), auto=auto, report_dir=report,
                    policy=CanaryPolicy(alpha=alpha, min_per_arm=min_per_arm, planned_canary=planned_canary))
     if follow:
         result = follow_loop(LogTail(log) if log else None, st, interval=interval, cycles=cycles,

@@ -46,17 +46,6 @@ _COLUMNS = {
 _TYPES = {RecommendationEvent: "recommendation", WatchEvent: "watch", RateEvent: "rate"}
 
 
-def parse_window(text: str | timedelta) -> timedelta:
-    """'30m', '2h', '45s', '1d' or a plain number of minutes -> timedelta."""
-    if isinstance(text, timedelta):
-        return text
-    text = str(text).strip().lower()
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-    if text and text[-1] in units:
-        return timedelta(**{units[text[-1]]: float(text[:-1])})
-    return timedelta(minutes=float(text))
-
-
 # -- inputs ------------------------------------------------------------------------------------
 
 def frames_from_lines(lines: Iterable[str | bytes]) -> dict[str, pd.DataFrame]:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from components.core import stats
 from components.core.eventlog import file_path
-from components.core.events import RateEvent, RecommendationEvent, WatchEvent, parse_line
+from components.core.events import RateEvent, RecommendationEvent, WatchEvent, parse_line, server_version
 
 DEFAULT_WINDOW = timedelta(minutes=30)
 LATENCY_OBJECTIVE_MS = 600
@@ -100,11 +100,11 @@ def concat_frames(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dic
 # -- the join ----------------------------------------------------------------------------------
 
 def version_of(server: pd.Series) -> pd.Series:
-    """The model version in `<host>@<version>`; 'unknown' when the line names none."""
+    """The model version of each `<host>@<version>` (events.server_version, once per distinct server)."""
     if server.empty:
         return pd.Series([], index=server.index, dtype=object)
-    parts = server.astype(str).str.rpartition("@")
-    return parts[2].where(parts[1] == "@", "unknown").replace("", "unknown")
+    server = server.astype(str)
+    return server.map({s: server_version(s) for s in server.unique()})
 
 
 def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -39,12 +38,6 @@ def stage(name: str):
     yield
     STAGES[name] = round(time.perf_counter() - started, 1)
     say(f"   done in {STAGES[name]:.1f} s")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drive(service, url: str, log, n_requests: int, concurrency: int, label: str) -> dict:
@@ -135,7 +128,7 @@ def demo(
                              for algo, p in models.items()}
         summary["models"]["popularity"] = {"version": popularity, "rmse": None}
 
-    port = free_port()
+    port = supervisor.free_port()
     url = f"http://127.0.0.1:{port}"
     serve_args = supervisor.serve_args(store_uri, port, request_log=log_uri, poll_seconds=0.5)
     server_log = open(output / "server.log", "ab")

@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.core import layout
-from components.core.eventlog import file_path
-from components.core.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
+from components.core.eventlog import file_path, parse_kafka_uri
 from components.core.store import ArtifactStore
 from components.ingest.batches import Batch, BatchCounts, Batcher, IngestError, SnapshotWriter, merge_counts
 from components.ingest.metrics import IngestMetrics
@@ -39,8 +38,7 @@ DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_GROUP = "movierec-ingest"
 _CHUNK = 4 << 20
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
-           "parse_kafka_url"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name"]
 
 
 @dataclass
@@ -102,7 +100,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
             if source.startswith("kafka://"):
                 from components.ingest.kafka_source import KafkaIngest
 
-                bootstrap, topic = parse_kafka_url(source)
+                bootstrap, topic = parse_kafka_uri(source)
                 if connect_timeout is None:
                     connect_timeout = float("inf") if follow else 60.0
                 from components.ingest.writer import InlineWriter, ProcessWriter

@@ -67,7 +67,7 @@ def build_store(root: Path, n_users: int, n_movies: int, k: int):
     from components.core import rollout
     from components.core.model_artifact import list_versions, load_card
     from components.core.store import LocalStore
-    from predictor.synthetic import publish_synthetic
+    from tests.synthetic_models import publish_synthetic
 
     store = LocalStore(root)
     for seed, version in enumerate(("bench-a", "bench-b", "bench-c"), start=1):

@@ -30,7 +30,7 @@ from predictor.traffic import Serving
 VERSION_HEADER = "X-Model-Version"
 
 
-class Recommender:
+class RecommendRoute:
     """The `/recommend` answer: (status, text body, serving version or None). Never raises."""
 
     def __init__(self, serving: Serving, request_log: RequestLog | None = None):
@@ -71,13 +71,13 @@ class Recommender:
 class RecommendFastPath:
     """Answers `GET /recommend/<id>` straight from ASGI, in front of FastAPI's middleware stack.
 
-    Same answers as the FastAPI route (both call `Recommender.answer`); it skips the generic
+    Same answers as the FastAPI route (both call `RecommendRoute.answer`); it skips the generic
     routing, dependency solving and KServe's timing middleware, about half the per-request CPU.
     Anything else goes to the wrapped app unchanged."""
 
     _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
-    def __init__(self, app, recommender: Recommender):
+    def __init__(self, app, recommender: RecommendRoute):
         self.app, self.recommender = app, recommender
 
     async def __call__(self, scope, receive, send):
@@ -94,9 +94,9 @@ class RecommendFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-def add_routes(app: FastAPI, serving: Serving, request_log: RequestLog | None = None) -> Recommender:
+def add_routes(app: FastAPI, serving: Serving, request_log: RequestLog | None = None) -> RecommendRoute:
     """Mount `/recommend/{user_id}` and the multiprocess `/metrics` on `app`."""
-    recommender = Recommender(serving, request_log)
+    recommender = RecommendRoute(serving, request_log)
 
     async def recommend(user_id: str) -> Response:
         status, text, version = recommender.answer(user_id)

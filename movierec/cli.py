@@ -9,13 +9,13 @@ kserve's own argv parsing only runs for `movierec serve`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import typer
 
 from components.cli import app as components_app
 from components.core.errors import UserError
+from components.core.settings import load_settings
 from movierec.demo import demo
 from pipelines.cli import app as pipeline_app
 from predictor.cli import rollout_app, serve
@@ -39,14 +39,15 @@ app.command("demo")(demo)
 
 
 def main() -> None:
-    debug = os.environ.get("MOVIEREC_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
-    if "--debug" in sys.argv[1:]:
+    debug = "--debug" in sys.argv[1:]
+    if debug:
         sys.argv.remove("--debug")
-    logging.basicConfig(level=os.environ.get("MOVIEREC_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        settings = load_settings()  # MOVIEREC_LOG_LEVEL, MOVIEREC_DEBUG, validated before any work
+        debug = debug or settings.debug
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
+            logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
         app()
     except UserError as error:  # a mistake the user can fix: one line, no traceback
         if debug:

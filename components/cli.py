@@ -52,15 +52,16 @@ def train_command(
                                                 "./params.yaml, else built-in defaults).")] = None,
 ) -> None:
     """Train recommenders on a prepared dataset and write their model artifacts."""
-    from components.core.params import load_params
+    from components.core.params import check_algorithms, load_params
     from components.core.store import open_store
     from components.training.dataset import Dataset
     from components.training.dvc_provenance import dvc_data_hash
     from components.training.train import train, write_model_dir
 
     all_params = load_params(params)
+    names = check_algorithms(algorithm) if algorithm else all_params["train"]["algorithms"]
     data = Dataset.load(dataset)
-    for name in algorithm or all_params["train"]["algorithms"]:
+    for name in names:
         rec, card = train(data, name, all_params)
         card.dvc_data_hash = dvc_data_hash(dataset)  # set under `dvc repro`: the dataset's hash in dvc.lock
         write_model_dir(rec, card, out / card.version)

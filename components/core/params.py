@@ -169,6 +169,14 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return validate(raw, where=str(candidate))
 
 
+def check_algorithms(names: list[str], where: str = "--algorithm") -> list[str]:
+    """`names` if each is a known algorithm, else a `UserError` naming the first unknown one."""
+    for name in names:
+        if name not in ALGORITHMS:
+            raise UserError(f"{where}: unknown algorithm {name!r} (allowed: {', '.join(ALGORITHMS)})")
+    return list(names)
+
+
 def complete(params: dict | None) -> dict[str, Any]:
     """A full, validated params dict from a partial one (None means the defaults, not the file)."""
     return validate(params)

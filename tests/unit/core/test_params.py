@@ -115,6 +115,12 @@ def test_train_refuses_before_any_work(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
+def test_unknown_algorithm_flag_refused_before_any_work(tmp_path):
+    done = movierec(["train", "--algorithm", "svd", "--algorithm", "bpr", "--dataset", "none", "--out", "m"], tmp_path)
+    assert_one_line(done, "--algorithm: unknown algorithm 'bpr' (allowed: svd, svdpp, popularity, random)")
+    assert not (tmp_path / "m").exists()
+
+
 def test_missing_params_file_and_debug_traceback(tmp_path):
     done = movierec(["pipeline", "compile", "--params", "nowhere.yaml", "--output", "p.yaml"], tmp_path)
     assert_one_line(done, "params file nowhere.yaml does not exist")

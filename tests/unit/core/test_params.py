@@ -107,6 +107,14 @@ def test_pipeline_refuses_to_compile(tmp_path, mistake):
     assert not (tmp_path / "pipeline.yaml").exists()
 
 
+def test_pipeline_refuses_to_run(tmp_path):
+    (tmp_path / "params.yaml").write_text(MISTAKES["out of range"][0])
+    done = movierec(["pipeline", "run", "--source", "file:events.log", "--store", "store",
+                     "--pipeline-root", "root"], tmp_path)
+    assert_one_line(done, MISTAKES["out of range"][1])
+    assert not (tmp_path / "root").exists() and not (tmp_path / "store").exists()
+
+
 def test_train_refuses_before_any_work(tmp_path):
     """An unknown algorithm used to train the others first; now nothing starts (no dataset is read)."""
     (tmp_path / "bad.yaml").write_text(MISTAKES["unknown algorithm"][0])

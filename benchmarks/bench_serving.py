@@ -39,7 +39,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,7 +72,7 @@ def build_store(root: Path, n_users: int, n_movies: int, k: int):
     from components.core import rollout
     from components.core.model_artifact import list_versions, load_card
     from components.core.store import LocalStore
-    from predictor.synthetic import publish_synthetic
+    from tests.synthetic_models import publish_synthetic
 
     store = LocalStore(root)
     for seed, version in enumerate(("bench-a", "bench-b", "bench-c"), start=1):
@@ -95,12 +94,6 @@ def factor_bytes(model) -> int:
 
 
 # -- the server ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(store, port: int, workers: int, tmp: Path, poll: float):
     from predictor.supervisor import serve_args, start_instance, wait_ready
 
@@ -344,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("MOVIEREC_LOG_LEVEL", "WARNING")
 
     from components.core.model_artifact import FactorModel
+    from predictor.supervisor import free_port
 
     cache = Path(os.environ.get("MOVIEREC_BENCH_CACHE", tempfile.gettempdir())) / "movierec-bench-serving"
     store = build_store(cache / f"store-{args.users}x{args.movies}x{args.factors}", args.users, args.movies,

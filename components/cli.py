@@ -53,15 +53,16 @@ def train_command(
                                                 "./params.yaml, else built-in defaults).")] = None,
 ) -> None:
     """Train recommenders on a prepared dataset and write their model artifacts."""
-    from components.core.params import load_params
+    from components.core.params import check_algorithms, load_params
     from components.core.store import open_store
     from components.training.dataset import Dataset
     from components.training.dvc_provenance import dvc_data_hash
     from components.training.train import train
 
     all_params = load_params(params)
+    names = check_algorithms(algorithm) if algorithm else all_params["train"]["algorithms"]
     data = Dataset.load(dataset)
-    for name in algorithm or all_params["train"]["algorithms"]:
+    for name in names:
         rec, card = train(data, name, all_params)
         card.dvc_data_hash = dvc_data_hash(dataset)  # set under `dvc repro`: the dataset's hash in dvc.lock
         rec.fitted.save_dir(out / card.version, card)   # the version folder, as in the store
@@ -172,8 +173,8 @@ def online_eval_command(
     store: Annotated[str | None, typer.Option(envvar="MOVIEREC_STORE",
                                               help="Artifact store with rollout state and models; receives the "
                                                    "results and online/watermark.json.")] = None,
-    window: Annotated[str, typer.Option(help="How long after a recommendation a watch still counts "
-                                             "(30m, 2h, 45s).")] = "30m",
+    window: Annotated[str, typer.Option(help="How long after a recommendation a watch still counts: "
+                                             "30m, 2h, 1h30m, 45s (a bare number is seconds).")] = "30m",
     follow: Annotated[bool, typer.Option(help="Keep evaluating new events every --interval seconds.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between evaluations with --follow.")] = 30.0,
     cycles: Annotated[int | None, typer.Option(help="Stop --follow after this many evaluations.")] = None,
@@ -193,18 +194,16 @@ def online_eval_command(
     """Join served recommendations with later watches per version; analyse (and act on) the canary."""
     import json
 
-    from components.core.errors import NotFound, UserError
+    from components.core.durations import parse_duration
+    from components.core.errors import NotFound
     from components.core.eventlog import file_path
     from components.core.store import open_store
     from components.online.canary import CanaryPolicy
-    from components.online.join import frames_from_log, frames_from_store, parse_window
+    from components.online.join import frames_from_log, frames_from_store
     from components.online.run import LogTail, run_once
     from components.online.run import follow as follow_loop
 
-    try:
-        within = parse_window(window)
-    except ValueError:
-        raise UserError(f"--window {window!r} is not a duration such as 30m, 2h or 45s") from None
+    within = parse_duration(window)
     if log and not Path(file_path(log)).is_file():
         raise NotFound(f"no event log at {file_path(log)}: --log takes file:PATH of an existing log file")
     st = open_store(store, must_exist=True)

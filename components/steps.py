@@ -172,12 +172,13 @@ def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candid
 def online_eval(store: str, window: str, auto: bool, report: Output[Artifact], metrics: Output[Metrics]) -> str:
     """Bounded online evaluation of the ingested snapshots (and the canary decision, acted on with
     `auto`); the report directory (JSON, Markdown, plots, .prom) is the artifact. Returns the decision."""
+    from components.core.durations import parse_duration
     from components.core.store import open_store
-    from components.online.join import frames_from_store, parse_window
+    from components.online.join import frames_from_store
     from components.online.run import run_once
 
     st = open_store(store)
-    result = run_once(frames_from_store(st), st, window=parse_window(window), auto=auto, report_dir=report.path)
+    result = run_once(frames_from_store(st), st, window=parse_duration(window), auto=auto, report_dir=report.path)
     for version, figures in result["versions"].items():
         for name in ("hit_rate", "availability"):
             if figures[name]["value"] is not None:

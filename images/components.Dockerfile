@@ -12,7 +12,7 @@ COPY simulator ./simulator
 COPY movierec ./movierec
 RUN python -m venv /opt/movierec \
  && /opt/movierec/bin/pip install --no-cache-dir --upgrade pip==24.3.1 \
- && /opt/movierec/bin/pip install --no-cache-dir -c constraints.txt .
+ && /opt/movierec/bin/pip install --no-cache-dir -c constraints.txt '.[pipeline]'
 
 FROM python:3.11.7-slim-bookworm
 LABEL org.opencontainers.image.title="movierec-components"

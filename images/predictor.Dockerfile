@@ -1,6 +1,6 @@
 # The predictor image: the KServe model server for the stable and canary model versions.
 #   docker build -f images/predictor.Dockerfile -t movierec/predictor:0.1.0 .
-# Same install as the component image (one dependency set), its own entry point and port.
+# The serving dependencies only (pyproject's `serve` group), its own entry point and port.
 FROM python:3.11.7-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
@@ -11,7 +11,7 @@ COPY simulator ./simulator
 COPY movierec ./movierec
 RUN python -m venv /opt/movierec \
  && /opt/movierec/bin/pip install --no-cache-dir --upgrade pip==24.3.1 \
- && /opt/movierec/bin/pip install --no-cache-dir -c constraints.txt .
+ && /opt/movierec/bin/pip install --no-cache-dir -c constraints.txt '.[serve]'
 
 FROM python:3.11.7-slim-bookworm
 LABEL org.opencontainers.image.title="movierec-predictor"

@@ -9,7 +9,6 @@ kserve's own argv parsing only runs for `movierec serve`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import typer
@@ -17,6 +16,7 @@ from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors clic
 
 from components.cli import app as components_app
 from components.core.errors import UserError
+from components.core.settings import load_settings
 from components.core.store import StoreError
 from movierec.demo import demo
 from pipelines.cli import app as pipeline_app
@@ -41,14 +41,15 @@ app.command("demo")(demo)
 
 
 def main() -> None:
-    debug = os.environ.get("MOVIEREC_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
-    if "--debug" in sys.argv[1:]:
+    debug = "--debug" in sys.argv[1:]
+    if debug:
         sys.argv.remove("--debug")
-    logging.basicConfig(level=os.environ.get("MOVIEREC_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        settings = load_settings()  # MOVIEREC_LOG_LEVEL, MOVIEREC_DEBUG, validated before any work
+        debug = debug or settings.debug
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for chatty in ("httpx", "httpcore", "kafka"):  # one line per request or fetch drowns the progress
+            logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as error:  # `movierec` or `movierec rollout` alone
         text = error.ctx.get_help()  # rich help prints itself and returns ""

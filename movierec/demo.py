@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import textwrap
 import threading
@@ -79,12 +78,6 @@ def console_to(log_path: Path):
             os.close(fd)
         _console.close()
         _console = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drive(service, url: str, log, n_requests: int, concurrency: int, label: str) -> dict:
@@ -195,7 +188,7 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         summary["roles"] = {stable["algorithm"]: "stable", canary["algorithm"]: "canary, phase 1",
                             "popularity": "canary, phases 2-3"}
 
-    port = free_port()
+    port = supervisor.free_port()
     url = f"http://127.0.0.1:{port}"
     serve_args = supervisor.serve_args(store_uri, port, request_log=log_uri, poll_seconds=0.5)
     server_log = open(output / "server.log", "ab")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -22,8 +21,6 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(no_args_is_help=True)
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 Source = Annotated[str, typer.Option(envvar="MOVIEREC_EVENTS",
                                      help="Event log the ingest step reads: file:PATH or kafka://HOST:PORT/TOPIC.")]
@@ -37,13 +34,13 @@ Group = Annotated[str, typer.Option(help="Kafka consumer group of the ingest ste
 
 
 def parse_interval(text: str) -> int:
-    """'72h', '30m', '1d', '3600s' or '3600' -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
-    if not m:
-        raise typer.BadParameter(f"not an interval: {text!r} (use e.g. 72h, 30m, 1d)")
-    seconds = int(float(m.group(1)) * _UNITS.get(m.group(2) or "s"))
+    """The schedule's interval in whole seconds, by the one duration rule; at least a minute."""
+    from components.core.durations import parse_duration
+    from components.core.errors import UserError
+
+    seconds = int(parse_duration(text).total_seconds())
     if seconds < 60:
-        raise typer.BadParameter("the interval must be at least a minute")
+        raise UserError(f"--every {text}: the interval must be at least a minute (e.g. 30m, 72h, 1d)")
     return seconds
 
 
@@ -174,7 +171,8 @@ def submit_command(
 @app.command("schedule")
 def schedule_command(
     host: Host,
-    every: Annotated[str, typer.Option(help="Interval between runs: 72h, 1d, 30m, ...")] = "72h",
+    every: Annotated[str, typer.Option(help="Interval between runs: 72h, 1d, 30m, 1h30m (a bare number is "
+                                            "seconds; at least a minute).")] = "72h",
     name: Annotated[str, typer.Option(help="Name of the recurring run.")] = "movierec-training-every",
     source: Source = "kafka://kafka-bootstrap.kafka:9092/movie-events",
     store: ClusterStore = "s3://movierec/prod",

@@ -5,7 +5,7 @@ added with `app.add_middleware(FrontDoor, ...)`, but inside Starlette's middlewa
 `/recommend` costs more (`benchmarks/bench_serving.py`, `request_path_in_process`). It does four
 cheap things per request:
 
-- answers `GET /recommend/<user id>` straight away with `routes.Recommender` (the same answer as
+- answers `GET /recommend/<user id>` straight away with `routes.RecommendRoute` (the same answer as
   the FastAPI route, without FastAPI's routing, dependency solving and KServe's timing
   middleware: about half the per-request CPU on the route that carries the traffic);
 - refuses KServe's model repository endpoints (`/v2/repository/...`: load/unload a model by
@@ -19,7 +19,7 @@ cheap things per request:
 from __future__ import annotations
 
 from predictor import metrics
-from predictor.routes import Recommender
+from predictor.routes import RecommendRoute
 
 RECOMMEND_PREFIX = "/recommend/"
 REPOSITORY_PREFIX = "/v2/repository/"
@@ -43,7 +43,7 @@ def route_of(path: str) -> str:
 
 
 class FrontDoor:
-    def __init__(self, app, recommender: Recommender, drain: DrainState, max_body_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app, recommender: RecommendRoute, drain: DrainState, max_body_bytes: int = MAX_BODY_BYTES):
         self.app, self.recommender, self.drain, self.max_body_bytes = app, recommender, drain, max_body_bytes
 
     async def __call__(self, scope, receive, send):

@@ -9,7 +9,7 @@
 
 They must be added to `kserve.model_server.app` before the server starts (FastAPI matches
 routes in order, so this `/metrics` takes precedence over KServe's single-process one). The
-worker's front door (`front_door.py`) answers `/recommend` with the same `Recommender` before
+worker's front door (`front_door.py`) answers `/recommend` with the same `RecommendRoute` before
 FastAPI's generic machinery, since it is the route that carries the traffic.
 The request path does one routing lookup and one `FactorModel.recommend` (a mat-vec, a mask
 and an argpartition); the request log and metrics only touch memory.
@@ -30,7 +30,7 @@ from predictor.traffic import Serving
 VERSION_HEADER = "X-Model-Version"
 
 
-class Recommender:
+class RecommendRoute:
     """The `/recommend` answer: (status, text body, serving version or None). Never raises."""
 
     def __init__(self, serving: Serving, request_log: RequestLog | None = None):
@@ -67,9 +67,9 @@ class Recommender:
         return 200, ",".join(ids), version
 
 
-def add_routes(app: FastAPI, serving: Serving, request_log: RequestLog | None = None) -> Recommender:
+def add_routes(app: FastAPI, serving: Serving, request_log: RequestLog | None = None) -> RecommendRoute:
     """Mount `/recommend/{user_id}` and the multiprocess `/metrics` on `app`."""
-    recommender = Recommender(serving, request_log)
+    recommender = RecommendRoute(serving, request_log)
 
     async def recommend(user_id: str) -> Response:
         status, text, version = recommender.answer(user_id)

@@ -17,6 +17,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 # -- rolling restart -------------------------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nobody listens on right now (for an instance started on this machine:
+    the demo, the benchmarks and the test servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def serve_args(store: str | None, port: int, *, workers: int = 1, host: str = "127.0.0.1",
                request_log: str | None = None, poll_seconds: float = 2.0, drain_seconds: float = 1.0) -> list[str]:
     """The `python -m predictor` arguments of an instance (for `movierec serve`, `start_instance` and

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from components.core.events import RecommendationEvent
-from simulator.traffic import Answer, HttpRecommender, Recommender, TrafficStats, as_answer
+from simulator.traffic import Answer, HttpRecommender, RecommendCall, TrafficStats, as_answer
 
 OWN_CHOICE_SHARE = 0.5    # users who ignore a list still watch something of their own this often
 
@@ -23,7 +23,7 @@ OWN_CHOICE_SHARE = 0.5    # users who ignore a list still watch something of the
 class LiveTrafficMixin:
     """`serve_traffic` for a `StreamingService`."""
 
-    def serve_traffic(self, recommend: Recommender | HttpRecommender | str, n_requests: int = 1000,
+    def serve_traffic(self, recommend: RecommendCall | HttpRecommender | str, n_requests: int = 1000,
                       concurrency: int = 4, log_requests: bool = False, start: datetime | None = None,
                       interval_s: float = 2.0, server: str | None = None) -> Iterator[str]:
         """Users ask `recommend` (a callable or an endpoint URL) and react; yields the lines to log.

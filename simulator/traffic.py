@@ -27,7 +27,7 @@ class Answer(NamedTuple):
     error: str = ""
 
 
-Recommender = Callable[[int], "Answer | tuple"]
+RecommendCall = Callable[[int], "Answer | tuple"]
 
 
 def as_answer(result) -> Answer:

@@ -1,6 +1,6 @@
 """Event-log sinks: where the streaming service and the predictor append their event lines.
 
-Two settings, one interface, chosen by a URI (design.md section 4):
+Two settings, one interface, chosen by a URI (a local file by default, Kafka on a cluster):
 
     open_event_log("file:events.log")                    # append-only local file (the default)
     open_event_log("kafka://127.0.0.1:9092/movie-events")    # a Kafka topic

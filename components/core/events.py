@@ -32,6 +32,7 @@ KEPT_CHARS = 1024
 MAX_CLOCK_SKEW = timedelta(hours=12)
 MAX_USER_ID = 2**63 - 1
 RATING_RANGE = (1, 5)
+UNKNOWN_VERSION = "unknown"  # the model version of a recommendation line whose server names none
 
 # A movie id is a slug: lowercase title words joined by '+', optionally '+<year>'. It never holds
 # the separators of the line format (',', ' ', '/', '=') nor control characters.
@@ -110,9 +111,15 @@ class RecommendationEvent:
 
     @property
     def version(self) -> str:
-        """The model version recorded in `server` (after '@'), or '' if none was recorded."""
-        _, sep, version = self.server.rpartition("@")
-        return version if sep else ""
+        """The model version recorded in `server` (`<host>@<version>`), or UNKNOWN_VERSION."""
+        return server_version(self.server)
+
+
+def server_version(server: str) -> str:
+    """The model version in a recommendation line's `<host>@<version>`; UNKNOWN_VERSION when the
+    server names none (no '@', or nothing after it). The one parser of that field."""
+    _, sep, version = server.rpartition("@")
+    return version if sep and version else UNKNOWN_VERSION
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,73 +1,189 @@
-"""The project's hyper-parameters and data filters: `params.yaml` over built-in defaults.
+"""The project's hyper-parameters and data filters: `params.yaml`, checked against one schema.
 
-`params.yaml` at the project root is what DVC tracks and what a person edits. The defaults
-below are the same values, so a pipeline step running where the file is absent (a container,
-`kfp.local` in another directory) still gets a complete, known configuration.
+`params.yaml` at the project root is what DVC tracks and what a person edits. The schema below
+holds every key with its type, its allowed range and its default (the same values as the file),
+so a pipeline step running where the file is absent (a container, `kfp.local` in another
+directory) still gets a complete, known configuration. Params are validated before any work
+starts (loading the file, compiling the pipeline, and again in each step): an unknown key, a
+value out of range or an unknown algorithm is a `UserError` naming the key and what it accepts.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.core.errors import NotFound, UserError
 
 PARAMS_ENV = "MOVIEREC_PARAMS"
 PARAMS_FILE = "params.yaml"
 
-DEFAULTS: dict[str, Any] = {
-    "preprocess": {
-        "min_user_ratings": 2,
-        "min_movie_ratings": 2,
-        "min_watch_minutes": 1,
-        "valid_days": None,
-        "valid_fraction": 0.2,
-        "valid_max_users": None,
-        "seed": 0,
-    },
-    "train": {
-        "algorithms": ["svd", "svdpp"],
-        "svd": {"n_factors": 100, "n_epochs": 20, "lr_all": 0.005, "reg_all": 0.02,
-                "init_std_dev": 0.1, "random_state": 0},
-        "svdpp": {"n_factors": 20, "n_epochs": 20, "lr_all": 0.007, "reg_all": 0.02,
-                  "init_std_dev": 0.1, "random_state": 0, "cache_ratings": True},
-        "popularity": {},
-        "random": {"n_factors": 8, "seed": 0},
-    },
-    "evaluate": {"k": 20, "primary_metric": "ndcg@20", "gate_margin": 0.01, "relevant_min_rating": 4,
-                 "light_max_history": None, "canary_percent": 10.0},
-}
+LIST_METRICS = ("precision", "recall", "ndcg", "hit_rate")  # per-user list metrics, @k; higher is better
+Algorithm = Literal["svd", "svdpp", "popularity", "random"]
+ALGORITHMS: tuple[str, ...] = Algorithm.__args__
 
 
-def merge(base: dict, override: dict | None) -> dict:
-    """Deep-merge `override` into a copy of `base` (nested dicts merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Preprocess(Section):
+    min_user_ratings: int = Field(2, ge=0)
+    min_movie_ratings: int = Field(2, ge=0)
+    min_watch_minutes: int = Field(1, ge=1)
+    valid_days: float | None = Field(None, ge=0)
+    valid_fraction: float = Field(0.2, ge=0, lt=1)
+    valid_max_users: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class Surprise(Section):
+    n_factors: int = Field(100, ge=1, le=10_000)
+    n_epochs: int = Field(20, ge=1, le=10_000)
+    lr_all: float = Field(0.005, gt=0, le=1)
+    reg_all: float = Field(0.02, ge=0)
+    init_std_dev: float = Field(0.1, ge=0)
+    random_state: int | None = 0
+
+
+class SurpriseSVDpp(Surprise):
+    n_factors: int = Field(20, ge=1, le=10_000)
+    lr_all: float = Field(0.007, gt=0, le=1)
+    cache_ratings: bool = True
+
+
+class Popularity(Section):
+    pass
+
+
+class RandomModel(Section):
+    n_factors: int = Field(8, ge=1, le=10_000)
+    seed: int = 0
+
+
+class Train(Section):
+    algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp"], min_length=1)
+    svd: Surprise = Field(default_factory=Surprise)
+    svdpp: SurpriseSVDpp = Field(default_factory=SurpriseSVDpp)
+    popularity: Popularity = Field(default_factory=Popularity)
+    random: RandomModel = Field(default_factory=RandomModel)
+
+
+class Evaluate(Section):
+    k: int = Field(20, ge=1, le=1000)
+    primary_metric: str = "ndcg@20"
+    gate_margin: float = Field(0.01, ge=0, le=1)
+    relevant_min_rating: int = Field(4, ge=1, le=5)
+    light_max_history: int | None = Field(None, ge=0)
+    canary_percent: float = Field(10.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _primary_metric_is_a_list_metric_at_k(self) -> Evaluate:
+        known = [f"{m}@{self.k}" for m in LIST_METRICS]
+        if self.primary_metric not in known:
+            raise ValueError(f"primary_metric {self.primary_metric!r} is not one of {', '.join(known)}")
+        return self
+
+
+class Params(Section):
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+    train: Train = Field(default_factory=Train)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
+
+
+DEFAULTS: dict[str, Any] = Params().model_dump()
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Params
+    for key in loc:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _allowed_range(loc: tuple) -> str:
+    parent = _model_at(loc[:-1])
+    field = parent.model_fields.get(loc[-1]) if parent and loc else None
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{op} {getattr(m, name)}" for m in (field.metadata if field else [])
+             for name, op in bounds.items() if getattr(m, name, None) is not None]
+    return " and ".join(parts)
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc if isinstance(part, str)) or "params"
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "none"
+        return f"unknown key {key} (allowed here: {allowed})"
+    if error["type"] == "literal_error":
+        return f"{key}: unknown algorithm {error['input']!r} (allowed: {', '.join(ALGORITHMS)})"
+    if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{key} = {error['input']!r} is out of range (allowed: {_allowed_range(loc)})"
+    if error["type"] == "value_error":
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}"
+    message = error["msg"]
+    return f"{key}: {message[0].lower()}{message[1:]} (got {error['input']!r})"
+
+
+def validate(params: dict | None, where: str = "params") -> dict[str, Any]:
+    """The full params dict (defaults filled in), or a `UserError` naming each wrong key."""
+    if params is not None and not isinstance(params, dict):
+        raise UserError(f"{where}: expected a mapping of sections (preprocess, train, evaluate), "
+                        f"got {type(params).__name__}")
+    try:
+        return Params.model_validate(params or {}).model_dump()
+    except ValidationError as error:
+        problems = "; ".join(_describe(e) for e in error.errors(include_url=False))
+        raise UserError(f"{where}: {problems}") from None
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The defaults overlaid with a params file: `path`, else `$MOVIEREC_PARAMS`, else ./params.yaml if present."""
+    """The validated params of a file: `path`, else `$MOVIEREC_PARAMS`, else ./params.yaml if
+    present, else the defaults."""
     import yaml
 
     candidate = path or os.environ.get(PARAMS_ENV) or (PARAMS_FILE if Path(PARAMS_FILE).exists() else None)
     if candidate is None:
-        return copy.deepcopy(DEFAULTS)
-    text = Path(candidate).read_text()
-    return merge(DEFAULTS, yaml.safe_load(text) or {})
+        return validate(None)
+    try:
+        text = Path(candidate).read_text()
+    except FileNotFoundError:
+        raise NotFound(f"params file {candidate} does not exist (give --params PATH or set {PARAMS_ENV})") from None
+    except OSError as error:
+        raise UserError(f"params file {candidate}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "malformed"
+        raise UserError(f"{candidate}: not valid YAML{at}: {problem}") from None
+    return validate(raw, where=str(candidate))
+
+
+def check_algorithms(names: list[str], where: str = "--algorithm") -> list[str]:
+    """`names` if each is a known algorithm, else a `UserError` naming the first unknown one."""
+    for name in names:
+        if name not in ALGORITHMS:
+            raise UserError(f"{where}: unknown algorithm {name!r} (allowed: {', '.join(ALGORITHMS)})")
+    return list(names)
 
 
 def complete(params: dict | None) -> dict[str, Any]:
-    """A full params dict from a partial one (None means the defaults, not the file)."""
-    return merge(DEFAULTS, params)
+    """A full, validated params dict from a partial one (None means the defaults, not the file)."""
+    return validate(params)
 
 
 def section(params: dict | None, *path: str) -> dict[str, Any]:
-    """One section of a (possibly partial) params dict, completed by the defaults."""
+    """One section of a (possibly partial) params dict, validated and completed by the defaults."""
     node: Any = complete(params)
     for key in path:
         node = node.get(key) or {}

@@ -100,20 +100,12 @@ def parsed_to_tables(parsed: ParsedLines, offsets: list[int], source: str) -> di
     return tables
 
 
-def write_batch(store: ArtifactStore, source: str, first: int, last: int,
-                events: Iterable[tuple[int, Event]], rejections: Iterable[tuple[int, Rejection]],
-                day: str | None = None) -> list[str]:
-    """Write one batch (log positions first..last) as snapshots; return the keys written.
-
-    Keys depend only on (kind, day, source, first, last): writing the same batch twice leaves the
-    same objects. Rejections go to the dead-letter area under the batch's first event day (or
-    `day`, or the day of the batch's first valid event, or the day it is written if it has none)."""
-    return write_tables(store, source, first, last, events_to_tables(events, source),
-                        rejections_to_table(rejections, source), day)
-
-
 def write_parsed(store: ArtifactStore, source: str, offsets: list[int], parsed: ParsedLines) -> list[str]:
-    """`write_batch` for lines parsed in bulk: line i of `parsed` is at log position `offsets[i]`."""
+    """Write one batch of lines parsed in bulk (line i of `parsed` is at log position `offsets[i]`)
+    as snapshots; return the keys written.
+
+    Keys depend only on (kind, day, source, offsets[0], offsets[-1]): writing the same batch twice
+    leaves the same objects. Rejections go to the dead-letter area under the batch's first event day."""
     dead = rejections_to_table(((offsets[i], r) for i, r in parsed.rejections), source)
     return write_tables(store, source, offsets[0], offsets[-1], parsed_to_tables(parsed, offsets, source), dead)
 
@@ -167,6 +159,6 @@ def snapshot_days(store: ArtifactStore) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in days.items()}
 
 
-__all__ = ["SCHEMAS", "DEADLETTER_SCHEMA", "write_batch", "write_parsed", "read_events", "read_deadletters",
+__all__ = ["SCHEMAS", "DEADLETTER_SCHEMA", "write_parsed", "read_events", "read_deadletters",
            "events_to_tables", "parsed_to_tables", "rejections_to_table", "snapshot_days",
            "WatchEvent", "RateEvent", "RecommendationEvent", "AccountEvent"]

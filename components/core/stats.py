@@ -13,6 +13,11 @@ The canary is compared with a two-proportion z-test and checked for a sample-rat
 again and again; testing each look at a fixed 5% level would declare far too many false winners.
 `sequential_boundary` gives a boundary on |z| that is valid under continuous monitoring up to the
 planned sample size (see its docstring).
+
+The intervals and tests are scipy.stats' own (`binomtest(...).proportion_ci`, `t.interval`,
+`quantile_test(...).confidence_interval`, `chisquare`). Two stay hand-written: the pooled
+two-proportion z-test (scipy has none; statsmodels would be a new dependency for six lines), and
+the sequential boundary (a closed form specific to this analysis).
 """
 
 from __future__ import annotations
@@ -46,12 +51,8 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
     """Share successes/n with the Wilson score interval (sane at 0, 1 and small n)."""
     if n <= 0:
         return Estimate(None, 0, None, None, "wilson")
-    z = _z(confidence)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(p, n, max(0.0, centre - half), min(1.0, centre + half), "wilson")
+    ci = st.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Estimate(successes / n, n, max(0.0, float(ci.low)), min(1.0, float(ci.high)), "wilson")
 
 
 def mean_ci(values, confidence: float = 0.95) -> Estimate:
@@ -63,26 +64,27 @@ def mean_ci(values, confidence: float = 0.95) -> Estimate:
     mean = float(x.mean())
     if n < 2:
         return Estimate(mean, n, None, None, "t")
-    half = float(st.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return Estimate(mean, n, mean - half, mean + half, "t")
+    sem = float(st.sem(x))
+    if sem == 0.0:  # all values equal: the interval is the point (scipy would give NaN)
+        return Estimate(mean, n, mean, mean, "t")
+    low, high = st.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return Estimate(mean, n, float(low), float(high), "t")
 
 
 def quantile_ci(values, q: float, confidence: float = 0.95) -> Estimate:
     """The q-quantile with a distribution-free interval from binomial order-statistic ranks.
 
     The number of samples below the true quantile is Binomial(n, q); the interval is the pair of
-    order statistics whose ranks cover the middle `confidence` of that distribution. Where a
-    bound falls outside the sample (too few values for p99) it is None."""
-    x = np.sort(np.asarray(values, dtype=float))
+    order statistics whose ranks cover the middle `confidence` of that distribution
+    (`scipy.stats.quantile_test`). Where a bound falls outside the sample (too few values for
+    p99) it is None."""
+    x = np.asarray(values, dtype=float)
     n = int(x.size)
     if n == 0:
         return Estimate(None, 0, None, None, "order-statistic")
     value = float(np.quantile(x, q, method="inverted_cdf"))
-    alpha = 1 - confidence
-    lo_rank = int(st.binom.ppf(alpha / 2, n, q))          # 0-based index of the lower bound
-    hi_rank = int(st.binom.ppf(1 - alpha / 2, n, q))      # 0-based index of the upper bound
-    low = float(x[lo_rank - 1]) if lo_rank >= 1 else None
-    high = float(x[hi_rank]) if hi_rank < n else None
+    ci = st.quantile_test(x, q=value, p=q).confidence_interval(confidence_level=confidence)
+    low, high = (None if math.isnan(b) else float(b) for b in (ci.low, ci.high))
     return Estimate(value, n, low, high, "order-statistic")
 
 
@@ -130,9 +132,8 @@ def sample_ratio_mismatch(n_canary: int, n_stable: int, canary_share: float, thr
     total = n_canary + n_stable
     if total == 0 or not 0 < canary_share < 1:
         return SRM(n_canary, n_stable, canary_share, 0.0, 1.0, False)
-    expected = np.array([canary_share, 1 - canary_share]) * total
-    chi2 = float((((np.array([n_canary, n_stable]) - expected) ** 2) / expected).sum())
-    p = float(st.chi2.sf(chi2, 1))
+    result = st.chisquare([n_canary, n_stable], f_exp=[canary_share * total, (1 - canary_share) * total])
+    chi2, p = float(result.statistic), float(result.pvalue)
     return SRM(n_canary, n_stable, canary_share, chi2, p, p < threshold)
 
 

@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.core import layout
-from components.core.eventlog import file_path
-from components.core.eventlog import parse_kafka_uri as parse_kafka_url  # the one parser of kafka:// URIs
+from components.core.eventlog import file_path, parse_kafka_uri
 from components.core.events import MAX_LINE_CHARS
 from components.core.store import ArtifactStore
 from components.ingest.batches import (
@@ -52,8 +51,8 @@ _CHUNK = 4 << 20
 # longer than the contract allows (MAX_LINE_CHARS characters of up to 4 bytes), never more.
 MAX_PENDING = 4 * MAX_LINE_CHARS + 4
 
-__all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest", "file_source_name",
-           "parse_kafka_url"]
+__all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_GROUP", "IngestError", "IngestReport", "ingest",
+           "file_source_name"]
 
 
 @dataclass
@@ -116,7 +115,7 @@ def ingest(source: str, store: ArtifactStore, *, group: str = DEFAULT_GROUP, fol
             if source.startswith("kafka://"):
                 from components.ingest.kafka_source import KafkaIngest
 
-                bootstrap, topic = parse_kafka_url(source)
+                bootstrap, topic = parse_kafka_uri(source)
                 if connect_timeout is None:
                     connect_timeout = float("inf") if follow else DEFAULT_CONNECT_TIMEOUT
                 from components.ingest.writer import InlineWriter, ProcessWriter

@@ -33,7 +33,7 @@ import pandas as pd
 
 from components.core import stats
 from components.core.eventlog import file_path
-from components.core.events import RateEvent, RecommendationEvent, WatchEvent, parse_line
+from components.core.events import RateEvent, RecommendationEvent, WatchEvent, parse_line, server_version
 
 DEFAULT_WINDOW = timedelta(minutes=30)
 LATENCY_OBJECTIVE_MS = 600
@@ -44,17 +44,6 @@ _COLUMNS = {
     "rate": ["time", "user_id", "movie_id", "rating"],
 }
 _TYPES = {RecommendationEvent: "recommendation", WatchEvent: "watch", RateEvent: "rate"}
-
-
-def parse_window(text: str | timedelta) -> timedelta:
-    """'30m', '2h', '45s', '1d' or a plain number of minutes -> timedelta."""
-    if isinstance(text, timedelta):
-        return text
-    text = str(text).strip().lower()
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-    if text and text[-1] in units:
-        return timedelta(**{units[text[-1]]: float(text[:-1])})
-    return timedelta(minutes=float(text))
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -111,11 +100,11 @@ def concat_frames(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dic
 # -- the join ----------------------------------------------------------------------------------
 
 def version_of(server: pd.Series) -> pd.Series:
-    """The model version in `<host>@<version>`; 'unknown' when the line names none."""
+    """The model version of each `<host>@<version>` (events.server_version, once per distinct server)."""
     if server.empty:
         return pd.Series([], index=server.index, dtype=object)
-    parts = server.astype(str).str.rpartition("@")
-    return parts[2].where(parts[1] == "@", "unknown").replace("", "unknown")
+    server = server.astype(str)
+    return server.map({s: server_version(s) for s in server.unique()})
 
 
 def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from components.core import layout, rollout
-from components.core.events import RecommendationEvent, Rejection, format_time, parse_line
+from components.core.events import UNKNOWN_VERSION, RecommendationEvent, Rejection, format_time, parse_line
 from components.core.model_artifact import load_card
 
 
@@ -30,7 +30,7 @@ def version_of_line(line: str) -> tuple[str, dict]:
         raise TraceError(f"not a valid event line ({event.reason}: {event.detail})")
     if not isinstance(event, RecommendationEvent):
         raise TraceError(f"a {event.kind} line, not a recommendation line")
-    if not event.version:
+    if event.version == UNKNOWN_VERSION:
         raise TraceError(f"server {event.server!r} names no model version (expected '<host>@<version>')")
     request = {"time": format_time(event.time), "user_id": event.user_id, "server": event.server,
                "status": event.status, "results": list(event.results), "response_time_ms": event.response_time_ms}

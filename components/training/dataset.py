@@ -129,28 +129,6 @@ class Dataset:
         """Movie indices, most popular first (ties: the lower index first)."""
         return np.argsort(-self.movie_popularity(), kind="stable").astype(np.int32)
 
-    # -- validation -------------------------------------------------------------------------
-    def validation_targets(self) -> dict[int, set[str]]:
-        """Per validation user, the movies rated or watched in the window that the user had not
-        rated or watched in the train period (any rating: offline evaluation's relevant movies,
-        `components.training.evaluate.relevant_targets`, keep only ratings >= evaluate.relevant_min_rating)."""
-        pairs = pd.concat([self.valid_ratings[["user_id", "movie_id"]],
-                           self.valid_watches[["user_id", "movie_id"]]], ignore_index=True)
-        seen = pd.concat([self.train_ratings[["user_id", "movie_id"]],
-                          self.train_watches[["user_id", "movie_id"]]], ignore_index=True)
-        seen_keys = set(zip(seen["user_id"].tolist(), seen["movie_id"].tolist(), strict=False))
-        targets: dict[int, set[str]] = {}
-        for user, movie in zip(pairs["user_id"].tolist(), pairs["movie_id"].tolist(), strict=False):
-            if (user, movie) not in seen_keys:
-                targets.setdefault(int(user), set()).add(movie)
-        return targets
-
-    def validation_history(self) -> dict[int, int]:
-        """Per validation user, how many distinct movies they rated or watched before the cutoff."""
-        frame = pd.concat([self.valid_ratings[["user_id", "history"]],
-                           self.valid_watches[["user_id", "history"]]], ignore_index=True)
-        return {int(u): int(h) for u, h in frame.drop_duplicates("user_id").itertuples(index=False)}
-
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write the dataset to a local directory (Parquet, npz, JSON; no pickle)."""

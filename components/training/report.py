@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from components.training.evaluate import LIST_METRICS as _LIST_METRICS
+from components.core.params import LIST_METRICS as _LIST_METRICS
 
 
 def _models(evaluation_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:

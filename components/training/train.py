@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from components.core import layout
 from components.core.model_artifact import FactorModel, ModelCard
-from components.core.params import section
+from components.core.params import ALGORITHMS, section
 from components.training.dataset import Dataset
 from components.training.recommenders import (
     PopularityRecommender,
@@ -185,7 +185,7 @@ def code_commit() -> str:
 
 ENGINES: dict[str, type[Recommender]] = {"svd": SurpriseSVD, "svdpp": SurpriseSVDpp,
                                          "popularity": PopularityRecommender, "random": RandomRecommender}
-ALGORITHMS = tuple(ENGINES)
+assert set(ENGINES) == set(ALGORITHMS), "an engine per algorithm of the params schema"
 
 
 def make_recommender(name: str, params: dict | None = None) -> Recommender:

@@ -1,7 +1,7 @@
 """`dvc repro` runs the project's dvc.yaml end to end, and `dvc push` / `dvc pull` move its data
 through a real S3 server (SeaweedFS), the way they would through the cluster's MinIO.
 
-The project's dvc.yaml, params.yaml and the code files its stages depend on are copied into a
+The project's dvc.yaml, params.yaml and the code folders its stages depend on are copied into a
 fresh git + DVC repository in tmp_path, with a small simulated event log as input and a remote on
 the test server's bucket; the `movierec` commands are the installed project's.
 """
@@ -44,13 +44,17 @@ def dvc_repo(tmp_path, s3, s3_env):
     shutil.copy(ROOT / "params.yaml", repo)
     for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
         for dep in stage.get("deps", []):
-            if dep.startswith("components/"):
+            if dep.startswith("components/") and not (repo / dep).exists():
                 (repo / dep).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(ROOT / dep, repo / dep)
+                if (ROOT / dep).is_dir():
+                    shutil.copytree(ROOT / dep, repo / dep, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(ROOT / dep, repo / dep)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "test@example.invalid"], repo)
     run(["git", "config", "user.name", "test"], repo)
     run([str(BIN / "dvc"), "init", "-q"], repo)
+    shutil.copy(ROOT / ".dvcignore", repo)
     # the project's remote section, pointed at the test server's bucket
     config = (ROOT / ".dvc" / "config").read_text()
     assert 'remote "minio"' in config and "endpointurl" in config
@@ -104,6 +108,16 @@ def test_repro_push_pull(dvc_repo):
     assert after == before
     status = run([dvc, "status", "--json"], repo)
     assert json.loads(status) == {}, status
+
+    # -- a changed file a stage imports makes that stage stale, though dvc.yaml never names the file
+    for changed, expected in (("components/training/report.py", {"preprocess", "train", "evaluate"}),
+                              ("components/core/store.py", set(STAGES))):
+        original = (repo / changed).read_text()
+        (repo / changed).write_text(original + "\n# changed\n")
+        stale = json.loads(run([dvc, "status", "--json"], repo))
+        assert set(stale) == expected, (changed, stale)
+        (repo / changed).write_text(original)
+    assert json.loads(run([dvc, "status", "--json"], repo)) == {}
 
     # -- a changed hyper-parameter makes train (and what follows) stale, nothing before it
     params = yaml.safe_load((repo / "params.yaml").read_text())

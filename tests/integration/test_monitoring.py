@@ -34,7 +34,7 @@ from components.core.events import RateEvent, WatchEvent, format_event
 from components.core.model_artifact import ModelCard
 from components.core.store import LocalStore
 from predictor.supervisor import serve_args, start_instance, stop_instance, wait_ready
-from predictor.synthetic import synthetic_model
+from tests.synthetic_models import synthetic_model
 from tests.servers import AlertmanagerServer, PrometheusServer, ServerError, WebhookReceiver, free_port
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ from components.core.events import RecommendationEvent, parse_line
 from components.core.model_artifact import FactorModel
 from components.core.store import LocalStore
 from predictor.supervisor import roll, serve_args, start_instance, stop_instance, wait_ready
-from predictor.synthetic import publish_synthetic
 from tests.servers import free_port
+from tests.synthetic_models import publish_synthetic
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 from components.core import rollout
 from components.core.events import RecommendationEvent, parse_line
 from components.core.store import LocalStore
-from predictor.synthetic import publish_synthetic
 from tests.integration.test_predictor import Instance
 from tests.servers import free_port
+from tests.synthetic_models import publish_synthetic
 
 pytestmark = pytest.mark.integration
 

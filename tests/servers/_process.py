@@ -21,18 +21,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from predictor.supervisor import free_port
+
 LOOPBACK = "127.0.0.1"
 
 
 class ServerError(RuntimeError):
     """A test server could not be prepared or started; the message says why (with its log tail)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def free_port_pair(offset: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from components.core.events import (
     MAX_USER_ID,
     REASONS,
     SLUG_RE,
+    UNKNOWN_VERSION,
     AccountEvent,
     RateEvent,
     RecommendationEvent,
@@ -26,6 +27,7 @@ from components.core.events import (
     parse_line,
     parse_slug,
     parse_time,
+    server_version,
 )
 
 T = "2026-03-18T06:12:47"
@@ -87,8 +89,10 @@ def test_status_0_is_a_timeout_with_no_results():
     assert parse_line(VALID_LINES["recommendation timeout"]).error == ""
 
 
-def test_version_is_empty_without_at_sign():
-    assert parse_line(VALID_LINES["recommendation, one result"]).version == ""
+def test_version_is_unknown_without_one():
+    assert parse_line(VALID_LINES["recommendation, one result"]).version == UNKNOWN_VERSION == "unknown"
+    assert server_version("host-1@v2") == "v2" and server_version("a@b@v3") == "v3"
+    assert server_version("host-1@") == server_version("host-1") == UNKNOWN_VERSION
 
 
 def test_slugs_with_and_without_year():

@@ -15,7 +15,8 @@ from components.core.events import (
     WatchEvent,
     parse_line,
 )
-from components.core.snapshots import SCHEMAS, read_deadletters, read_events, snapshot_days, write_batch
+from components.core.snapshots import SCHEMAS, read_deadletters, read_events, snapshot_days
+from tests.snapshot_batches import write_batch
 
 D1 = datetime(2026, 3, 18, 23, 59, 58)
 D2 = datetime(2026, 3, 19, 0, 0, 1, 250000)

@@ -11,12 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.core import layout
+from components.core.eventlog import parse_kafka_uri
 from components.core.events import AccountEvent, RateEvent, WatchEvent, format_event
 from components.core.snapshots import read_deadletters, read_events
 from components.core.store import LocalStore, StoreError
 from components.ingest.batches import Batcher, IngestError, SnapshotWriter
 from components.ingest.metrics import IngestMetrics
-from components.ingest.run import IngestReport, file_source_name, ingest, parse_kafka_url
+from components.ingest.run import IngestReport, file_source_name, ingest
 
 T0 = datetime(2026, 3, 18, 23, 0, 0)
 
@@ -234,11 +235,11 @@ def test_bounded_run_writes_a_prom_textfile(tmp_path):
 
 
 def test_report_and_source_helpers():
-    assert parse_kafka_url("kafka://127.0.0.1:9092/events") == ("127.0.0.1:9092", "events")
-    assert parse_kafka_url("kafka://a:1,b:2/t") == ("a:1,b:2", "t")
+    assert parse_kafka_uri("kafka://127.0.0.1:9092/events") == ("127.0.0.1:9092", "events")
+    assert parse_kafka_uri("kafka://a:1,b:2/t") == ("a:1,b:2", "t")
     for bad in ("kafka://host:1/", "kafka:///t", "http://h/t"):
         with pytest.raises(ValueError):
-            parse_kafka_url(bad)
+            parse_kafka_uri(bad)
     assert file_source_name("/x/my log.txt") == "file-my_log.txt"
     assert IngestReport().to_dict()["events_per_second"] == 0.0
     with pytest.raises(ValueError, match="unknown event source"):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from components.core import stats
+from components.core.durations import parse_duration
 from components.core.events import RateEvent, RecommendationEvent, WatchEvent, format_event
-from components.online.join import frames_from_lines, join, parse_window, time_series, version_metrics
+from components.online.join import frames_from_lines, join, time_series, version_metrics
 
 T0 = datetime(2026, 3, 18, 12, 0, 0)
 
@@ -34,7 +35,7 @@ def rate(minute, user, movie, r):
 
 def evaluate(lines, window="30m", end=None):
     frames = frames_from_lines(lines)
-    return join(frames, parse_window(window), end=end)
+    return join(frames, parse_duration(window), end=end)
 
 
 def test_hit_only_inside_the_window():
@@ -124,12 +125,6 @@ def test_time_series_per_version():
     ts = time_series(evaluate(lines), freq="10min")
     assert set(ts["version"]) == {"v1", "v2"}
     assert ts["requests"].sum() == 60
-
-
-def test_parse_window():
-    assert parse_window("30m") == timedelta(minutes=30)
-    assert parse_window("2h") == timedelta(hours=2)
-    assert parse_window("45") == timedelta(minutes=45)
 
 
 def test_wilson_interval():

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from components.core.errors import UserError
 from pipelines import cli as pipeline_cli
 from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
 
@@ -110,7 +111,7 @@ def test_parse_interval():
     assert pipeline_cli.parse_interval("1d") == 86400
     assert pipeline_cli.parse_interval("90m") == 5400
     for bad in ("soon", "10s", "-1h"):
-        with pytest.raises(Exception, match="interval"):
+        with pytest.raises(UserError, match="duration|interval"):
             pipeline_cli.parse_interval(bad)
 
 

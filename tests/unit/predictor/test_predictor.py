@@ -17,8 +17,8 @@ from components.core.model_artifact import ArtifactError, FactorModel
 from components.core.store import LocalStore
 from predictor.mapped import load_mapped, load_model
 from predictor.routes import parse_user_id
-from predictor.synthetic import publish_synthetic
 from predictor.traffic import Serving, TrafficSplit
+from tests.synthetic_models import publish_synthetic
 
 
 @pytest.fixture

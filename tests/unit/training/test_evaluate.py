@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.core.errors import UserError
 from components.core.model_artifact import FactorModel
 from components.training.dataset import Dataset
 from components.training.evaluate import (
@@ -134,5 +135,5 @@ def test_evaluation_set_report_and_winner(dataset, ranked_model):
     assert "| ranked |" in render_markdown([result])
     assert pick_winner({"a": {"ndcg@20": 0.1}, "b": {"ndcg@20": 0.3}}) == "b"
     assert pick_winner({}) == ""
-    with pytest.raises(ValueError, match="primary_metric"):
+    with pytest.raises(UserError, match="primary_metric"):  # params are validated before any work
         evaluate_with_baseline(ranked_model, dataset, {"evaluate": {"k": 3, "primary_metric": "ndcg@20"}})

@@ -12,14 +12,34 @@ from typer.testing import CliRunner
 
 from components.core.events import RateEvent, WatchEvent
 from components.core.params import DEFAULTS, load_params
-from components.core.snapshots import write_batch
 from components.core.store import LocalStore
 from components.training.dataset import Dataset
 from components.training.preprocess import build_dataset, prepare, snapshot_hash
+from tests.snapshot_batches import write_batch
 from tests.synthetic_events import synthetic_events
 
 T0 = pd.Timestamp("2026-03-01")
 LOOSE = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1, "valid_days": 5}}
+
+
+def validation_history(ds) -> dict[int, int]:
+    """Per validation user, how many distinct movies they rated or watched before the cutoff."""
+    frame = pd.concat([ds.valid_ratings[["user_id", "history"]],
+                       ds.valid_watches[["user_id", "history"]]], ignore_index=True)
+    return {int(u): int(h) for u, h in frame.drop_duplicates("user_id").itertuples(index=False)}
+
+
+def validation_targets(ds) -> dict[int, set[str]]:
+    """Per validation user, the movies rated or watched in the window that the user had not rated
+    or watched in the train period (the split's ground truth, any rating)."""
+    pairs = pd.concat([ds.valid_ratings[["user_id", "movie_id"]], ds.valid_watches[["user_id", "movie_id"]]])
+    seen = pd.concat([ds.train_ratings[["user_id", "movie_id"]], ds.train_watches[["user_id", "movie_id"]]])
+    seen_keys = set(zip(seen["user_id"].tolist(), seen["movie_id"].tolist(), strict=True))
+    targets: dict[int, set[str]] = {}
+    for user, movie in zip(pairs["user_id"].tolist(), pairs["movie_id"].tolist(), strict=True):
+        if (user, movie) not in seen_keys:
+            targets.setdefault(int(user), set()).add(movie)
+    return targets
 
 
 def frames(rates: list[tuple], watches: list[tuple] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,8 +72,8 @@ def test_split_is_by_time_and_validates_only_users_with_history():
     assert (ds.valid_ratings["time"] >= cutoff).all()
     assert set(ds.valid_ratings["user_id"]) == {1, 2}          # user 3 has no history before the cutoff
     assert ds.stats["valid_users_dropped_no_history"] == 1
-    assert set(ds.validation_targets()) == {1, 2}
-    assert ds.validation_history() == {1: 2, 2: 2}
+    assert set(validation_targets(ds)) == {1, 2}
+    assert validation_history(ds) == {1: 2, 2: 2}
     # movie "c" first appears in the validation window: kept, but unknown to the model
     assert (ds.valid_ratings["i"] == -1).all() and ds.stats["valid_unknown_movie_rows"] == 2
 
@@ -109,7 +129,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     np.testing.assert_array_equal(back.movie_ids, ds.movie_ids)
     assert (back.ratings_csr != ds.ratings_csr).nnz == 0 and (back.seen_csr != ds.seen_csr).nnz == 0
     pd.testing.assert_frame_equal(back.valid_watches, ds.valid_watches)
-    assert back.validation_targets() == ds.validation_targets()
+    assert validation_targets(back) == validation_targets(ds)
 
 
 def test_validation_user_sample_is_seeded():
@@ -117,7 +137,7 @@ def test_validation_user_sample_is_seeded():
     p = {"preprocess": {"valid_max_users": 10, "seed": 1}}
     a, b = build_dataset(rates, watches, p), build_dataset(rates, watches, p)
     assert a.stats["valid_users"] == 10
-    assert set(a.validation_targets()) == set(b.validation_targets())
+    assert set(validation_targets(a)) == set(validation_targets(b))
 
 
 def test_no_ratings_is_a_clear_error():
@@ -163,7 +183,7 @@ def test_from_ratings_keeps_a_given_split():
     ds = from_ratings(train, valid)
     assert ds.ratings_csr.toarray().tolist() == [[4, 3], [5, 0]]
     assert ds.valid_ratings["u"].tolist() == [1, -1] and ds.valid_ratings["history"].tolist() == [1, 0]
-    assert ds.validation_targets() == {2: {"b"}, 3: {"a"}}
+    assert validation_targets(ds) == {2: {"b"}, 3: {"a"}}
 
 
 @pytest.mark.parametrize("split", [{"valid_fraction": 0}, {"valid_days": 0}])

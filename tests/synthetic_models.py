@@ -1,4 +1,4 @@
-"""Synthetic factor models of any size, for the predictor's tests, its benchmark and smoke runs.
+"""Synthetic factor models of any size, for the predictor's tests and its benchmark (test code: not shipped).
 
 They have the real artifact format (built with `FactorModel` and saved with its checksums), so
 everything downstream - mapping, verification, scoring, swapping - runs the production code.

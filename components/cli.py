@@ -195,7 +195,7 @@ def online_eval_command(
     import json
 
     from components.core.durations import parse_duration
-    from components.core.errors import NotFound
+    from components.core.errors import NotFound, UserError
     from components.core.eventlog import file_path
     from components.core.store import open_store
     from components.online.canary import CanaryPolicy
@@ -203,7 +203,10 @@ def online_eval_command(
     from components.online.run import LogTail, run_once
     from components.online.run import follow as follow_loop
 
-    within = parse_duration(window)
+    try:
+        within = parse_duration(window)
+    except UserError as error:
+        raise UserError(f"--window: {error}") from None
     if log and not Path(file_path(log)).is_file():
         raise NotFound(f"no event log at {file_path(log)}: --log takes file:PATH of an existing log file")
     st = open_store(store, must_exist=True)

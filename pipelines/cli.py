@@ -87,6 +87,7 @@ def run_command(
     from components.core.params import load_params
     from pipelines.local import copy_offline_report, run_local
 
+    settings = load_params(params)                     # a mistake in params.yaml first, before any work
     if not store.startswith(("s3://", "file:")):
         store = str(Path(store).resolve())            # the steps are subprocesses: no relative paths
     if source.startswith("file:") and not source.startswith("file://"):
@@ -96,7 +97,7 @@ def run_command(
                        "(movierec simulate writes one) or kafka://HOST:PORT/TOPIC")
     typer.echo(f"running movierec-training: {source} -> {store} (artifacts under {pipeline_root})")
     try:
-        result = run_local(source, store, str(pipeline_root), load_params(params), deploy=deploy,
+        result = run_local(source, store, str(pipeline_root), settings, deploy=deploy,
                            canary_percent=canary_percent, force_deploy=force_deploy, group=group,
                            progress=lambda line: typer.secho(line, bold=True))
     except RuntimeError as exc:

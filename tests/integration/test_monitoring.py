@@ -34,8 +34,8 @@ from components.core.events import RateEvent, WatchEvent, format_event
 from components.core.model_artifact import ModelCard
 from components.core.store import LocalStore
 from predictor.supervisor import serve_args, start_instance, stop_instance, wait_ready
-from tests.synthetic_models import synthetic_model
 from tests.servers import AlertmanagerServer, PrometheusServer, ServerError, WebhookReceiver, free_port
+from tests.synthetic_models import synthetic_model
 
 pytestmark = pytest.mark.integration
 

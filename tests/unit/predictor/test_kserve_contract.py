@@ -23,8 +23,8 @@ def built(tmp_path_factory):
     from predictor.front_door import DrainState, FrontDoor
     from predictor.mapped import load_mapped
     from predictor.model import RecommenderModel, RoutedModel
-    from predictor.synthetic import publish_synthetic
     from predictor.traffic import Serving, TrafficSplit
+    from tests.synthetic_models import publish_synthetic
 
     store = LocalStore(tmp_path_factory.mktemp("contract") / "store")
     publish_synthetic(store, "v1", 50, 30, 4, seed=1)

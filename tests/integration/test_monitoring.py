@@ -51,7 +51,7 @@ NO_DATA_HERE = {
     # A healthy run has no server-side error: these rules select only failures, so they yield no
     # series at all instead of a zero (sum() of nothing is nothing).
     "movierec:predictor_failed_requests:rate5m": "no 5xx answer in a healthy run",
-    "movierec:predictor_error_ratio:rate5m": "no server-side error in a healthy run (bad_user_id is left out)",
+    "rate(movierec_predictor_errors_total[5m])": "no server-side error in a healthy run (client errors are counted apart)",
 }
 
 

@@ -132,6 +132,17 @@ def markdown(result: dict, image: str | None) -> str:
                   f"({analysis['canary_percent']}%): **{analysis['decision']}**"
                   + (f" (acted: {analysis['acted']})" if analysis.get("acted") else ""), ""]
         lines += [f"- {r}" for r in analysis["reasons"]]
+        d, arms = analysis.get("difference"), analysis.get("arms") or {}
+        if d and arms:
+            lines += ["", "| | canary | stable |", "|---|---|---|",
+                      f"| users (evaluated) | {arms['canary']['evaluated_users']} | {arms['stable']['evaluated_users']} |",
+                      f"| answers (evaluated, failed count as misses) | {arms['canary']['evaluated']} | "
+                      f"{arms['stable']['evaluated']} |",
+                      f"| hit rate (95% CI, users as the unit) | {_fmt(arms['canary']['hit_rate'], True)} | "
+                      f"{_fmt(arms['stable']['hit_rate'], True)} |", "",
+                      f"Difference {d['diff']:+.4f}: 95% interval {d['low']:+.4f}..{d['high']:+.4f} at this look; "
+                      f"always-valid interval {d['always_low']:+.4f}..{d['always_high']:+.4f} (valid at every look "
+                      "since the canary started: the decision is taken when it excludes 0)."]
     if result.get("drift"):
         lines += ["", "## Input drift (PSI vs training data)", ""]
         lines += [f"- {k}: PSI {d['psi']}, unknown share {d['unknown_share']} (n={d['n']})"
@@ -141,12 +152,50 @@ def markdown(result: dict, image: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: dict, series: pd.DataFrame, directory: str | Path) -> Path:
-    """Write JSON, Markdown, PNG and the Prometheus text file into `directory`; return it."""
+def plot_canary(path_df: pd.DataFrame | None, analysis: dict, path: Path) -> Path | None:
+    """The canary's hit-rate difference over time with its fixed and always-valid intervals."""
+    if path_df is None or path_df.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.fill_between(path_df["time"], path_df["always_low"], path_df["always_high"], alpha=0.2,
+                    label="always-valid interval (decides)")
+    ax.fill_between(path_df["time"], path_df["low"], path_df["high"], alpha=0.3, label="95% interval at that look")
+    ax.plot(path_df["time"], path_df["diff"], marker=".", label="difference")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title(f"hit rate {analysis['canary']} - {analysis['stable']} (users as the unit): "
+                 f"{analysis['decision']}")
+    ax.set_ylabel("difference of hit rate")
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(result: dict, series: pd.DataFrame, directory: str | Path,
+                 canary_path: pd.DataFrame | None = None) -> Path:
+    """Write JSON, Markdown, PNGs and the Prometheus text file into `directory`; return it.
+
+    `canary_path` is `components.online.canary.trajectory`: the difference along the way, plotted
+    per canary as `canary-<version>.png`."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / "online-eval.json").write_text(json.dumps(result, indent=2, default=str))
     image = plot(series, out / "online-metrics.png")
-    (out / "report.md").write_text(markdown(result, image.name if image else None))
+    analysis = result.get("canary") or {}
+    canary_image = (plot_canary(canary_path, analysis, out / f"canary-{analysis['canary']}.png")
+                    if analysis.get("canary") else None)
+    text = markdown(result, image.name if image else None)
+    if canary_image:
+        text += f"\n![hit-rate difference of the canary over time]({canary_image.name})\n"
+    (out / "report.md").write_text(text)
     (out / "online-metrics.prom").write_bytes(prometheus_text(result))
     return out

@@ -120,8 +120,10 @@ def version_of(server: pd.Series) -> pd.Series:
     """The model version in `<host>@<version>`; 'unknown' when the line names none."""
     if server.empty:
         return pd.Series([], index=server.index, dtype=object)
-    parts = server.astype(str).str.rpartition("@")
-    return parts[2].where(parts[1] == "@", "unknown").replace("", "unknown")
+    codes, servers = pd.factorize(server.astype(str))     # a handful of servers: parse each once
+    parts = pd.Series(servers).str.rpartition("@")
+    versions = parts[2].where(parts[1] == "@", "unknown").replace("", "unknown").to_numpy(dtype=object)
+    return pd.Series(versions[codes], index=server.index, dtype=object)
 
 
 def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
@@ -152,8 +154,10 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
     out["hit"] = out.index.isin(credited["rec_id"].unique())
     out["minutes"] = credited.groupby("rec_id")["minutes"].sum().reindex(out.index, fill_value=0).astype(int)
     rates = _rated_sessions(frames["rate"], movies, credited, window)
-    ratings = rates.groupby("rec_id")["rating"].agg(list)
-    out["ratings"] = ratings.reindex(out.index).map(lambda r: r if isinstance(r, list) else [])
+    cells: list[list] = [[] for _ in range(len(out))]
+    for rec_id, rating in zip(rates["rec_id"], rates["rating"], strict=True):
+        cells[rec_id].append(rating)
+    out["ratings"] = cells
     return out
 
 

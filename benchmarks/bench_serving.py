@@ -196,9 +196,9 @@ def rollout_time(store, port: int, version: str, percent: float, workers: int) -
 
     from components.core import rollout
 
-    canary_users = [u for u in range(1, 5000) if rollout.in_canary(u, percent)][:50]
     t0 = time.perf_counter()
-    rollout.start_canary(store, version, percent, reason="benchmark")
+    state = rollout.start_canary(store, version, percent, reason="benchmark")
+    canary_users = [u for u in range(1, 5000) if rollout.in_canary(u, percent, state.experiment)][:50]
     first = everyone = None
     while time.perf_counter() - t0 < 120:
         # A fresh connection per request spreads the probes over every worker.

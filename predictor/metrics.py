@@ -32,6 +32,9 @@ CANARY_PERCENT = Gauge("movierec_predictor_canary_percent", "Share of users rout
                        multiprocess_mode="livemax")
 MODEL_INFO = Gauge("movierec_predictor_model_info", "1 for each loaded version and its role (stable/canary)",
                    ["version", "role"], multiprocess_mode="livemax")
+ROLLOUT_STATE_VALID = Gauge("movierec_predictor_rollout_state_valid", "1 while the last rollout state read was "
+                            "valid, 0 while it is invalid and the loaded versions keep serving",
+                            multiprocess_mode="livemin")
 MODEL_LOADS = Counter("movierec_predictor_model_loads", "Model version loads, by version and result "
                       "(ok, refused)", ["version", "result"])
 REQUEST_LOG_DROPPED = Counter("movierec_predictor_request_log_dropped",

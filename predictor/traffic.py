@@ -4,7 +4,8 @@ A `TrafficSplit` is immutable: the watcher builds a new one and swaps the single
 `Serving.split`, so a request reads one consistent (stable, canary, percent) triple with one
 attribute load - no lock, no torn state, nothing dropped during a swap.
 
-Users are assigned by `components.core.rollout` (a blake2b hash of the user id into 10,000 buckets),
+Users are assigned by `components.core.rollout` (a blake2b hash of the experiment's salt and the
+user id into 10,000 buckets),
 never by Python's per-process salted `hash()`: the same user lands on the same version in every
 worker, on every replica and after a restart.
 """
@@ -27,6 +28,7 @@ class TrafficSplit:
     stable: RecommenderModel | None = None
     canary: RecommenderModel | None = None
     canary_percent: float = 0.0
+    experiment: str = ""  # the canary experiment's salt (rollout state), "" for unsalted older states
     state: RolloutState = field(init=False, repr=False)  # derived from the loaded models, never passed in
 
     def __post_init__(self) -> None:
@@ -34,7 +36,8 @@ class TrafficSplit:
         object.__setattr__(self, "state", RolloutState(
             stable=self.stable.version if self.stable else None,
             canary=self.canary.version if self.canary else None,
-            canary_percent=self.canary_percent if self.canary else 0.0))
+            canary_percent=self.canary_percent if self.canary else 0.0,
+            experiment=self.experiment if self.canary else ""))
         object.__setattr__(self, "_by_version", {m.version: m for m in (self.stable, self.canary) if m})
 
     def route(self, user_id: int) -> RecommenderModel | None:
@@ -48,6 +51,11 @@ class TrafficSplit:
     @property
     def versions(self) -> tuple[str | None, str | None, float]:
         return self.state.stable, self.state.canary, self.state.canary_percent
+
+    @property
+    def assignment(self) -> tuple[str | None, str | None, float, str]:
+        """What decides who sees which version: the versions, the canary share and the salt."""
+        return (*self.versions, self.state.experiment)
 
     @property
     def ready(self) -> bool:

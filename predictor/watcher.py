@@ -6,7 +6,9 @@ a smoke prediction, and only then swaps a new `TrafficSplit` in with one referen
 Requests in flight finish on the models they started with. A version that fails to load or
 fails the smoke test is refused: logged, counted (`movierec_predictor_model_loads_total
 {result="refused"}`), remembered so it is not retried every poll, and the versions already
-loaded keep serving (a refused canary's users stay on stable).
+loaded keep serving (a refused canary's users stay on stable). An invalid rollout state (truncated,
+or a share of NaN or 1e400) changes nothing either: it is logged once, and
+`movierec_predictor_rollout_state_valid` is 0 until a valid state is written (an alert fires).
 """
 
 from __future__ import annotations
@@ -39,14 +41,28 @@ class RolloutWatcher:
         self.mmap_arrays = mmap_arrays
         self.refused: dict[str, tuple[float, str]] = {}
         self._roles: dict[str, str] = {}
+        self.invalid_state: str | None = None  # why the last rollout state read was refused
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sync(self) -> TrafficSplit:
         """Read the rollout state once; load, verify, smoke-test and swap in what changed."""
-        state = rollout.load(self.store)
         current = self.serving.split
-        if (state.stable, state.canary, state.canary_percent if state.canary else 0.0) == current.versions:
+        try:
+            state = rollout.load(self.store)
+        except rollout.InvalidRolloutState as exc:
+            if str(exc) != self.invalid_state:
+                log.error("invalid rollout state, keeping %s: %s", current.versions, exc)
+            self.invalid_state = str(exc)
+            metrics.ROLLOUT_STATE_VALID.set(0)
+            return current
+        if self.invalid_state is not None:
+            log.info("rollout state is valid again")
+            self.invalid_state = None
+        metrics.ROLLOUT_STATE_VALID.set(1)
+        wanted = (state.stable, state.canary, state.canary_percent if state.canary else 0.0,
+                  state.experiment if state.canary else "")
+        if wanted == current.assignment:
             return current
         loaded = {m.version: m for m in current.models()}
         stable = self._get(state.stable, loaded) if state.stable else None
@@ -57,8 +73,10 @@ class RolloutWatcher:
             stable = current.stable
             if canary is None:
                 canary = current.canary
-        split = TrafficSplit(stable=stable, canary=canary, canary_percent=state.canary_percent)
-        if split.versions == current.versions:
+        same_experiment = canary is not None and canary.version == state.canary
+        split = TrafficSplit(stable=stable, canary=canary, canary_percent=state.canary_percent,
+                             experiment=state.experiment if same_experiment else current.state.experiment)
+        if split.assignment == current.assignment:
             return current
         previous = self.serving.swap(split)
         self._roles = metrics.set_serving(*split.versions, self._roles)

@@ -30,7 +30,7 @@ MODEL_FILES = ("factors.npz", "ids.npz", "card.json")
 CHECKSUMS = "checksums.json"
 
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9._=-]+\Z")  # \Z, not $: no trailing newline
-_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")
+VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")  # what a model version may be called
 _RANGE_RE = re.compile(r"/([A-Za-z0-9._=-]+)-(\d{12})-(\d{12})\.parquet$")
 _KIND_RE = re.compile(rf"^{EVENTS}/kind=([^/]+)/")
 _DAY_RE = re.compile(r"/day=(\d{4}-\d{2}-\d{2})/")
@@ -43,7 +43,7 @@ def check_source(source: str) -> str:
 
 
 def check_version(version: str) -> str:
-    if not _VERSION_RE.match(version):
+    if not VERSION_RE.match(version):
         raise ValueError(f"invalid model version {version!r}: lowercase letters, digits, '.', '_', '-'")
     return version
 

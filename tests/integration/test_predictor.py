@@ -143,7 +143,7 @@ def test_recommend_route_answers_plain_text_without_seen_movies(served):
             r = client.get(f"/recommend/{uid}")
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
             version = r.headers["x-model-version"]
-            assert version == ("v2" if rollout.in_canary(uid, CANARY_PERCENT) else "v1")
+            assert version == rollout.load(served.store).route(uid)
             assert re.fullmatch(r"[^,\s]+(,[^,\s]+){19}", r.text), r.text
             model = served.models[version]
             ids = r.text.split(",")
@@ -206,7 +206,8 @@ def test_split_holds_the_configured_share(served):
         r = httpx.post(f"{served.url}/v2/models/movierec/infer", json=body, timeout=10)
         assert r.status_code == 200
         chosen += [o for o in r.json()["outputs"] if o["name"] == "model_version"][0]["data"]
-    assert chosen == ["v2" if rollout.in_canary(u, CANARY_PERCENT) else "v1" for u in users]
+    state = rollout.load(served.store)
+    assert chosen == [state.route(u) for u in users]
     share = chosen.count("v2") / len(chosen)
     sd = (0.3 * 0.7 / len(chosen)) ** 0.5
     assert abs(share - 0.3) < 4 * sd, share
@@ -355,4 +356,5 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
     finally:
         inst.stop()
     assert load.errors == [] and set(load.codes) == {200}, (load.codes, load.errors[:3])
-    assert first == ["v2" if rollout.in_canary(u, CANARY_PERCENT) else "v1" for u in users]
+    state = rollout.load(store)
+    assert first == [state.route(u) for u in users]

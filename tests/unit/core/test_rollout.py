@@ -14,6 +14,7 @@ from components.core.rollout import BUCKETS, RolloutError, RolloutState, in_cana
 
 # Fixed forever: changing the hash would move users between versions mid-experiment.
 EXPECTED_BUCKETS = {0: 8789, 1: 3910, 2: 1100, 42: 1738, 1000: 3474, 123456789: 4737, 2**63 - 1: 3209}
+SALTED_BUCKETS = [7134, 5978, 4014]  # user_bucket(u, "00000000deadbeef") for u in (0, 1, 42)
 
 
 def test_buckets_are_fixed():
@@ -131,3 +132,101 @@ def test_from_dict_tolerates_missing_fields():
     state = RolloutState.from_dict({"stable": "v1"})
     assert (state.stable, state.canary, state.canary_percent, state.history) == ("v1", None, 0.0, [])
     assert RolloutState.from_dict(state.to_dict()) == state
+
+
+# -- per-experiment salt ------------------------------------------------------------------------------
+def test_salted_buckets_are_fixed_and_differ_from_unsalted():
+    # Fixed forever for a given salt: the canary analysis recomputes the assignment from it.
+    assert [user_bucket(u, "00000000deadbeef") for u in (0, 1, 42)] == SALTED_BUCKETS
+    assert [user_bucket(u, "") for u in EXPECTED_BUCKETS] == list(EXPECTED_BUCKETS.values())
+
+
+def test_each_experiment_draws_a_fresh_set_of_users():
+    users = range(1, 20_001)
+    first = {u for u in users if in_canary(u, 10, "exp-a")}
+    second = {u for u in users if in_canary(u, 10, "exp-b")}
+    assert len(first) == pytest.approx(2000, abs=150) and len(second) == pytest.approx(2000, abs=150)
+    # independent draws: about 10 % of the first canary's users are in the second, not all of them
+    assert len(first & second) / len(first) == pytest.approx(0.10, abs=0.03)
+
+
+def test_a_new_canary_gets_a_fresh_salt_and_a_new_share_keeps_it(local_store):
+    rollout.set_stable(local_store, "v1")
+    first = rollout.start_canary(local_store, "v2", 5)
+    assert len(first.experiment) == 16 and first.canary_started_at
+    ramped = rollout.start_canary(local_store, "v2", 20)
+    assert (ramped.experiment, ramped.canary_started_at) == (first.experiment, first.canary_started_at)
+    assert {u for u in range(5000) if ramped.route(u) == "v2"} > {u for u in range(5000) if first.route(u) == "v2"}
+    second = rollout.start_canary(local_store, "v3", 20)
+    assert second.experiment not in ("", first.experiment)
+    assert rollout.load(local_store).experiment == second.experiment
+    assert [h["experiment"] for h in rollout.load(local_store).history[1:]] == [first.experiment] * 2 + [
+        second.experiment]
+    promoted = rollout.promote(local_store)
+    assert (promoted.experiment, promoted.canary_started_at) == ("", "")
+
+
+def test_route_uses_the_experiment_salt():
+    state = RolloutState(stable="v1", canary="v2", canary_percent=30, experiment="abc")
+    assert all(state.route(u) == ("v2" if in_canary(u, 30, "abc") else "v1") for u in range(2000))
+    assert [state.route(u) for u in range(2000)] != [RolloutState(stable="v1", canary="v2", canary_percent=30)
+                                                     .route(u) for u in range(2000)]
+
+
+def test_a_state_written_before_salts_keeps_its_unsalted_assignment(local_store):
+    local_store.put_json(layout.ROLLOUT, {"stable": "v1", "canary": "v2", "canary_percent": 30.0,
+                                          "updated_at": "2026-01-01T00:00:00+00:00", "history": []})
+    state = rollout.load(local_store)
+    assert state.experiment == ""
+    assert all(state.route(u) == ("v2" if in_canary(u, 30) else "v1") for u in range(2000))
+    assert rollout.start_canary(local_store, "v2", 50).experiment == ""  # ramping keeps the old assignment
+
+
+# -- validated on read --------------------------------------------------------------------------------
+VALID = '{"stable": "v1", "canary": "v2", "canary_percent": 30.0, "updated_at": "", "history": []}'
+INVALID = {
+    "share 1e400 (infinite)": VALID.replace("30.0", "1e400"),
+    "share NaN": VALID.replace("30.0", "NaN"),
+    "share -Infinity": VALID.replace("30.0", "-Infinity"),
+    "negative share": VALID.replace("30.0", "-5"),
+    "share over 100": VALID.replace("30.0", "100.5"),
+    "share as a string": VALID.replace("30.0", '"30"'),
+    "share true": VALID.replace("30.0", "true"),
+    "unknown version format": VALID.replace('"v2"', '"../v2"'),
+    "version not a string": VALID.replace('"v1"', "1"),
+    "uppercase version": VALID.replace('"v1"', '"V1"'),
+    "canary is the stable": VALID.replace('"v2"', '"v1"'),
+    "truncated JSON": VALID[:40],
+    "empty file": "",
+    "not an object": "[1, 2]",
+    "history not a list": VALID.replace('"history": []', '"history": 5'),
+    "experiment not a string": VALID.replace('"history": []', '"history": [], "experiment": 7'),
+    "experiment with a newline": VALID.replace('"history": []', '"history": [], "experiment": "a\\nb"'),
+    "not UTF-8": b'{"stable": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("raw", INVALID.values(), ids=INVALID.keys())
+def test_an_invalid_state_is_refused_on_read(local_store, raw):
+    local_store.put_bytes(layout.ROLLOUT, raw if isinstance(raw, bytes) else raw.encode())
+    with pytest.raises(rollout.InvalidRolloutState, match="rollout.json .* is invalid .*rollout stable VERSION"):
+        rollout.load(local_store)
+    for act in (lambda: rollout.start_canary(local_store, "v3", 10), lambda: rollout.promote(local_store),
+                lambda: rollout.rollback(local_store)):
+        with pytest.raises(rollout.InvalidRolloutState):   # nothing acts on a state it cannot trust
+            act()
+
+
+def test_a_valid_state_passes_and_stable_repairs_an_invalid_one(local_store):
+    local_store.put_bytes(layout.ROLLOUT, VALID.encode())
+    assert rollout.load(local_store).canary_percent == 30.0
+    local_store.put_bytes(layout.ROLLOUT, VALID.replace("30.0", "NaN").encode())
+    state = rollout.set_stable(local_store, "v1", reason="repair")
+    assert (state.stable, state.canary) == ("v1", None)
+    assert "canary_percent" in rollout.load(local_store).history[-1]["replaced_invalid_state"]
+
+
+def test_rollout_errors_are_user_errors():
+    from components.core.errors import UserError
+
+    assert issubclass(rollout.InvalidRolloutState, UserError) and issubclass(RolloutError, ValueError)

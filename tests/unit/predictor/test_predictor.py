@@ -128,6 +128,25 @@ def test_watcher_loads_swaps_and_refuses_a_corrupt_canary(store):
     assert swaps[-1] == ("v1", None, 0.0)
 
 
+def test_watcher_routes_with_the_experiment_salt_and_swaps_when_it_changes(store):
+    from predictor.watcher import RolloutWatcher
+
+    serving = Serving()
+    watcher = RolloutWatcher(store, serving)
+    rollout.set_stable(store, "v1")
+    state = rollout.start_canary(store, "v2", 40)
+    watcher.sync()
+    assert serving.split.assignment == ("v1", "v2", 40.0, state.experiment)
+    assert [serving.split.route(u).version for u in range(500)] == [state.route(u) for u in range(500)]
+    canary = serving.split.canary
+    rollout.rollback(store)
+    state = rollout.start_canary(store, "v2", 40)  # the same version again: a new experiment, new users
+    watcher.sync()
+    assert serving.split.assignment == ("v1", "v2", 40.0, state.experiment)
+    assert serving.split.canary is canary  # not reloaded
+    assert [serving.split.route(u).version for u in range(500)] == [state.route(u) for u in range(500)]
+
+
 def test_watcher_promote_keeps_the_loaded_model_object(store):
     from predictor.watcher import RolloutWatcher
 
@@ -229,3 +248,29 @@ def test_request_log_never_blocks_when_the_log_is_down(tmp_path):
     assert time.perf_counter() - t0 < 0.5
     assert metrics.REQUEST_LOG_DROPPED._value.get() > 0
     log._stop.set()
+
+
+@pytest.mark.parametrize("raw", [b'{"stable": "v1", "canary": "v2", "canary_percent": 1e400}',
+                                 b'{"stable": "v1", "canary": "v2", "canary_percent": NaN}',
+                                 b'{"stable": "v1", "canary": "v2", "canary_percent": -3}',
+                                 b'{"stable": "v1", "canary": "V2!"}', b'{"stable": "v1", "can'])
+def test_an_invalid_rollout_state_keeps_the_loaded_versions_and_drops_the_gauge(store, raw, caplog):
+    from predictor import metrics
+    from predictor.watcher import RolloutWatcher
+
+    serving = Serving()
+    swaps = []
+    watcher = RolloutWatcher(store, serving, on_swap=lambda old, new: swaps.append(new.versions))
+    rollout.set_stable(store, "v1")
+    rollout.start_canary(store, "v2", 40)
+    split = watcher.sync()
+    assert metrics.ROLLOUT_STATE_VALID._value.get() == 1
+    store.put_bytes(layout.ROLLOUT, raw)
+    for _ in range(3):                                   # every poll: no swap, no reload, logged once
+        assert watcher.sync() is split and serving.split is split
+    assert len(swaps) == 1 and metrics.ROLLOUT_STATE_VALID._value.get() == 0
+    assert sum("invalid rollout state" in r.message for r in caplog.records) == 1
+    assert {split.route(u).version for u in range(200)} == {"v1", "v2"}  # routing works as before
+    rollout.set_stable(store, "v2", reason="repair")     # a valid state is picked up again
+    assert watcher.sync().versions == ("v2", None, 0.0)
+    assert metrics.ROLLOUT_STATE_VALID._value.get() == 1 and watcher.invalid_state is None

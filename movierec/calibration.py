@@ -1,4 +1,4 @@
-"""`movierec calibrate`: how often the canary analysis decides right, measured on many simulated worlds.
+"""How often the canary analysis decides right, measured on many simulated worlds (`movierec calibrate`).
 
     movierec calibrate --worlds 200                      # A/A, better and worse canaries, JSON summary
     movierec calibrate --worlds 20 --scenario equal      # a quick look at the false-decision rate
@@ -20,15 +20,12 @@ canary is promoted (rolled back) in at least 80% of worlds and never the wrong w
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import typer
 
 from components.core import rollout, stats
 from components.online import canary
@@ -170,40 +167,3 @@ def calibrate(worlds: int, scenarios: dict[str, float] = SCENARIOS, spec: WorldS
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["passed"] = all(s["check"]["passed"] for s in result["scenarios"].values())
     return result
-
-
-def calibrate_command(
-    worlds: Annotated[int, typer.Option(help="Simulated worlds per scenario.", min=1)] = 200,
-    scenario: Annotated[list[str] | None, typer.Option(help="equal, better or worse (repeat; default all).")]
-    = None,
-    users: Annotated[int, typer.Option(help="Users per world.", min=100)] = WorldSpec().users,
-    effect: Annotated[float, typer.Option(help="How much more (less) often canary users follow a list per visit "
-                                               "in the better (worse) worlds.")] = EFFECT,
-    first_seed: Annotated[int, typer.Option(help="Seed of the first world.")] = 1,
-    output: Annotated[str | None, typer.Option(help="Also write the JSON summary to this file.")] = None,
-) -> None:
-    """Run the canary analysis on many simulated worlds; report false-decision rate and power; exit 1 if a check fails."""
-    chosen = scenario or list(SCENARIOS)
-    unknown = [s for s in chosen if s not in SCENARIOS]
-    if unknown:
-        typer.echo(f"error: unknown scenario {unknown[0]!r}: choose from {', '.join(SCENARIOS)}", err=True)
-        raise typer.Exit(2)
-    effects = {"equal": 0.0, "better": effect, "worse": -effect}
-    last = [0.0]
-
-    def progress(text: str) -> None:
-        if time.monotonic() - last[0] > 5:
-            last[0] = time.monotonic()
-            typer.echo(text, err=True)
-
-    result = calibrate(worlds, {s: effects[s] for s in chosen}, WorldSpec(users=users), first_seed=first_seed,
-                       progress=progress)
-    text = json.dumps(result, indent=2)
-    typer.echo(text)
-    if output:
-        with open(output, "w") as f:
-            f.write(text + "\n")
-    if not result["passed"]:
-        failed = [k for k, s in result["scenarios"].items() if not s["check"]["passed"]]
-        typer.echo(f"calibration failed for: {', '.join(failed)}", err=True)
-        raise typer.Exit(1)

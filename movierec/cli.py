@@ -16,6 +16,7 @@ import typer
 
 from components.cli import app as components_app
 from components.core.errors import UserError
+from movierec.calibrate import calibrate_command
 from movierec.demo import demo
 from pipelines.cli import app as pipeline_app
 from predictor.cli import rollout_app, serve
@@ -36,6 +37,7 @@ app.add_typer(pipeline_app, name="pipeline", help="Compile, run and schedule the
 app.command("serve")(serve)
 app.add_typer(rollout_app, name="rollout", help="Stable and canary model versions: canary, promote, rollback.")
 app.command("demo")(demo)
+app.command("calibrate")(calibrate_command)
 
 
 def main() -> None:

@@ -230,6 +230,9 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
                     confidence: float = 0.95) -> dict[str, dict]:
     """Per version: every figure as an `Estimate` dict (value, n, low, high, method), plus counts.
 
+    The hit rate's interval comes from per-user totals (delta method): one user's answers are
+    correlated, so a per-request interval would be too narrow.
+
     `personalized(version, user_ids)` returns a boolean array (the user was known to that version,
     so the answer was personalized) or None when the version's model is unavailable."""
     result = {}
@@ -238,7 +241,7 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
         ratings = np.concatenate([np.asarray(r, dtype=float) for r in done["ratings"]] or [np.empty(0)])
         lat = g["response_time_ms"].to_numpy() / 1000.0
         figures = {
-            "hit_rate": stats.wilson(int(done["hit"].sum()), len(done), confidence),
+            "hit_rate": _user_level_share(done, confidence),
             "watched_minutes_per_recommendation": stats.mean_ci(done["minutes"], confidence),
             "mean_rating_of_recommended": stats.mean_ci(ratings, confidence),
             "availability": stats.wilson(int(ok.sum()), len(g), confidence),
@@ -259,6 +262,15 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
             **{name: est.to_dict() for name, est in figures.items()},
         }
     return result
+
+
+def _user_level_share(done: pd.DataFrame, confidence: float) -> stats.Estimate:
+    """Hit rate of served answers with an interval that treats the user, not the request, as the unit."""
+    per_user = done.groupby("user_id")["hit"].agg(["sum", "size"])
+    share = stats.clustered_share(per_user["sum"].to_numpy(), per_user["size"].to_numpy())
+    if share.value is not None and share.variance == 0:   # all hits or none: the Wilson bound says how sure
+        return stats.wilson(int(done["hit"].sum()), len(done), confidence)
+    return stats.clustered_interval(share, confidence)
 
 
 def personalized_from_store(store) -> Personalized:

@@ -118,7 +118,8 @@ def markdown(result: dict, image: str | None) -> str:
     lines = ["# Online evaluation", "",
              f"Window {result['window']}, data {result.get('data_from')} .. {result.get('data_until')}, "
              f"fully evaluated until {result.get('consumed_until')}. Intervals are 95% "
-             "(Wilson for shares, t for means, order statistics for latency).", "",
+             "(hit rate: users as the unit, delta method; Wilson for other shares, t for means, "
+             "order statistics for latency).", "",
              "| version | requests | hit rate | watched min / reco | mean rating | personalized | availability "
              "| p50 s | p95 s | p99 s |", "|---" * 10 + "|"]
     for version, m in result["versions"].items():

@@ -226,3 +226,18 @@ def test_a_new_session_after_a_pause_is_a_new_viewing():
              watch(300, 9, "z+2000")]
     j = evaluate(lines)
     assert j["hit"].tolist() == [True] and j["minutes"].tolist() == [2]
+
+
+def test_hit_rate_interval_treats_the_user_as_the_unit():
+    """20 users with 10 answers each, half of them always follow: 200 answers but only 20 independent units."""
+    lines = []
+    for u in range(1, 21):
+        for i in range(10):
+            lines.append(reco(40 * i, u, "v1", [f"m{i}+2000"]))
+            if u % 2:
+                lines.append(watch(40 * i + 5, u, f"m{i}+2000"))
+    lines.append(watch(2000, 999, "z+2000"))
+    est = version_metrics(evaluate(lines))["v1"]["hit_rate"]
+    wilson = stats.wilson(100, 200)
+    assert est["value"] == 0.5 and est["method"] == "delta-method (users)"
+    assert est["high"] - est["low"] > 2.5 * (wilson.high - wilson.low)

@@ -19,7 +19,7 @@ def calibrate_command(
     = None,
     users: Annotated[int, typer.Option(help="Users per world.", min=100)] = 10_000,
     effect: Annotated[float, typer.Option(help="How much more (less) often canary users follow a list per visit "
-                                               "in the better (worse) worlds.")] = 0.08,
+                                               "in the better (worse) worlds.")] = 0.10,
     first_seed: Annotated[int, typer.Option(help="Seed of the first world.")] = 1,
     output: Annotated[str | None, typer.Option(help="Also write the JSON summary to this file.")] = None,
 ) -> None:

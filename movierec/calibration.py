@@ -32,7 +32,7 @@ from components.online import canary
 from components.online.join import DEFAULT_WINDOW, join
 from simulator.worlds import WorldSpec, make_world
 
-EFFECT = 0.08            # per-visit follow probability; about 5 points of hit rate in these worlds
+EFFECT = 0.10            # per-visit follow probability: about 5 points of hit rate in these worlds
 SCENARIOS = {"equal": 0.0, "better": EFFECT, "worse": -EFFECT}
 CADENCE = timedelta(minutes=30)
 STATE = rollout.RolloutState(stable="stable", canary="canary", canary_percent=WorldSpec().canary_percent)
@@ -67,8 +67,9 @@ def at_look(joined: pd.DataFrame, t: pd.Timestamp, window: timedelta) -> pd.Data
 
 def sequential_decisions(joined: pd.DataFrame, looks: pd.DatetimeIndex, window: timedelta,
                          policy: canary.CanaryPolicy) -> tuple[int, str, int, float | None]:
-    """The canary analysis's hit-rate decision at each look, vectorised over looks: (look index, decision,
-    canary users, difference) of the first look that decides, or of the last look."""
+    """The canary analysis's decision at each look, vectorised over looks (the sample-ratio check, the users
+    guard and the sequential test of `canary.analyse`; these worlds meet the service objectives): (look
+    index, decision, canary users, difference) of the first look that decides, or of the last look."""
     first = joined.loc[joined["version"] == STATE.canary, "time"].min()
     period = joined[joined["time"] >= first]
     times = period["time"].to_numpy()
@@ -77,8 +78,17 @@ def sequential_decisions(joined: pd.DataFrame, looks: pd.DatetimeIndex, window: 
     is_canary[user_index[(period["version"] == STATE.canary).to_numpy()]] = True
     hit = period["hit"].to_numpy(dtype=float)
     closed_until = np.searchsorted(times, (looks - pd.Timedelta(window)).to_numpy(), side="right")
+    first_seen = np.full(users.size, np.datetime64("NaT"), dtype=times.dtype)
+    first_seen[user_index[::-1]] = times[::-1]          # earliest answer of each user
+    seen_canary, seen_stable = np.sort(first_seen[is_canary]), np.sort(first_seen[~is_canary])
     last = (len(looks) - 1, canary.KEEP, 0, None)
     for k, n in enumerate(closed_until):
+        t = looks[k].to_datetime64()
+        srm = stats.sample_ratio_mismatch(int(np.searchsorted(seen_canary, t, side="right")),
+                                          int(np.searchsorted(seen_stable, t, side="right")),
+                                          STATE.canary_percent / 100, policy.srm_threshold)
+        if srm.mismatch:       # the analysis trusts nothing while the split looks broken
+            continue
         h = np.bincount(user_index[:n], weights=hit[:n], minlength=users.size)
         r = np.bincount(user_index[:n], minlength=users.size)
         cu, su = is_canary & (r > 0), ~is_canary & (r > 0)

@@ -194,12 +194,12 @@ def test_identical_canaries_are_rarely_decided_on_simulated_worlds():
     assert sum(o.decision != canary.KEEP for o in outcomes) <= 1, outcomes
 
 
-@pytest.mark.parametrize("effect, right, wrong", [(0.08, canary.PROMOTE, canary.ROLLBACK),
-                                                  (-0.08, canary.ROLLBACK, canary.PROMOTE)])
-def test_better_and_worse_canaries_are_decided_right_on_simulated_worlds(effect, right, wrong):
+@pytest.mark.parametrize("sign, right, wrong", [(1, canary.PROMOTE, canary.ROLLBACK),
+                                                (-1, canary.ROLLBACK, canary.PROMOTE)])
+def test_better_and_worse_canaries_are_decided_right_on_simulated_worlds(sign, right, wrong):
     from movierec import calibration
 
-    outcomes = [calibration.run_world(seed, effect) for seed in range(1, 4)]
+    outcomes = [calibration.run_world(seed, sign * calibration.EFFECT) for seed in range(1, 4)]
     assert all(o.analyse_agrees for o in outcomes)
     assert sum(o.decision == right for o in outcomes) >= 2, outcomes
     assert not any(o.decision == wrong for o in outcomes), outcomes

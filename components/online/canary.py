@@ -28,7 +28,6 @@ With `auto`, `act` carries a promote or rollback out through `components.core.ro
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -167,20 +166,19 @@ def analyse(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPol
     return result
 
 
-def trajectory(joined: pd.DataFrame, state: rollout.RolloutState, window: timedelta,
-               policy: CanaryPolicy = CanaryPolicy(), points: int = 24) -> pd.DataFrame:
+def trajectory(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPolicy = CanaryPolicy(),
+               points: int = 24) -> pd.DataFrame:
     """The difference (canary - stable) and both its intervals at `points` times since the canary started,
-    each computed on the answers whose window was over by then: what the analysis saw along the way."""
+    each on the evaluated answers given up to then (with the outcomes known now): how the evidence grew."""
     columns = ["time", "canary_users", "stable_users", "diff", "low", "high", "always_low", "always_high"]
     split = arms(joined, state) if state.canary and state.stable else None
     if split is None:
         return pd.DataFrame(columns=columns)
     c, s = split
-    closes = c["time"].min() + (joined["time"].max() - c["time"].min()) * np.linspace(0, 1, points + 1)[1:]
+    start = c["time"].min()
     rows = []
-    for t in closes:
-        cut = t - pd.Timedelta(window)
-        cs, ss = hit_share(c[c["time"] <= cut]), hit_share(s[s["time"] <= cut])
+    for t in start + (joined["time"].max() - start) * np.linspace(0, 1, points + 1)[1:]:
+        cs, ss = hit_share(c[c["time"] <= t]), hit_share(s[s["time"] <= t])
         d = stats.sequential_difference(ss, cs, policy.alpha, policy.mixture_sd)
         if d is not None:
             rows.append((t, cs.users, ss.users, d.diff, d.low, d.high, d.always_low, d.always_high))

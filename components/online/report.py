@@ -169,8 +169,8 @@ def plot_canary(path_df: pd.DataFrame | None, analysis: dict, path: Path) -> Pat
     ax.fill_between(path_df["time"], path_df["low"], path_df["high"], alpha=0.3, label="95% interval at that look")
     ax.plot(path_df["time"], path_df["diff"], marker=".", label="difference")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_title(f"hit rate {analysis['canary']} - {analysis['stable']} (users as the unit): "
-                 f"{analysis['decision']}")
+    ax.set_title(f"hit rate of canary {analysis['canary']}\nminus stable {analysis['stable']} (users as the unit): "
+                 f"{analysis['decision']}", fontsize="medium")
     ax.set_ylabel("difference of hit rate")
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     ax.grid(alpha=0.3)

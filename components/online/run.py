@@ -138,7 +138,7 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
         from components.online.report import write_report
 
         write_report(result, time_series(joined), report_dir,
-                     canary.trajectory(joined, state, window, policy) if analysis.canary else None)
+                     canary.trajectory(joined, state, policy) if analysis.canary else None)
     return result
 
 

@@ -202,7 +202,7 @@ def test_failed_answers_count_against_the_canary():
 def test_trajectory_of_the_difference_ends_where_the_analysis_is():
     frame = joined(18000, 0.20, 2000, 0.30)
     a = canary.analyse(frame, STATE)
-    path = canary.trajectory(frame, STATE, window=pd.Timedelta(0), points=6)
+    path = canary.trajectory(frame, STATE, points=6)
     assert len(path) == 6 and path["time"].is_monotonic_increasing
     assert path["canary_users"].is_monotonic_increasing
     assert path.iloc[-1]["diff"] == pytest.approx(a.difference["diff"])

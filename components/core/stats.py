@@ -3,16 +3,18 @@
 Every online figure is reported with its sample size and an interval, so a dashboard reader (and
 the automatic canary decision) can tell a difference from noise:
 
-    proportions (hit rate, availability, personalized share)   Wilson score interval
+    hit rate (users are the unit)                               delta method over per-user totals
+    other proportions (availability, personalized share)       Wilson score interval
     means (watched minutes per recommendation, ratings)         Student t interval
     latency percentiles                                          distribution-free order-statistic
                                                                  interval (binomial ranks)
 
-The canary is compared with a two-proportion z-test and checked for a sample-ratio mismatch
-(chi-square goodness of fit against the configured split). Online evaluation looks at the data
-again and again; testing each look at a fixed 5% level would declare far too many false winners.
-`sequential_boundary` gives a boundary on |z| that is valid under continuous monitoring up to the
-planned sample size (see its docstring).
+The canary is checked for a sample-ratio mismatch (chi-square goodness of fit against the
+configured split) and compared with `sequential_difference`: users as the unit, and an
+always-valid mixture SPRT interval, because online evaluation looks at the data again and again
+for as long as a canary runs. `two_proportion_z` and `sequential_boundary` (request-level, valid
+only up to a planned size) were the first version's test; the calibration benchmark keeps them
+as its baseline.
 """
 
 from __future__ import annotations

@@ -102,13 +102,15 @@ def main(argv: list[str] | None = None) -> dict:
               "scenarios": {}, "python": platform.python_version(), "cpus": os.cpu_count()}
     started = time.perf_counter()
     for name, effect in cal.SCENARIOS.items():
-        ours, first = [], []
+        ours, first, reported = [], [], []
         for seed in range(1, counts[name] + 1):
             frames, joined = cal.world_joined(seed, effect, spec)
             outcome = cal.analyse_world(seed, effect, joined, policy)
             ours.append(outcome)
-            k, decision, users, diff = first_version_decisions(joined, first_version_hits(frames),
-                                                               cal.look_times(joined))
+            first_hits = first_version_hits(frames)
+            served = joined["served"].to_numpy()
+            reported.append((joined["hit"].to_numpy()[served].mean(), first_hits[served].mean()))
+            k, decision, users, diff = first_version_decisions(joined, first_hits, cal.look_times(joined))
             first.append(cal.WorldOutcome(seed, effect, decision, k + 1, users, diff, outcome.final_diff, True))
             if seed % 10 == 0:
                 print(f"{name}: {seed}/{counts[name]} worlds, {time.perf_counter() - started:.0f} s",
@@ -116,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
         first_summary = cal.summarise(first, policy.alpha)
         first_summary.pop("analyse_disagreements")
         result["scenarios"][name] = {"ours": cal.summarise(ours, policy.alpha), "first_version": first_summary}
+        mean = np.mean(reported, axis=0)   # the level each join reports: the first one credits running sessions
+        result["scenarios"][name]["ours"]["hit_rate_reported_mean"] = round(float(mean[0]), 4)
+        result["scenarios"][name]["first_version"]["hit_rate_reported_mean"] = round(float(mean[1]), 4)
     result["seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,7 +14,9 @@ daily rhythm or a catalogue change does not favour one of them. The checks, in o
    error, empty list) is an evaluated request without a hit: failures count against the canary.
    One user's requests are correlated, so the variance of each arm's hit rate is computed from
    per-user totals (delta method, `stats.clustered_share`), and the intervals and the test are on
-   that basis. No hit-rate decision before `min_per_arm` users per arm have evaluated answers.
+   that basis. An answer over 600 ms is a failed one (the contract). No hit-rate decision before
+   `min_per_arm` users per arm have evaluated answers and the canary has the `min_requests`
+   answers its service objectives are checked on.
 4. An always-valid sequential test (`stats.sequential_difference`, a mixture SPRT): the analysis
    may look at every cycle of `online-eval --follow`, at any cadence, for as long as the canary
    runs, and the chance of ever deciding wrongly between identical versions stays under `alpha`.
@@ -76,15 +78,17 @@ def evaluated(g: pd.DataFrame) -> pd.DataFrame:
 
 
 def hit_share(g: pd.DataFrame) -> stats.ClusteredShare:
-    """Hits per evaluated answer, users as the unit (failed answers count as misses)."""
-    per_user = evaluated(g).groupby("user_id")["hit"].agg(["sum", "size"])
+    """Hits per evaluated answer, users as the unit. Failed answers count as misses, and so does an
+    answer over the 600 ms objective: the contract counts it as failed, whatever the user did next."""
+    done = evaluated(g)
+    per_user = done.assign(hit=done["hit"] & available(done)).groupby("user_id")["hit"].agg(["sum", "size"])
     return stats.clustered_share(per_user["sum"].to_numpy(), per_user["size"].to_numpy())
 
 
 def _arm(g: pd.DataFrame, share: stats.ClusteredShare) -> dict:
     hit_rate = stats.clustered_interval(share)
     return {"requests": len(g), "users": int(g["user_id"].nunique()), "evaluated": share.requests,
-            "evaluated_users": share.users, "hits": int(evaluated(g)["hit"].sum()), "hit_rate": hit_rate.to_dict(),
+            "evaluated_users": share.users, "hits": int(round((share.value or 0) * share.requests)), "hit_rate": hit_rate.to_dict(),
             "availability": stats.wilson(int(available(g).sum()), len(g)).to_dict(),
             "latency_p99_seconds": stats.quantile_ci(g["response_time_ms"] / 1000.0, 0.99).to_dict()}
 
@@ -139,9 +143,10 @@ def analyse(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPol
         return result
 
     # 3. enough users
-    if min(c_share.users, s_share.users) < policy.min_per_arm:
+    if min(c_share.users, s_share.users) < policy.min_per_arm or ca["requests"] < policy.min_requests:
         result.reasons = [f"collecting: {c_share.users} canary and {s_share.users} stable users with evaluated "
-                          f"answers, {policy.min_per_arm} per arm needed before a decision"]
+                          f"answers ({policy.min_per_arm} per arm needed) and {ca['requests']} canary answers "
+                          f"({policy.min_requests} needed to check its service objectives first)"]
         return result
     d = stats.sequential_difference(s_share, c_share, policy.alpha, policy.mixture_sd)
     if d is None:

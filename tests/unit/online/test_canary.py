@@ -75,7 +75,7 @@ def test_equal_canary_past_planned_size_is_inconclusive():
 
 def test_too_few_samples_keep_collecting_even_if_different():
     a = canary.analyse(joined(900, 0.10, 90, 0.60), STATE)
-    assert a.decision == canary.KEEP and "needed before a decision" in a.reasons[0]
+    assert a.decision == canary.KEEP and "per arm needed" in a.reasons[0]
 
 
 def test_early_small_difference_is_not_yet_a_decision():
@@ -207,3 +207,10 @@ def test_trajectory_of_the_difference_ends_where_the_analysis_is():
     assert path["canary_users"].is_monotonic_increasing
     assert path.iloc[-1]["diff"] == pytest.approx(a.difference["diff"])
     assert (path["always_high"] - path["always_low"]).iloc[-1] < (path["always_high"] - path["always_low"]).iloc[0]
+
+
+def test_answers_over_the_objective_are_misses_and_no_decision_before_the_objectives_are_checked():
+    slow = joined(1500, 0.20, 150, 0.60, ms_canary=900.0)     # 150 canary answers: too few to check objectives
+    a = canary.analyse(slow, STATE)
+    assert a.decision == canary.KEEP and "service objectives" in a.reasons[0]
+    assert a.arms["canary"]["hit_rate"]["value"] == 0.0      # every canary answer broke the 600 ms contract

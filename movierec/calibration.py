@@ -67,8 +67,8 @@ def at_look(joined: pd.DataFrame, t: pd.Timestamp, window: timedelta) -> pd.Data
 
 def sequential_decisions(joined: pd.DataFrame, looks: pd.DatetimeIndex, window: timedelta,
                          policy: canary.CanaryPolicy) -> tuple[int, str, int, float | None]:
-    """The canary analysis's decision at each look, vectorised over looks (the sample-ratio check, the users
-    guard and the sequential test of `canary.analyse`; these worlds meet the service objectives): (look
+    """The canary analysis's decision at each look, vectorised over looks (the answers and users guards, the
+    sample-ratio check and the sequential test of `canary.analyse`; these worlds meet the service objectives): (look
     index, decision, canary users, difference) of the first look that decides, or of the last look."""
     first = joined.loc[joined["version"] == STATE.canary, "time"].min()
     period = joined[joined["time"] >= first]
@@ -81,9 +81,12 @@ def sequential_decisions(joined: pd.DataFrame, looks: pd.DatetimeIndex, window: 
     first_seen = np.full(users.size, np.datetime64("NaT"), dtype=times.dtype)
     first_seen[user_index[::-1]] = times[::-1]          # earliest answer of each user
     seen_canary, seen_stable = np.sort(first_seen[is_canary]), np.sort(first_seen[~is_canary])
+    canary_times = times[(period["version"] == STATE.canary).to_numpy()]
     last = (len(looks) - 1, canary.KEEP, 0, None)
     for k, n in enumerate(closed_until):
         t = looks[k].to_datetime64()
+        if np.searchsorted(canary_times, t, side="right") < policy.min_requests:   # objectives not checked yet
+            continue
         srm = stats.sample_ratio_mismatch(int(np.searchsorted(seen_canary, t, side="right")),
                                           int(np.searchsorted(seen_stable, t, side="right")),
                                           STATE.canary_percent / 100, policy.srm_threshold)

@@ -186,10 +186,12 @@ def online_eval_command(
                                                           "port at /metrics.")] = None,
     metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds to (127.0.0.1: this "
                                                    "machine only).")] = "0.0.0.0",
-    min_per_arm: Annotated[int, typer.Option(help="Evaluated answers per arm before any hit-rate decision.")] = 300,
-    planned_canary: Annotated[int, typer.Option(help="Canary answers at which the sequential test is final.")]
-    = 5000,
-    alpha: Annotated[float, typer.Option(help="False promote/rollback rate bound of the sequential test.")] = 0.05,
+    min_per_arm: Annotated[int, typer.Option(help="Users with evaluated answers per arm before any hit-rate "
+                                                  "decision.")] = 100,
+    planned_canary: Annotated[int, typer.Option(help="Canary users after which no difference yet is reported as "
+                                                     "inconclusive (a person decides).")] = 2000,
+    alpha: Annotated[float, typer.Option(help="Bound on the chance of ever promoting or rolling back a canary "
+                                              "equal to the stable version (always-valid test).")] = 0.05,
 ) -> None:
     """Join served recommendations with later watches per version; analyse (and act on) the canary."""
     import json

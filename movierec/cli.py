@@ -18,6 +18,7 @@ from components.cli import app as components_app
 from components.core.errors import UserError
 from components.core.settings import load_settings
 from components.core.store import StoreError
+from movierec.calibrate import calibrate_command
 from movierec.demo import demo
 from pipelines.cli import app as pipeline_app
 from predictor.cli import rollout_app, serve
@@ -38,6 +39,7 @@ app.add_typer(pipeline_app, name="pipeline", help="Compile, run and schedule the
 app.command("serve")(serve)
 app.add_typer(rollout_app, name="rollout", help="Stable and canary model versions: canary, promote, rollback.")
 app.command("demo")(demo)
+app.command("calibrate")(calibrate_command)
 
 
 def main() -> None:

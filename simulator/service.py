@@ -37,6 +37,7 @@ DAY = 86400
 LEGACY_SERVER = "legacy@popularity"
 LEGACY_SHARE = 0.15       # history sessions that start from the legacy popularity list
 SIGNUP_RATINGS = 25       # mean number of movies rated when joining
+PASSED_OVER_WEIGHT = 0.5  # how much less a user picks, on their own, a movie of the list they just passed over
 
 
 class StreamingService(LiveTrafficMixin, RecommendersMixin):
@@ -160,12 +161,14 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         self._busy_until[user] = t
 
     def _own_choice(self, user: int, affinity: np.ndarray, passed_over: list[str] = ()) -> int:
-        """A movie the user finds on their own. Movies of a list they just passed over are out:
-        picking one of those would be following the list, which `_react` already decided against."""
+        """A movie the user finds on their own. Movies of a list they just passed over are less likely
+        (PASSED_OVER_WEIGHT), not impossible: a well-known movie a user would have watched anyway is
+        often on the list too, and the log then shows a "hit" the list did not cause - the attribution
+        bias of real data, which online evaluation has to live with."""
         w = behaviour.choice_weights(affinity, self.catalogue.exposure, self.seen.get(user, {}))
         if len(passed_over):
             idx = self.catalogue.indices(list(passed_over)[:20])
-            w[idx[idx >= 0]] = 0.0
+            w[idx[idx >= 0]] *= PASSED_OVER_WEIGHT
         return behaviour.pick(w, self._rnd)
 
     def _utilities(self, user: int, affinity: np.ndarray, idx: np.ndarray) -> np.ndarray:

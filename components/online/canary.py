@@ -1,8 +1,8 @@
 """Canary analysis: is the canary better than the stable version, with evidence, and what to do.
 
 Input: the joined recommendations of `components.online.join.join` and the rollout state.
-Both arms are compared over the same period (from the canary's first answer on), so a daily
-rhythm or a catalogue change does not favour one of them. The checks, in order:
+Both arms are compared over the same period (everything from the canary's first answer on), so a
+daily rhythm or a catalogue change does not favour one of them. The checks, in order:
 
 1. Service objectives of the canary (it needs `min_requests` answers): availability (status 200
    under 600 ms) whose Wilson upper bound is under the objective, or a p99 latency whose lower
@@ -10,13 +10,19 @@ rhythm or a catalogue change does not favour one of them. The checks, in order:
 2. Sample-ratio mismatch: distinct users per arm against the configured canary share
    (chi-square, p < 0.001). Users, not requests, are the unit of assignment (a stable hash of the
    user id); a mismatch means routing or logging is broken, so nothing is promoted.
-3. Peeking guard: no hit-rate decision before `min_per_arm` evaluated answers in each arm, and
-   then the two-proportion z statistic must cross `stats.sequential_boundary(t)` with
-   t = canary answers / `planned_canary`. That boundary keeps the false promote/rollback rate
-   under `alpha` however often the analysis runs (every cycle of `online-eval --follow`).
-   Past the planned size without a crossing the result is "inconclusive": keep collecting, a
-   person decides.
-4. z above the boundary: promote; below minus the boundary: roll back; otherwise keep collecting.
+3. The user is the unit. Hit rate is hits per evaluated request, where a failed answer (timeout,
+   error, empty list) is an evaluated request without a hit: failures count against the canary.
+   One user's requests are correlated, so the variance of each arm's hit rate is computed from
+   per-user totals (delta method, `stats.clustered_share`), and the intervals and the test are on
+   that basis. An answer over 600 ms is a failed one (the contract). No hit-rate decision before
+   `min_per_arm` users per arm have evaluated answers and the canary has the `min_requests`
+   answers its service objectives are checked on.
+4. An always-valid sequential test (`stats.sequential_difference`, a mixture SPRT): the analysis
+   may look at every cycle of `online-eval --follow`, at any cadence, for as long as the canary
+   runs, and the chance of ever deciding wrongly between identical versions stays under `alpha`.
+   Its interval of the difference excluding 0 from above: promote; from below: roll back;
+   otherwise keep collecting. Past `planned_canary` users without a decision the analysis says
+   "inconclusive" (a person decides, the test stays valid if it keeps running).
 
 With `auto`, `act` carries a promote or rollback out through `components.core.rollout`.
 """
@@ -25,10 +31,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from components.core import rollout, stats
-from components.online.join import LATENCY_OBJECTIVE_MS, available, closed
+from components.online.join import LATENCY_OBJECTIVE_MS, available
 
 PROMOTE, ROLLBACK, KEEP, NO_CANARY = "promote", "rollback", "keep_collecting", "no_canary"
 
@@ -38,8 +45,9 @@ class CanaryPolicy:
     """Thresholds of the automatic decision (defaults documented in the module docstring)."""
 
     alpha: float = 0.05
-    min_per_arm: int = 300
-    planned_canary: int = 5000
+    min_per_arm: int = 100            # users with evaluated answers, per arm
+    planned_canary: int = 2000        # canary users after which "no difference yet" goes to a person
+    mixture_sd: float = 0.05          # the size of hit-rate difference the sequential test is tuned for
     min_requests: int = 200
     availability_objective: float = 0.99
     latency_p99_objective_seconds: float = LATENCY_OBJECTIVE_MS / 1000
@@ -54,10 +62,9 @@ class CanaryAnalysis:
     decision: str
     reasons: list[str] = field(default_factory=list)
     since: str | None = None
+    until: str | None = None
     arms: dict = field(default_factory=dict)
-    z_test: dict | None = None
-    boundary: float | None = None
-    information_fraction: float | None = None
+    difference: dict | None = None
     srm: dict | None = None
     acted: str | None = None
 
@@ -65,13 +72,34 @@ class CanaryAnalysis:
         return asdict(self)
 
 
-def _arm(g: pd.DataFrame) -> dict:
-    done = g[closed(g)]
-    return {"requests": len(g), "users": int(g["user_id"].nunique()), "evaluated": len(done),
-            "hits": int(done["hit"].sum()),
-            "hit_rate": stats.wilson(int(done["hit"].sum()), len(done)).to_dict(),
+def evaluated(g: pd.DataFrame) -> pd.DataFrame:
+    """The answers whose window is over, failed ones included (they are misses)."""
+    return g[~g["open"].astype(bool)]
+
+
+def hit_share(g: pd.DataFrame) -> stats.ClusteredShare:
+    """Hits per evaluated answer, users as the unit. Failed answers count as misses, and so does an
+    answer over the 600 ms objective: the contract counts it as failed, whatever the user did next."""
+    done = evaluated(g)
+    per_user = done.assign(hit=done["hit"] & available(done)).groupby("user_id")["hit"].agg(["sum", "size"])
+    return stats.clustered_share(per_user["sum"].to_numpy(), per_user["size"].to_numpy())
+
+
+def _arm(g: pd.DataFrame, share: stats.ClusteredShare) -> dict:
+    hit_rate = stats.clustered_interval(share)
+    return {"requests": len(g), "users": int(g["user_id"].nunique()), "evaluated": share.requests,
+            "evaluated_users": share.users, "hits": int(round((share.value or 0) * share.requests)), "hit_rate": hit_rate.to_dict(),
             "availability": stats.wilson(int(available(g).sum()), len(g)).to_dict(),
             "latency_p99_seconds": stats.quantile_ci(g["response_time_ms"] / 1000.0, 0.99).to_dict()}
+
+
+def arms(joined: pd.DataFrame, state: rollout.RolloutState) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(canary rows, stable rows) from the canary's first answer on; None when the canary has none."""
+    canary_rows = joined[joined["version"] == state.canary]
+    if canary_rows.empty:
+        return None
+    period = joined[joined["time"] >= canary_rows["time"].min()]
+    return period[period["version"] == state.canary], period[period["version"] == state.stable]
 
 
 def analyse(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPolicy = CanaryPolicy()
@@ -81,15 +109,14 @@ def analyse(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPol
     if not state.canary or not state.stable:
         result.decision, result.reasons = NO_CANARY, ["no canary is deployed"]
         return result
-    canary_rows = joined[joined["version"] == state.canary]
-    if canary_rows.empty:
+    split = arms(joined, state)
+    if split is None:
         result.reasons = [f"no answer from canary {state.canary} in the log yet"]
         return result
-    since = canary_rows["time"].min()
-    period = joined[joined["time"] >= since]
-    c, s = period[period["version"] == state.canary], period[period["version"] == state.stable]
-    result.since = since.isoformat()
-    result.arms = {"canary": _arm(c), "stable": _arm(s)}
+    c, s = split
+    result.since, result.until = c["time"].min().isoformat(), joined["time"].max().isoformat()
+    c_share, s_share = hit_share(c), hit_share(s)
+    result.arms = {"canary": _arm(c, c_share), "stable": _arm(s, s_share)}
     ca, sa = result.arms["canary"], result.arms["stable"]
 
     # 1. service objectives of the canary
@@ -115,30 +142,52 @@ def analyse(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPol
                           "check routing and the request log"]
         return result
 
-    # 3. peeking guard
-    if min(ca["evaluated"], sa["evaluated"]) < policy.min_per_arm:
-        result.reasons = [f"collecting: {ca['evaluated']} canary and {sa['evaluated']} stable evaluated answers, "
-                          f"{policy.min_per_arm} per arm needed before a decision"]
+    # 3. enough users
+    if min(c_share.users, s_share.users) < policy.min_per_arm or ca["requests"] < policy.min_requests:
+        result.reasons = [f"collecting: {c_share.users} canary and {s_share.users} stable users with evaluated "
+                          f"answers ({policy.min_per_arm} per arm needed) and {ca['requests']} canary answers "
+                          f"({policy.min_requests} needed to check its service objectives first)"]
         return result
-    t = ca["evaluated"] / policy.planned_canary
-    boundary = stats.sequential_boundary(t, policy.alpha)
-    z = stats.two_proportion_z(sa["hits"], sa["evaluated"], ca["hits"], ca["evaluated"])
-    result.z_test, result.boundary, result.information_fraction = asdict(z), boundary, t
-    summary = (f"hit rate canary {ca['hit_rate']['value']:.4f} vs stable {sa['hit_rate']['value']:.4f} "
-               f"(difference {z.diff:+.4f}, 95% CI {z.diff_low:+.4f}..{z.diff_high:+.4f}), z={z.z:.2f}, "
-               f"boundary +-{boundary:.2f} at information {min(t, 1):.2f}")
+    d = stats.sequential_difference(s_share, c_share, policy.alpha, policy.mixture_sd)
+    if d is None:
+        result.reasons = ["collecting: no variation in the hit rates yet"]
+        return result
+    result.difference = asdict(d)
+    summary = (f"on {c_share.users} canary and {s_share.users} stable users: hit rate canary "
+               f"{c_share.value:.4f} vs stable {s_share.value:.4f}, difference {d.diff:+.4f} "
+               f"(95% CI {d.low:+.4f}..{d.high:+.4f}; always-valid {1 - policy.alpha:.0%} interval "
+               f"{d.always_low:+.4f}..{d.always_high:+.4f})")
 
     # 4. decision
-    if z.z >= boundary:
+    if d.always_low > 0:
         result.decision, result.reasons = PROMOTE, [f"canary better: {summary}"]
-    elif z.z <= -boundary:
+    elif d.always_high < 0:
         result.decision, result.reasons = ROLLBACK, [f"canary worse: {summary}"]
-    elif t >= 1:
-        result.reasons = [f"inconclusive at the planned sample size ({policy.planned_canary}): {summary}; "
-                          "no significant difference, a person decides"]
+    elif c_share.users >= policy.planned_canary:
+        result.reasons = [f"inconclusive at the planned {policy.planned_canary} canary users: {summary}; "
+                          "no difference shown, a person decides (the test stays valid if the canary keeps running)"]
     else:
-        result.reasons = [f"collecting: {summary}"]
+        result.reasons = [f"collecting: {summary}; the always-valid interval still includes 0"]
     return result
+
+
+def trajectory(joined: pd.DataFrame, state: rollout.RolloutState, policy: CanaryPolicy = CanaryPolicy(),
+               points: int = 24) -> pd.DataFrame:
+    """The difference (canary - stable) and both its intervals at `points` times since the canary started,
+    each on the evaluated answers given up to then (with the outcomes known now): how the evidence grew."""
+    columns = ["time", "canary_users", "stable_users", "diff", "low", "high", "always_low", "always_high"]
+    split = arms(joined, state) if state.canary and state.stable else None
+    if split is None:
+        return pd.DataFrame(columns=columns)
+    c, s = split
+    start = c["time"].min()
+    rows = []
+    for t in start + (joined["time"].max() - start) * np.linspace(0, 1, points + 1)[1:]:
+        cs, ss = hit_share(c[c["time"] <= t]), hit_share(s[s["time"] <= t])
+        d = stats.sequential_difference(ss, cs, policy.alpha, policy.mixture_sd)
+        if d is not None:
+            rows.append((t, cs.users, ss.users, d.diff, d.low, d.high, d.always_low, d.always_high))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def act(store, analysis: CanaryAnalysis) -> CanaryAnalysis:

@@ -7,20 +7,25 @@ into per-version figures, each with its sample size and a confidence interval
 
 Attribution rule (documented because it decides what a "hit" is):
 
-* A watch or rate line of user u for movie m at time t is credited to the most recent
-  recommendation answered to u at or before t, no older than `window`, whose result list
-  contains m. Each line is credited to at most one recommendation, so a later list that repeats
-  a movie takes the credit from an earlier one and nothing is counted twice across versions.
-* A recommendation is a hit if at least one watch line is credited to it (counted once however
-  many minutes or movies follow). Watched minutes are the distinct (movie, minute) lines credited
-  to it; ratings are the credited rate lines.
+* Watch lines are grouped into viewing sessions: the minute lines of one user and one movie
+  that follow each other with gaps of at most `SESSION_GAP`. A session starts at its first line.
+* A session of user u for movie m that starts at t is credited to the most recent recommendation
+  answered to u strictly before t, no older than `window`, whose result list contains m. Each
+  session is credited to at most one recommendation. A session that was already running when
+  the list was shown is not credited to it: showing a user the movie they are watching earns
+  nothing, and reloading the home page during a movie does not make a hit.
+* A recommendation is a hit if at least one session is credited to it. Its watched minutes are
+  all the distinct minutes of its credited sessions, also those past the window (the session
+  started inside it). A rate line is credited with the session of the same user and movie it
+  follows (started before the rating, ended at most `window` before it).
 * Only answers with status 200 and a non-empty list can be hits. Availability (status 200 and
-  under 600 ms) and latency count every request.
+  under 600 ms) and latency count every request; the canary analysis counts failed answers as
+  misses (`components.online.canary`).
 * An answer younger than `window` at the end of the data is still "open": its outcome is not
   known yet, so it is left out of hit rate, minutes and ratings (counted as `open`).
 
-The join is one `merge_asof` by (user, movie) on time over the exploded result lists: no Python
-loop per event.
+The join is one `merge_asof` by (user, movie) on time over the exploded result lists and the
+sessions: no Python loop per event.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from components.core.eventlog import file_path
 from components.core.events import RateEvent, RecommendationEvent, WatchEvent, parse_line, server_version
 
 DEFAULT_WINDOW = timedelta(minutes=30)
+SESSION_GAP = timedelta(minutes=10)   # a longer pause between two minute lines starts a new viewing session
 LATENCY_OBJECTIVE_MS = 600
 KINDS = ("recommendation", "watch", "rate")
 _COLUMNS = {
@@ -103,8 +109,9 @@ def version_of(server: pd.Series) -> pd.Series:
     """The model version of each `<host>@<version>` (events.server_version, once per distinct server)."""
     if server.empty:
         return pd.Series([], index=server.index, dtype=object)
-    server = server.astype(str)
-    return server.map({s: server_version(s) for s in server.unique()})
+    codes, servers = pd.factorize(server.astype(str))     # a handful of servers: parse each once
+    versions = np.array([server_version(s) for s in servers], dtype=object)
+    return pd.Series(versions[codes], index=server.index, dtype=object)
 
 
 def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
@@ -129,29 +136,66 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
     # Integer movie codes: merge_asof groups int64 keys much faster than strings.
     codes, movies = pd.factorize(items["movie_id"].astype(str))
     items = items.assign(movie=codes.astype("int64"), user_id=items["user_id"].astype("int64"))
-    watches = _credit(frames["watch"], items, pd.Index(movies), window)
-    rates = _credit(frames["rate"], items, pd.Index(movies), window)
-
-    out["hit"] = out.index.isin(watches["rec_id"].unique())
-    minutes = watches.drop_duplicates(["rec_id", "movie_id", "minute"]).groupby("rec_id").size()
-    out["minutes"] = minutes.reindex(out.index, fill_value=0).astype(int)
-    ratings = rates.groupby("rec_id")["rating"].agg(list)
-    out["ratings"] = ratings.reindex(out.index).map(lambda r: r if isinstance(r, list) else [])
+    movies = pd.Index(movies)
+    sessions = watch_sessions(frames["watch"], movies)
+    credited = _credit(sessions, items, window)
+    out["hit"] = out.index.isin(credited["rec_id"].unique())
+    out["minutes"] = credited.groupby("rec_id")["minutes"].sum().reindex(out.index, fill_value=0).astype(int)
+    rates = _rated_sessions(frames["rate"], movies, credited, window)
+    cells: list[list] = [[] for _ in range(len(out))]
+    for rec_id, rating in zip(rates["rec_id"], rates["rating"], strict=True):
+        cells[rec_id].append(rating)
+    out["ratings"] = cells
     return out
 
 
-def _credit(events: pd.DataFrame, items: pd.DataFrame, movies: pd.Index, window: timedelta) -> pd.DataFrame:
-    """Events matched to the latest earlier recommendation of the same user listing the movie."""
-    codes = movies.get_indexer(events["movie_id"].astype(str)) if len(events) else np.empty(0, dtype=np.int64)
-    keep = (codes >= 0) & events["user_id"].isin(items["user_id"].unique()).to_numpy()
-    if not keep.any():
-        return events.assign(rec_id=pd.Series(dtype="int64")).iloc[0:0]
-    left = events[keep].assign(user_id=lambda f: f["user_id"].astype("int64"), movie=codes[keep].astype("int64"))
-    right = items[["rec_time", "user_id", "movie", "rec_id"]]
-    matched = pd.merge_asof(left.sort_values("time", kind="stable"), right.sort_values("rec_time", kind="stable"),
-                            left_on="time", right_on="rec_time", by=["user_id", "movie"],
-                            direction="backward", tolerance=pd.Timedelta(window), allow_exact_matches=True)
+def watch_sessions(watches: pd.DataFrame, movies: pd.Index) -> pd.DataFrame:
+    """Viewing sessions of listed movies: one row per (user, movie, run of minute lines with gaps <= SESSION_GAP).
+
+    Columns: user_id, movie (code in `movies`), start, end, minutes (distinct minute numbers)."""
+    codes = movies.get_indexer(watches["movie_id"].astype(str)) if len(watches) else np.empty(0, dtype=np.int64)
+    w = watches.loc[codes >= 0, ["time", "user_id", "minute"]].assign(movie=codes[codes >= 0].astype("int64"))
+    if w.empty:
+        return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "movie": pd.Series(dtype="int64"),
+                             "start": pd.Series(dtype="datetime64[ns]"), "end": pd.Series(dtype="datetime64[ns]"),
+                             "minutes": pd.Series(dtype="int64")})
+    w = w.assign(user_id=w["user_id"].astype("int64")).sort_values(["user_id", "movie", "time"], kind="stable")
+    same = (w["user_id"].to_numpy()[1:] == w["user_id"].to_numpy()[:-1]) & \
+           (w["movie"].to_numpy()[1:] == w["movie"].to_numpy()[:-1])
+    close = np.diff(w["time"].to_numpy()) <= np.timedelta64(SESSION_GAP)
+    w["session"] = np.cumsum(np.concatenate([[True], ~(same & close)]))
+    g = w.groupby("session", sort=False)
+    return pd.DataFrame({"user_id": g["user_id"].first(), "movie": g["movie"].first(), "start": g["time"].min(),
+                         "end": g["time"].max(), "minutes": g["minute"].nunique().astype("int64")}
+                        ).reset_index(drop=True)
+
+
+def _credit(sessions: pd.DataFrame, items: pd.DataFrame, window: timedelta) -> pd.DataFrame:
+    """Sessions matched to the latest recommendation of the same user listing the movie, strictly before
+    the session's start and no older than `window`; columns of `sessions` plus rec_id."""
+    if sessions.empty or items.empty:
+        return sessions.assign(rec_id=pd.Series(dtype="int64")).iloc[0:0]
+    right = items[["rec_time", "user_id", "movie", "rec_id"]].sort_values("rec_time", kind="stable")
+    matched = pd.merge_asof(sessions.sort_values("start", kind="stable"), right, left_on="start",
+                            right_on="rec_time", by=["user_id", "movie"], direction="backward",
+                            tolerance=pd.Timedelta(window), allow_exact_matches=False)
     matched = matched.dropna(subset=["rec_id"])
+    return matched.assign(rec_id=matched["rec_id"].astype("int64"))
+
+
+def _rated_sessions(rates: pd.DataFrame, movies: pd.Index, credited: pd.DataFrame, window: timedelta
+                    ) -> pd.DataFrame:
+    """Rate lines of credited sessions: the latest credited session of that user and movie started at or before
+    the rating and ended at most `window` before it; columns time, rating, rec_id."""
+    codes = movies.get_indexer(rates["movie_id"].astype(str)) if len(rates) else np.empty(0, dtype=np.int64)
+    if credited.empty or not (codes >= 0).any():
+        return pd.DataFrame({"time": [], "rating": [], "rec_id": pd.Series(dtype="int64")})
+    left = rates.loc[codes >= 0, ["time", "user_id", "rating"]].assign(movie=codes[codes >= 0].astype("int64"))
+    left = left.assign(user_id=left["user_id"].astype("int64")).sort_values("time", kind="stable")
+    right = credited[["start", "end", "user_id", "movie", "rec_id"]].sort_values("start", kind="stable")
+    matched = pd.merge_asof(left, right, left_on="time", right_on="start", by=["user_id", "movie"],
+                            direction="backward").dropna(subset=["rec_id"])
+    matched = matched[matched["time"] <= matched["end"] + pd.Timedelta(window)]
     return matched.assign(rec_id=matched["rec_id"].astype("int64"))
 
 
@@ -174,6 +218,9 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
                     confidence: float = 0.95) -> dict[str, dict]:
     """Per version: every figure as an `Estimate` dict (value, n, low, high, method), plus counts.
 
+    The hit rate's interval comes from per-user totals (delta method): one user's answers are
+    correlated, so a per-request interval would be too narrow.
+
     `personalized(version, user_ids)` returns a boolean array (the user was known to that version,
     so the answer was personalized) or None when the version's model is unavailable."""
     result = {}
@@ -182,7 +229,7 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
         ratings = np.concatenate([np.asarray(r, dtype=float) for r in done["ratings"]] or [np.empty(0)])
         lat = g["response_time_ms"].to_numpy() / 1000.0
         figures = {
-            "hit_rate": stats.wilson(int(done["hit"].sum()), len(done), confidence),
+            "hit_rate": _user_level_share(done, confidence),
             "watched_minutes_per_recommendation": stats.mean_ci(done["minutes"], confidence),
             "mean_rating_of_recommended": stats.mean_ci(ratings, confidence),
             "availability": stats.wilson(int(ok.sum()), len(g), confidence),
@@ -203,6 +250,15 @@ def version_metrics(joined: pd.DataFrame, personalized: Personalized | None = No
             **{name: est.to_dict() for name, est in figures.items()},
         }
     return result
+
+
+def _user_level_share(done: pd.DataFrame, confidence: float) -> stats.Estimate:
+    """Hit rate of served answers with an interval that treats the user, not the request, as the unit."""
+    per_user = done.groupby("user_id")["hit"].agg(["sum", "size"])
+    share = stats.clustered_share(per_user["sum"].to_numpy(), per_user["size"].to_numpy())
+    if share.value is not None and share.variance == 0:   # all hits or none: the Wilson bound says how sure
+        return stats.wilson(int(done["hit"].sum()), len(done), confidence)
+    return stats.clustered_interval(share, confidence)
 
 
 def personalized_from_store(store) -> Personalized:

@@ -178,6 +178,22 @@ def _canary_lines(analysis: dict | None) -> tuple[str, list[str]] | None:
     return head, list(analysis["reasons"])
 
 
+def _canary_difference(analysis: dict | None) -> tuple[list[list[str]], str] | None:
+    """The canary against stable: rows of (what, canary, stable) and the difference with its intervals."""
+    d, arms = (analysis or {}).get("difference"), (analysis or {}).get("arms") or {}
+    if not d or not arms:
+        return None
+    rows = [["users (evaluated)", str(arms["canary"]["evaluated_users"]), str(arms["stable"]["evaluated_users"])],
+            ["answers (evaluated; failed answers count as misses)", str(arms["canary"]["evaluated"]),
+             str(arms["stable"]["evaluated"])],
+            ["hit rate (95% interval, users as the unit)", _fmt(arms["canary"]["hit_rate"], True),
+             _fmt(arms["stable"]["hit_rate"], True)]]
+    text = (f"Difference {d['diff']:+.4f}: 95% interval {d['low']:+.4f}..{d['high']:+.4f} at this look; "
+            f"always-valid interval {d['always_low']:+.4f}..{d['always_high']:+.4f} (valid at every look since "
+            "the canary started: the decision is taken when it excludes 0).")
+    return rows, text
+
+
 def _drift_lines(drift: dict | None) -> list[str]:
     lines = []
     for feature, d in (drift or {}).items():
@@ -201,7 +217,8 @@ def _intro(result: dict) -> str:
     return (f"Window {_duration(window)} (how long after an answer a watch still counts); data from "
             f"{_when(result.get('data_from'))} to {_when(result.get('data_until'))} UTC; every answer before "
             f"{_when(result.get('consumed_until'))} is final. Figures show value [95% interval] (n = sample "
-            "size): Wilson intervals for shares, t intervals for means, order statistics for latency.")
+            "size): the hit rate's interval takes the user as the unit (delta method over per-user totals); "
+            "Wilson intervals for other shares, t intervals for means, order statistics for latency.")
 
 
 def markdown(result: dict, image: str | None) -> str:
@@ -213,6 +230,10 @@ def markdown(result: dict, image: str | None) -> str:
     canary = _canary_lines(result.get("canary"))
     if canary:
         lines += ["", "## Canary", "", f"**{canary[0]}**", "", *(f"- {r}" for r in canary[1])]
+        difference = _canary_difference(result.get("canary"))
+        if difference:
+            lines += ["", "| | canary | stable |", "|---|---|---|",
+                      *("| " + " | ".join(row) + " |" for row in difference[0]), "", difference[1]]
     if result.get("drift"):
         lines += ["", "## Input drift against the training data (population stability index)", ""]
         lines += [f"- {line}" for line in _drift_lines(result["drift"])]
@@ -221,7 +242,7 @@ def markdown(result: dict, image: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(result: dict, image: Path | None) -> str:
+def render_html(result: dict, image: Path | None, canary_image: Path | None = None) -> str:
     """The report as one self-contained page (the plot inline), for a browser."""
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Online evaluation</title>",
@@ -236,6 +257,15 @@ def render_html(result: dict, image: Path | None) -> str:
     if canary:
         parts.append(f"<h2>Canary</h2><p><strong>{e(canary[0])}</strong></p><ul>"
                      + "".join(f"<li>{e(r)}</li>" for r in canary[1]) + "</ul>")
+        difference = _canary_difference(result.get("canary"))
+        if difference:
+            parts.append("<table><tr><th></th><th>canary</th><th>stable</th></tr>"
+                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
+                                   for row in difference[0]) + f"</table><p>{e(difference[1])}</p>")
+        if canary_image:
+            png = base64.b64encode(canary_image.read_bytes()).decode()
+            parts.append("<img alt='hit-rate difference of the canary over time' "
+                         f"src='data:image/png;base64,{png}'/>")
     if result.get("drift"):
         parts.append("<h2>Input drift against the training data (population stability index)</h2><ul>"
                      + "".join(f"<li>{e(line)}</li>" for line in _drift_lines(result["drift"])) + "</ul>")
@@ -247,13 +277,57 @@ def render_html(result: dict, image: Path | None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_report(result: dict, series: pd.DataFrame, directory: str | Path) -> Path:
-    """Write JSON, HTML, Markdown, PNG and the Prometheus text file into `directory`; return it."""
+def plot_canary(path_df: pd.DataFrame | None, analysis: dict, path: Path) -> Path | None:
+    """The canary's hit-rate difference over time with its fixed and always-valid intervals."""
+    if path_df is None or path_df.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    times = pd.to_datetime(path_df["time"])
+    span, one_day = times.max() - times.min(), times.min().date() == times.max().date()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.fill_between(times, 100 * path_df["always_low"], 100 * path_df["always_high"], alpha=0.2,
+                    label="always-valid interval (decides when it excludes 0)")
+    ax.fill_between(times, 100 * path_df["low"], 100 * path_df["high"], alpha=0.3,
+                    label="95% interval at that look")
+    ax.plot(times, 100 * path_df["diff"], marker=".", label="canary minus stable")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title(f"Hit rate of canary {analysis['canary']} minus stable {analysis['stable']}\n"
+                 f"(users as the unit): {analysis['decision']}", fontsize="medium")
+    ax.set_ylabel("difference of hit rate (percentage points)")
+    ax.set_xlabel(f"time (UTC) on {times.min():%d %b %Y}" if one_day else "time (UTC)")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(
+        "%H:%M:%S" if span < pd.Timedelta(minutes=10) else "%H:%M" if one_day else "%d %b\n%H:%M"))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(result: dict, series: pd.DataFrame, directory: str | Path,
+                 canary_path: pd.DataFrame | None = None) -> Path:
+    """Write JSON, HTML, Markdown, PNGs and the Prometheus text file into `directory`; return it.
+
+    `canary_path` is `components.online.canary.trajectory`: the difference along the way, plotted
+    per canary as `canary-<version>.png`."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / "online-eval.json").write_text(json.dumps(result, indent=2, default=str))
     image = plot(series, out / "online-metrics.png")
-    (out / "report.md").write_text(markdown(result, image.name if image else None))
-    (out / "report.html").write_text(render_html(result, image))
+    analysis = result.get("canary") or {}
+    canary_image = (plot_canary(canary_path, analysis, out / f"canary-{analysis['canary']}.png")
+                    if analysis.get("canary") else None)
+    text = markdown(result, image.name if image else None)
+    if canary_image:
+        text += f"\n![hit-rate difference of the canary over time]({canary_image.name})\n"
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(render_html(result, image, canary_image))
     (out / "online-metrics.prom").write_bytes(prometheus_text(result))
     return out

@@ -37,6 +37,7 @@ from components.online.join import (
     personalized_from_store,
     time_series,
     version_metrics,
+    version_of,
 )
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,8 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
     if report_dir:
         from components.online.report import write_report
 
-        write_report(result, time_series(joined), report_dir)
+        write_report(result, time_series(joined), report_dir,
+                     canary.trajectory(joined, state, policy) if analysis.canary else None)
     return result
 
 
@@ -175,21 +177,29 @@ def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedel
     """Evaluate every `interval` seconds what arrived; keep `keep` of events in memory.
 
     Events come from `tail` (a log file) or, when it is None, from the store's snapshots re-read
-    each cycle. With `metrics_port`, the latest `movierec_online_*` gauges are served on
+    each cycle. While a canary runs, everything since its first answer is kept as well, however
+    long ago: its sequential test is computed on all of it, never on a sliding window. With
+    `metrics_port`, the latest `movierec_online_*` gauges are served on
     `metrics_host:metrics_port` at /metrics."""
     from components.online.join import frames_from_store
     from components.online.report import prometheus_text
 
     server = _serve_metrics(metrics_port, metrics_host) if metrics_port else None
     frames = frames_from_lines([])
-    result, n = None, 0
+    result, n, newest, canary_start = None, 0, None, None
     try:
         while cycles is None or n < cycles:
+            days = keep.days + 1
+            if canary_start is not None and newest is not None:   # read back to the canary's first answer
+                days = max(days, (newest - canary_start[1]).days + 2)
             frames = drop_future(concat_frames(frames, frames_from_lines(tail.read())) if tail
-                                 else frames_from_store(store, last_days=keep.days + 1))
+                                 else frames_from_store(store, last_days=days))
             newest = last_time(frames)
             if newest is not None:
+                canary_start = _canary_start(frames, rollout.load(store).canary, canary_start)
                 horizon = newest - pd.Timedelta(keep)
+                if canary_start is not None:
+                    horizon = min(horizon, canary_start[1])
                 frames = {k: f[f["time"] >= horizon].reset_index(drop=True) for k, f in frames.items()}
                 result = run_once(frames, store, **kwargs)
                 if server:
@@ -204,6 +214,18 @@ def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedel
         if server:
             server.shutdown()
     return result
+
+
+def _canary_start(frames: dict[str, pd.DataFrame], version: str | None,
+                  known: tuple[str, pd.Timestamp] | None) -> tuple[str, pd.Timestamp] | None:
+    """(canary version, time of its first answer): remembered across cycles, None without a canary."""
+    if not version:
+        return None
+    if known is not None and known[0] == version:
+        return known
+    recs = frames["recommendation"]
+    times = recs.loc[version_of(recs["server"]) == version, "time"]
+    return (version, times.min()) if len(times) else None
 
 
 def _serve_metrics(port: int, host: str = "0.0.0.0"):

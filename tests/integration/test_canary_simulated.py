@@ -14,6 +14,10 @@ Each round, the users ask `n` times (their answers logged as `sim@<version>` req
 `format_event`), react as their tastes say, and `online_run.run_once(auto=True)` analyses the
 whole log so far and acts through the rollout state. A better canary must end promoted, a worse
 or slow one rolled back, an equal one still collecting when the budget is spent.
+
+The last tests run a few of the calibration's worlds (`simulator.worlds`, `movierec.calibration`:
+thousands of heterogeneous users at the default 10% canary share, looked at every 30 simulated
+minutes); `make bench` runs hundreds of them (`benchmarks/bench_calibration.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from simulator.service import StreamingService
 
 pytestmark = pytest.mark.integration
 
-POLICY = canary.CanaryPolicy(min_per_arm=200, planned_canary=2500)
+POLICY = canary.CanaryPolicy(min_per_arm=100, planned_canary=600)
 PERCENT = 50.0
 ROUND, BUDGET = 400, 4000
 START = datetime(2026, 3, 1, 8, 0, 0)
@@ -179,3 +183,23 @@ def test_worse_canary_over_the_real_predictor_is_rolled_back_and_withdrawn(tmp_p
     finally:
         stop_instance(proc)
         server_log.close()
+
+
+def test_identical_canaries_are_rarely_decided_on_simulated_worlds():
+    from movierec import calibration
+
+    outcomes = [calibration.run_world(seed, 0.0) for seed in range(1, 7)]
+    assert all(o.analyse_agrees for o in outcomes)
+    assert all(o.looks > 50 or o.decision != canary.KEEP for o in outcomes)   # looked at every cycle
+    assert sum(o.decision != canary.KEEP for o in outcomes) <= 1, outcomes
+
+
+@pytest.mark.parametrize("sign, right, wrong", [(1, canary.PROMOTE, canary.ROLLBACK),
+                                                (-1, canary.ROLLBACK, canary.PROMOTE)])
+def test_better_and_worse_canaries_are_decided_right_on_simulated_worlds(sign, right, wrong):
+    from movierec import calibration
+
+    outcomes = [calibration.run_world(seed, sign * calibration.EFFECT) for seed in range(1, 4)]
+    assert all(o.analyse_agrees for o in outcomes)
+    assert sum(o.decision == right for o in outcomes) >= 2, outcomes
+    assert not any(o.decision == wrong for o in outcomes), outcomes

@@ -10,7 +10,7 @@ import pytest
 from components.core import stats
 from components.core.durations import parse_duration
 from components.core.events import RateEvent, RecommendationEvent, WatchEvent, format_event
-from components.online.join import frames_from_lines, join, time_series, version_metrics
+from components.online.join import SESSION_GAP, frames_from_lines, join, time_series, version_metrics
 
 T0 = datetime(2026, 3, 18, 12, 0, 0)
 
@@ -152,8 +152,9 @@ def test_empty_input_gives_no_versions():
 
 
 def test_join_agrees_with_a_plain_loop_on_random_traffic():
-    """The vectorized attribution equals the rule written as a loop: each watch goes to the latest
-    earlier recommendation of the same user within the window that listed the movie."""
+    """The vectorized attribution equals the rule written as a loop: watch lines of a user and movie
+    with gaps of at most SESSION_GAP form a session; each session goes to the latest recommendation of
+    the same user strictly before its start, within the window, that listed the movie."""
     rng = np.random.default_rng(42)
     movies = [f"m+{i}" for i in range(40)]
     lines, recs = [], []
@@ -162,20 +163,69 @@ def test_join_agrees_with_a_plain_loop_on_random_traffic():
         listed = [movies[j] for j in rng.choice(40, 5, replace=False)]
         recs.append((at(minute), user, set(listed)))
         lines.append(reco(minute, user, "v1" if i % 2 else "v2", listed))
-    watches = [(at(float(rng.uniform(0, 660))), int(rng.integers(1, 30)), movies[int(rng.integers(0, 40))])
-               for _ in range(3000)]
+    watches = sorted((at(float(rng.uniform(0, 660))), int(rng.integers(1, 30)), movies[int(rng.integers(0, 40))])
+                     for _ in range(3000))
     lines += [format_event(WatchEvent(t, u, m, 0)) for t, u, m in watches]
     lines.append(watch(2000, 999, "z+2000"))
     joined = evaluate(lines)
+    last_line: dict = {}
+    starts = []
+    for t, u, m in watches:
+        if (u, m) not in last_line or t - last_line[(u, m)] > SESSION_GAP:
+            starts.append((t, u, m))
+        last_line[(u, m)] = t
     order = sorted(range(len(recs)), key=lambda i: recs[i][0])     # join sorts answers by time (stable)
     expected = np.zeros(len(recs), dtype=bool)
-    for t, u, m in watches:
+    for t, u, m in starts:
         best = None
         for i in order:
             rt, ru, listed = recs[i]
-            if ru == u and rt <= t and t - rt <= timedelta(minutes=30) and m in listed:
+            if ru == u and rt < t and t - rt <= timedelta(minutes=30) and m in listed:
                 best = i
         if best is not None:
             expected[order.index(best)] = True
     assert joined["hit"].to_numpy().tolist() == expected.tolist()
     assert 0 < expected.sum() < len(recs)
+
+
+def test_a_session_already_running_is_no_hit():
+    """A user watching a movie reloads the home page; the list repeats that movie: not a hit."""
+    lines = [watch(m, 1, "a+2000", m=m) for m in range(0, 40)]
+    lines += [reco(10, 1, "v1", ["a+2000", "b+2000"]), reco(20, 1, "v1", ["a+2000"]), watch(300, 9, "z+2000")]
+    j = evaluate(lines)
+    assert not j["hit"].any() and j["minutes"].sum() == 0
+
+
+def test_one_viewing_counts_once_with_all_its_minutes():
+    """Minutes past the window still belong to a session that started inside it; two lists that both
+    show the movie do not both earn it: the latest one before the session starts does."""
+    lines = [reco(0, 1, "v1", ["a+2000"]), reco(5, 1, "v2", ["a+2000"])]
+    lines += [watch(8 + m, 1, "a+2000", m=m) for m in range(90)]
+    lines += [rate(100, 1, "a+2000", 5), watch(300, 9, "z+2000")]
+    j = evaluate(lines)
+    assert j["hit"].tolist() == [False, True]
+    assert j["minutes"].tolist() == [0, 90]
+    assert j["ratings"].tolist() == [[], [5]]
+
+
+def test_a_new_session_after_a_pause_is_a_new_viewing():
+    lines = [watch(0, 1, "a+2000", m=0), watch(1, 1, "a+2000", m=1),            # watched a bit earlier
+             reco(30, 1, "v1", ["a+2000"]), watch(35, 1, "a+2000", m=2), watch(36, 1, "a+2000", m=3),
+             watch(300, 9, "z+2000")]
+    j = evaluate(lines)
+    assert j["hit"].tolist() == [True] and j["minutes"].tolist() == [2]
+
+
+def test_hit_rate_interval_treats_the_user_as_the_unit():
+    """20 users with 10 answers each, half of them always follow: 200 answers but only 20 independent units."""
+    lines = []
+    for u in range(1, 21):
+        for i in range(10):
+            lines.append(reco(40 * i, u, "v1", [f"m{i}+2000"]))
+            if u % 2:
+                lines.append(watch(40 * i + 5, u, f"m{i}+2000"))
+    lines.append(watch(2000, 999, "z+2000"))
+    est = version_metrics(evaluate(lines))["v1"]["hit_rate"]
+    wilson = stats.wilson(100, 200)
+    assert est["value"] == 0.5 and est["method"] == "delta-method (users)"
+    assert est["high"] - est["low"] > 2.5 * (wilson.high - wilson.low)

@@ -224,3 +224,22 @@ def test_follow_from_store_snapshots(store, log_file):
     result = follow(None, store, interval=0.01, cycles=1)
     assert set(result["versions"]) == {"v1", "v2"}
     assert store.exists(layout.ONLINE_WATERMARK)
+
+
+def test_follow_keeps_everything_since_the_canary_started(store, tmp_path):
+    """A canary older than the kept horizon is analysed on all its answers, not on a sliding window."""
+    lines = log_lines(200)                       # 200 answers over about 66 minutes, both versions
+    lines.append(format_event(WatchEvent(T0 + timedelta(days=3), 999, MOVIES[0], 0)))   # three days later
+    path = tmp_path / "late.log"
+    path.write_text("\n".join(lines) + "\n")
+    result = follow(LogTail(str(path)), store, interval=0.01, cycles=1, keep=timedelta(hours=1))
+    a = result["canary"]
+    assert pd.Timestamp(a["since"]) <= T0 + timedelta(minutes=1)
+    assert a["arms"]["canary"]["requests"] + a["arms"]["stable"]["requests"] == 200
+
+
+def test_report_shows_the_decision_and_plots_the_canary(store, log_file, tmp_path):
+    result = run_once(frames_from_log(str(log_file)), store, report_dir=tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert result["canary"]["decision"] in text and "users" in text
+    assert (tmp_path / "report" / "canary-v2.png").exists()

@@ -55,4 +55,6 @@ def test_command_line_typo_is_one_line(tmp_path, args):
                           env={**env, "MOVIEREC_STORE": str(tmp_path / "store")})
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"movierec: not a duration: '30x' (use {FORMS})"]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("movierec: ")
+    assert lines[0].endswith(f"not a duration: '30x' (use {FORMS})"), lines

@@ -1,10 +1,11 @@
 """The real servers of the integration tests, started on 127.0.0.1 with free ports.
 
-`python -m tests.servers kafka|s3|all` runs them in the foreground for debugging.
+`python -m tests.servers kafka|s3|docker|all` runs them in the foreground for debugging.
 """
 
 from tests.servers._process import ServerError, ServerProcess, free_port
+from tests.servers.docker import DockerEngine
 from tests.servers.kafka import KafkaBroker
 from tests.servers.seaweedfs import SeaweedFS
 
-__all__ = ["KafkaBroker", "SeaweedFS", "ServerError", "ServerProcess", "free_port"]
+__all__ = ["DockerEngine", "KafkaBroker", "SeaweedFS", "ServerError", "ServerProcess", "free_port"]

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize images submit deploy-canary
+.PHONY: install demo test unit integration test-tools bench lint compile clean kustomize wheels images submit deploy-canary
 
 install: $(STAMP)
 
@@ -19,7 +19,8 @@ demo: install
 	$(BIN)/movierec demo
 
 # The integration tests start their own servers (tests/conftest.py): Kafka from Maven Central jars
-# (needs java + mvn), SeaweedFS from the venv; the Prometheus rule tests need promtool.
+# (needs java + mvn), SeaweedFS from the venv, a container engine (Debian's docker.io; images built
+# on a base made with mmdebstrap, cached in ~/.cache/movierec); the Prometheus rule tests need promtool.
 PYTEST_REPORTS := --junitxml=build/junit.xml --cov-report=xml:build/coverage.xml --cov-report=term \
 	--cov=components --cov=pipelines --cov=predictor --cov=simulator --cov=movierec
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -40,6 +41,8 @@ test-tools: kustomize
 	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (apt-get install default-jre-headless)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)" >&2; exit 1; }
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null || { $(SUDO) apt-get update \
+		&& $(SUDO) apt-get install -y --no-install-recommends docker.io mmdebstrap; }
 
 lint: install
 	$(BIN)/ruff check components pipelines predictor simulator movierec tests benchmarks
@@ -71,19 +74,68 @@ $(KUSTOMIZE):
 	&& rmdir $(TOOLS_BIN)/.gobin-$(KUSTOMIZE_VERSION) \
 	&& ln -sf $(notdir $@) $(TOOLS_BIN)/kustomize
 
-# Images: IMAGE_PREFIX/components and IMAGE_PREFIX/predictor at IMAGE_TAG (the commit by default).
+# Wheels: the project and the pinned wheels of each image's dependencies, built on this machine
+# (pip here can reach the index; a build cannot). The dependency wheelhouse is cached outside the
+# repository, keyed by the lock (pyproject.toml, constraints.txt, the images' extras): `all` holds
+# every dependency of both images, and each image's folder its own closure, resolved from `all`
+# with no index. The project's wheel is built fresh. build/images/<image>/ is an image's whole
+# build context: deps/ and the project's wheel.
+COMPONENTS_EXTRAS ?= pipeline
+PREDICTOR_EXTRAS ?= serve
+EXTRAS_components = $(COMPONENTS_EXTRAS)
+EXTRAS_predictor = $(PREDICTOR_EXTRAS)
+comma := ,
+EXTRAS_all = $(subst $(eval) ,$(comma),$(sort $(subst $(comma), ,$(COMPONENTS_EXTRAS) $(PREDICTOR_EXTRAS))))
+LOCK_KEY := $(shell { cat pyproject.toml constraints.txt; echo '$(COMPONENTS_EXTRAS)/$(PREDICTOR_EXTRAS)'; } \
+	| sha256sum | cut -c1-16)
+WHEELHOUSE ?= $(HOME)/.cache/movierec/wheels/$(LOCK_KEY)
+IMAGE_CONTEXT := build/images
+PROJECT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+wheels: install
+	@rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/project
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(IMAGE_CONTEXT)/project .
+	@$(MAKE) --no-print-directory $(WHEELHOUSE)/components/.done $(WHEELHOUSE)/predictor/.done
+	@for image in components predictor; do \
+		mkdir -p $(IMAGE_CONTEXT)/$$image \
+		&& { cp -al $(WHEELHOUSE)/$$image $(IMAGE_CONTEXT)/$$image/deps 2>/dev/null \
+		     || cp -a $(WHEELHOUSE)/$$image $(IMAGE_CONTEXT)/$$image/deps; } \
+		&& rm -f $(IMAGE_CONTEXT)/$$image/deps/.done \
+		&& cp $(IMAGE_CONTEXT)/project/movierec-*.whl $(IMAGE_CONTEXT)/$$image/ || exit 1; \
+	done
+
+$(WHEELHOUSE)/all/.done:
+	@rm -rf $(@D).partial
+	$(BIN)/pip wheel --quiet -c constraints.txt --find-links $(IMAGE_CONTEXT)/project --wheel-dir $(@D).partial \
+		'movierec$(if $(EXTRAS_all),[$(EXTRAS_all)])==$(PROJECT_VERSION)'
+	@rm -f $(@D).partial/movierec-*.whl && rm -rf $(@D) && mv $(@D).partial $(@D) && touch $@
+
+$(WHEELHOUSE)/components/.done $(WHEELHOUSE)/predictor/.done: $(WHEELHOUSE)/%/.done: $(WHEELHOUSE)/all/.done
+	@rm -rf $(@D).partial
+	$(BIN)/pip wheel --quiet --no-index -c constraints.txt --find-links $(WHEELHOUSE)/all \
+		--find-links $(IMAGE_CONTEXT)/project --wheel-dir $(@D).partial \
+		'movierec$(if $(EXTRAS_$*),[$(EXTRAS_$*)])==$(PROJECT_VERSION)'
+	@rm -f $(@D).partial/movierec-*.whl && rm -rf $(@D) && mv $(@D).partial $(@D) && touch $@
+
+# Images: IMAGE_PREFIX/components and IMAGE_PREFIX/predictor at IMAGE_TAG (the commit by default),
+# from the wheelhouse (no index inside the build). BASE_IMAGE overrides the Dockerfiles' pinned
+# official Python base (the tests pass one made from Debian packages).
 # PUSH=1 logs in with REGISTRY_USER/REGISTRY_PASSWORD from the environment (Jenkins credentials)
 # and pushes; the password goes through stdin, never on a command line.
 DOCKER ?= docker
 REGISTRY ?= docker.io
 IMAGE_PREFIX ?= movierec
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+BASE_IMAGE ?=
+DOCKER_BUILD_FLAGS ?=
 
-images:
-	$(X) $(DOCKER) build --file images/components.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
-		--tag $(IMAGE_PREFIX)/components:$(IMAGE_TAG) .
-	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label org.opencontainers.image.revision=$(IMAGE_TAG) \
-		--tag $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) .
+images: $(if $(filter 1,$(DRY_RUN)),,wheels)
+	$(X) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --file images/components.Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--label org.opencontainers.image.revision=$(IMAGE_TAG) \
+		--tag $(IMAGE_PREFIX)/components:$(IMAGE_TAG) $(IMAGE_CONTEXT)/components
+	$(X) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --file images/predictor.Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--label org.opencontainers.image.revision=$(IMAGE_TAG) \
+		--tag $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) $(IMAGE_CONTEXT)/predictor
 ifeq ($(PUSH),1)
 	@test -n "$$REGISTRY_USER" -a -n "$$REGISTRY_PASSWORD" || { echo "PUSH=1 needs REGISTRY_USER and REGISTRY_PASSWORD" >&2; exit 1; }
 ifeq ($(DRY_RUN),1)

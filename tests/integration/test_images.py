@@ -116,12 +116,20 @@ def test_image_runs_as_the_non_root_user_on_a_read_only_root(images, image):
     assert "WROTE" not in out and out.count("refused") == 3 and "tmp ok" in out, out
 
 
-def test_images_hold_no_index_access_and_pass_pip_check(images):
-    for image in (COMPONENTS, PREDICTOR):
-        out = run_container(images, image, "-m", "pip", "check", entrypoint="python", timeout=120).stdout
-        assert "No broken requirements" in out, (image, out)
-        env = dict(kv.split("=", 1) for kv in images.inspect(image)["Config"]["Env"])
-        assert env["PIP_NO_INDEX"] == "1"
+# What each image must not hold: the other image's libraries (and the dev tools of neither).
+NOT_IN = {PREDICTOR: ("kfp", "surprise", "pyarrow", "matplotlib", "dvc", "pytest", "boto3"),  # pandas: kserve needs it
+          COMPONENTS: ("kserve", "uvicorn", "fastapi", "dvc", "pytest", "boto3")}
+
+
+@pytest.mark.parametrize("image", [COMPONENTS, PREDICTOR])
+def test_image_holds_only_its_dependency_group_with_no_index_access(images, image):
+    probe = ("import importlib.util, sys\n"
+             f"print(' '.join(m for m in {NOT_IN[image]!r} if importlib.util.find_spec(m)) or 'none')\n")
+    assert run_container(images, image, "-c", probe, entrypoint="python", timeout=120).stdout.strip() == "none"
+    out = run_container(images, image, "-m", "pip", "check", entrypoint="python", timeout=120).stdout
+    assert "No broken requirements" in out, (image, out)
+    env = dict(kv.split("=", 1) for kv in images.inspect(image)["Config"]["Env"])
+    assert env["PIP_NO_INDEX"] == "1"
 
 
 # -- the predictor image ------------------------------------------------------------------------------

@@ -113,11 +113,26 @@ class DockerEngine(ServerProcess):
     def inspect(self, ref: str) -> dict:
         return json.loads(self.docker("image", "inspect", ref).stdout)[0]
 
+    def stop(self) -> None:
+        super().stop()
+        # dockerd leaves the bind mount of its default network namespace behind in exec-root.
+        for mount in _mounts_under(self.workdir):
+            subprocess.run(["umount", "--lazy", mount], capture_output=True, timeout=30)
+
     def close(self) -> None:
         super().close()
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = f"{folder}/"
+    return sorted((m for m in (line.split()[1] for line in lines) if m.startswith(prefix)), reverse=True)
 
 
 def base_key(suite: str = BASE_SUITE, packages: tuple[str, ...] = BASE_PACKAGES) -> str:

@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration test-tools bench lint compile notebooks clean kustomize images submit deploy-canary \
-	check-params
+.PHONY: install demo test unit integration test-tools bench lint compile notebooks clean kustomize wheels images submit \
+	deploy-canary check-params
 
 install: $(STAMP)
 
@@ -20,9 +20,10 @@ demo: install
 	$(BIN)/movierec demo
 
 # The integration tests start their own servers (tests/conftest.py): Kafka from Maven Central jars
-# (needs java + mvn), SeaweedFS from the venv; the rule tests need promtool, the monitoring test a
-# real Prometheus and Alertmanager (Debian's packages, run as plain processes, never as services);
-# the report screenshot test needs a headless Chromium (Debian's package).
+# (needs java + mvn), SeaweedFS from the venv, a container engine (Debian's docker.io; images built
+# on a base made with mmdebstrap, cached in ~/.cache/movierec); the rule tests need promtool, the
+# monitoring test a real Prometheus and Alertmanager (Debian's packages, run as plain processes,
+# never as services); the report screenshot test needs a headless Chromium (Debian's package).
 PYTEST_REPORTS := --junitxml=build/junit.xml --cov-report=xml:build/coverage.xml --cov-report=term \
 	--cov=components --cov=pipelines --cov=predictor --cov=simulator --cov=movierec
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -45,6 +46,8 @@ test-tools: kustomize
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
 	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus-alertmanager; }
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null || { $(SUDO) apt-get update \
+		&& $(SUDO) apt-get install -y --no-install-recommends docker.io mmdebstrap; }
 
 lint: install
 	$(BIN)/ruff check components pipelines predictor simulator movierec tests benchmarks
@@ -80,7 +83,52 @@ $(KUSTOMIZE):
 	&& rmdir $(TOOLS_BIN)/.gobin-$(KUSTOMIZE_VERSION) \
 	&& ln -sf $(notdir $@) $(TOOLS_BIN)/kustomize
 
-# Images: IMAGE_PREFIX/components and IMAGE_PREFIX/predictor at IMAGE_TAG (the commit by default).
+# Wheels: the project and the pinned wheels of each image's dependencies, built on this machine
+# (pip here can reach the index; a build cannot). The dependency wheelhouse is cached outside the
+# repository, keyed by the lock (pyproject.toml, constraints.txt, the images' extras): `all` holds
+# every dependency of both images, and each image's folder its own closure, resolved from `all`
+# with no index. The project's wheel is built fresh. build/images/<image>/ is an image's whole
+# build context: deps/ and the project's wheel.
+COMPONENTS_EXTRAS ?= pipeline
+PREDICTOR_EXTRAS ?= serve
+EXTRAS_components = $(COMPONENTS_EXTRAS)
+EXTRAS_predictor = $(PREDICTOR_EXTRAS)
+comma := ,
+EXTRAS_all = $(subst $(eval) ,$(comma),$(sort $(subst $(comma), ,$(COMPONENTS_EXTRAS) $(PREDICTOR_EXTRAS))))
+LOCK_KEY := $(shell { cat pyproject.toml constraints.txt; echo '$(COMPONENTS_EXTRAS)/$(PREDICTOR_EXTRAS)'; } \
+	| sha256sum | cut -c1-16)
+WHEELHOUSE ?= $(HOME)/.cache/movierec/wheels/$(LOCK_KEY)
+IMAGE_CONTEXT := build/images
+PROJECT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+wheels: install
+	@rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/project
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(IMAGE_CONTEXT)/project .
+	@$(MAKE) --no-print-directory $(WHEELHOUSE)/components/.done $(WHEELHOUSE)/predictor/.done
+	@for image in components predictor; do \
+		mkdir -p $(IMAGE_CONTEXT)/$$image \
+		&& { cp -al $(WHEELHOUSE)/$$image $(IMAGE_CONTEXT)/$$image/deps 2>/dev/null \
+		     || cp -a $(WHEELHOUSE)/$$image $(IMAGE_CONTEXT)/$$image/deps; } \
+		&& rm -f $(IMAGE_CONTEXT)/$$image/deps/.done \
+		&& cp $(IMAGE_CONTEXT)/project/movierec-*.whl $(IMAGE_CONTEXT)/$$image/ || exit 1; \
+	done
+
+$(WHEELHOUSE)/all/.done:
+	@rm -rf $(@D).partial
+	$(BIN)/pip wheel --quiet -c constraints.txt --find-links $(IMAGE_CONTEXT)/project --wheel-dir $(@D).partial \
+		'movierec$(if $(EXTRAS_all),[$(EXTRAS_all)])==$(PROJECT_VERSION)'
+	@rm -f $(@D).partial/movierec-*.whl && rm -rf $(@D) && mv $(@D).partial $(@D) && touch $@
+
+$(WHEELHOUSE)/components/.done $(WHEELHOUSE)/predictor/.done: $(WHEELHOUSE)/%/.done: $(WHEELHOUSE)/all/.done
+	@rm -rf $(@D).partial
+	$(BIN)/pip wheel --quiet --no-index -c constraints.txt --find-links $(WHEELHOUSE)/all \
+		--find-links $(IMAGE_CONTEXT)/project --wheel-dir $(@D).partial \
+		'movierec$(if $(EXTRAS_$*),[$(EXTRAS_$*)])==$(PROJECT_VERSION)'
+	@rm -f $(@D).partial/movierec-*.whl && rm -rf $(@D) && mv $(@D).partial $(@D) && touch $@
+
+# Images: IMAGE_PREFIX/components and IMAGE_PREFIX/predictor at IMAGE_TAG (the commit by default),
+# from the wheelhouse (no index inside the build). BASE_IMAGE overrides the Dockerfiles' pinned
+# official Python base (the tests pass one made from Debian packages).
 # PUSH=1 logs in with REGISTRY_USER/REGISTRY_PASSWORD from the environment (Jenkins credentials)
 # and pushes; the password goes through stdin, never on a command line.
 DOCKER ?= docker
@@ -89,12 +137,16 @@ IMAGE_PREFIX ?= movierec
 ifeq ($(origin IMAGE_TAG),undefined)
 IMAGE_TAG := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 endif
+BASE_IMAGE ?=
+DOCKER_BUILD_FLAGS ?=
 
-images: check-params
-	$(X) $(DOCKER) build --file images/components.Dockerfile --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
-		--tag "$$IMAGE_PREFIX/components:$$IMAGE_TAG" .
-	$(X) $(DOCKER) build --file images/predictor.Dockerfile --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
-		--tag "$$IMAGE_PREFIX/predictor:$$IMAGE_TAG" .
+images: check-params $(if $(filter 1,$(DRY_RUN)),,wheels)
+	$(X) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --file images/components.Dockerfile \
+		$(if $(BASE_IMAGE),--build-arg "BASE_IMAGE=$$BASE_IMAGE") --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
+		--tag "$$IMAGE_PREFIX/components:$$IMAGE_TAG" $(IMAGE_CONTEXT)/components
+	$(X) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --file images/predictor.Dockerfile \
+		$(if $(BASE_IMAGE),--build-arg "BASE_IMAGE=$$BASE_IMAGE") --label "org.opencontainers.image.revision=$$IMAGE_TAG" \
+		--tag "$$IMAGE_PREFIX/predictor:$$IMAGE_TAG" $(IMAGE_CONTEXT)/predictor
 ifeq ($(PUSH),1)
 	@test -n "$$REGISTRY_USER" -a -n "$$REGISTRY_PASSWORD" || { echo "PUSH=1 needs REGISTRY_USER and REGISTRY_PASSWORD" >&2; exit 1; }
 ifeq ($(DRY_RUN),1)
@@ -159,7 +211,7 @@ endif
 # each is checked against its pattern before any recipe uses it, and the recipes read them as
 # quoted environment variables, never pasted into the shell text.
 PARAMS := IMAGE_PREFIX IMAGE_TAG REGISTRY CANARY_PERCENT CANARY_VERSION OVERLAY KFP_HOST CLUSTER_STORE \
-	EVENTS_SOURCE PIPELINE_ROOT
+	EVENTS_SOURCE PIPELINE_ROOT BASE_IMAGE
 $(foreach name,$(PARAMS),$(eval override $(name) := $$(value $(name))))
 export $(PARAMS)
 NAME_RE := [a-z0-9]+([._-][a-z0-9]+)*
@@ -174,6 +226,8 @@ check-params:
 		|| { echo "REGISTRY must be a registry host[:port], not '$$REGISTRY'" >&2; exit 1; }
 	@[[ "$$OVERLAY" =~ ^(dev|prod|knative)$$ ]] \
 		|| { echo "OVERLAY must be one of dev, prod, knative, not '$$OVERLAY'" >&2; exit 1; }
+	@[[ -z "$$BASE_IMAGE" || "$$BASE_IMAGE" =~ ^($(NAME_RE)(:[0-9]+)?/)*$(NAME_RE)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$$ ]] \
+		|| { echo "BASE_IMAGE must be an image reference like python:3.11.7-slim-bookworm, not '$$BASE_IMAGE'" >&2; exit 1; }
 	@[[ -z "$$CANARY_VERSION" || "$$CANARY_VERSION" =~ ^[a-z0-9][a-z0-9._-]{0,127}$$ ]] \
 		|| { echo "CANARY_VERSION must be a model version (lowercase letters, digits, '.', '_', '-'), not '$$CANARY_VERSION'" >&2; exit 1; }
 

@@ -2,7 +2,8 @@
 
     python -m tests.servers kafka     # Apache Kafka (KRaft single node)
     python -m tests.servers s3        # SeaweedFS S3
-    python -m tests.servers all       # both
+    python -m tests.servers docker    # the container engine (dockerd on a private socket; root)
+    python -m tests.servers all       # Kafka and SeaweedFS
 
 It prints the environment variables to export in another shell (the same ones the test fixtures
 set), so a command or a test can be pointed at these servers by hand.
@@ -16,13 +17,14 @@ import sys
 import time
 
 from tests.servers._process import ServerError, ServerProcess, exit_on_sigterm
+from tests.servers.docker import DockerEngine
 from tests.servers.kafka import KafkaBroker
 from tests.servers.seaweedfs import SeaweedFS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.servers", description=__doc__.split("\n")[0])
-    parser.add_argument("which", choices=["kafka", "s3", "all"], help="which server(s) to run")
+    parser.add_argument("which", choices=["kafka", "s3", "docker", "all"], help="which server(s) to run")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     servers: list[ServerProcess] = []
@@ -35,10 +37,16 @@ def main(argv: list[str] | None = None) -> int:
             print("starting SeaweedFS ...", flush=True)
             servers.append(SeaweedFS())
             servers[-1].start()
+        if args.which == "docker":
+            print("starting dockerd ...", flush=True)
+            servers.append(DockerEngine())
+            servers[-1].start()
         print("\n# ready; export these in another shell:")
         for server in servers:
             if isinstance(server, KafkaBroker):
                 print(f"export KAFKA_BOOTSTRAP={server.bootstrap}")
+            if isinstance(server, DockerEngine):
+                print(f"export DOCKER_HOST={server.host}")
             if isinstance(server, SeaweedFS):
                 for key, value in server.env().items():
                     print(f"export {key}={value}")

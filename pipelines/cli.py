@@ -159,7 +159,7 @@ def submit_command(
     canary_percent: CanaryPercent = 10.0,
     force_deploy: ForceDeploy = False,
     group: Group = "movierec-ingest",
-    s3_secret: S3Secret = "movierec-s3",
+    s3_secret: S3Secret = "movierec-s3-pipeline",
 ) -> None:
     """Run the pipeline once on a Kubeflow Pipelines cluster."""
     client = _client(host)
@@ -184,7 +184,7 @@ def schedule_command(
     canary_percent: CanaryPercent = 10.0,
     force_deploy: ForceDeploy = False,
     group: Group = "movierec-ingest",
-    s3_secret: S3Secret = "movierec-s3",
+    s3_secret: S3Secret = "movierec-s3-pipeline",
 ) -> None:
     """Create a Kubeflow recurring run of the pipeline (one at a time, no backfill)."""
     seconds = parse_interval(every)

@@ -46,7 +46,7 @@ def with_store_credentials(task, secret):
                           "baseline, publish gated model versions to the artifact store.")
 def training_pipeline(source: str = "file:events.log", store: str = ".movierec/store", params: str = "{}",
                       group: str = "movierec-ingest", deploy: str = "none", canary_percent: float = 10.0,
-                      force_deploy: bool = False, s3_secret: str = "movierec-s3") -> str:
+                      force_deploy: bool = False, s3_secret: str = "movierec-s3-pipeline") -> str:
     ingested = with_store_credentials(ingest(source=source, store=store, group=group), s3_secret)
     ingested.set_caching_options(False)
     ingested.set_display_name("ingest")

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Union
 
 MAX_RESULTS = 20
+ANSWER_BUDGET_MS = 600  # a recommendation answered later than this counts as failed (the contract)
 # The longest line the contract holds (20 long slugs make a few KB): longer lines are rejected as
 # `too_long`, and their dead letter keeps the first `KEPT_CHARS` characters only.
 MAX_LINE_CHARS = 16 * 1024

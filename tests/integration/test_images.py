@@ -311,12 +311,12 @@ def test_component_image_runs_every_pipeline_step_like_the_in_process_run(images
         step_dirs = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
         store = open_store(store_uri)
         cards = {}
+        state = rollout.load(store)
         for version in list_versions(store):
             model, card = FactorModel.load(store, version)   # checksums verified
             metrics = {k: round(v, 9) for k, v in card.metrics.items() if "second" not in k}
-            cards[card.algorithm] = {"metrics": metrics, "deployed": card.gate["deployed"],
+            cards[card.algorithm] = {"metrics": metrics, "deployed": rollout.deployment_of(state, version),
                                      "candidate": card.gate["candidate"], "n_factors": model.n_factors}
-        state = rollout.load(store)
         results[runner] = {"cards": cards, "winner": winner.split("-")[0], "steps": step_dirs,
                            "rollout": [state.stable.split("-")[0], state.canary.split("-")[0]]}
     assert set(results["image"]["cards"]) == {"svd", "svdpp"}

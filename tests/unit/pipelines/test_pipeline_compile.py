@@ -71,7 +71,7 @@ def test_store_steps_get_s3_credentials_from_a_secret(spec):
     assert envs == {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
     assert {s["secretNameParameter"]["componentInputParameter"] for s in executors["exec-ingest"]["secretAsEnv"]} \
         == {"s3_secret"}
-    assert spec["root"]["inputDefinitions"]["parameters"]["s3_secret"]["defaultValue"] == "movierec-s3"
+    assert spec["root"]["inputDefinitions"]["parameters"]["s3_secret"]["defaultValue"] == "movierec-s3-pipeline"
 
 
 def test_artifacts_and_defaults(spec):
@@ -149,7 +149,7 @@ def test_schedule_and_submit(monkeypatch):
     assert kwargs["pipeline_root"] == "minio://mlpipeline/v2/artifacts"
     assert kwargs["params"]["store"] == "s3://movierec/prod" and kwargs["params"]["deploy"] == "canary"
     assert json.loads(kwargs["params"]["params"])["evaluate"]["k"] == 20
-    assert kwargs["params"]["s3_secret"] == "movierec-s3"
+    assert kwargs["params"]["s3_secret"] == "movierec-s3-pipeline"
     assert load_spec(Path(kwargs["pipeline_package_path"]))["pipelineInfo"]["name"] == PIPELINE_NAME
 
     result = CliRunner().invoke(pipeline_cli.app, ["submit", "--host", "http://kfp.example:8080"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.servers import KafkaBroker, SeaweedFS, ServerError, ServerProcess
+from tests.servers import KafkaBroker, SeaweedFS, ServerError, ServerProcess, start_or_fail
 from tests.servers._process import exit_on_sigterm
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -52,14 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _start(server: ServerProcess, what: str) -> ServerProcess:
-    error = None
-    try:
-        server.start()
-    except ServerError as exc:
-        error = exc
-    if error is not None:  # fail outside the except block: the reason alone, no chained traceback
-        server.close()
-        pytest.fail(f"{what} could not start: {error}", pytrace=False)
+    start_or_fail(server, what)
     _STARTED.append(server)
     return server
 

@@ -32,7 +32,7 @@ import yaml
 from components.core import layout, rollout
 from components.core.model_artifact import FactorModel, list_versions
 from components.core.store import open_store
-from tests.servers import ServerError, free_port
+from tests.servers import ServerError, free_port, start_or_fail
 from tests.servers.docker import DockerEngine, base_image, prune
 from tests.synthetic_models import publish_synthetic
 
@@ -52,14 +52,7 @@ def _fail_on(error: Exception | None, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    engine, error = DockerEngine(), None
-    try:
-        engine.start()
-    except ServerError as exc:
-        error = exc
-    if error is not None:
-        engine.close()
-    _fail_on(error, "the container engine could not start")
+    engine = start_or_fail(DockerEngine(), "the container engine")
     yield engine
     prune(engine)
     engine.close()

@@ -34,7 +34,13 @@ from components.core.events import RateEvent, WatchEvent, format_event
 from components.core.model_artifact import ModelCard
 from components.core.store import LocalStore
 from predictor.supervisor import serve_args, start_instance, stop_instance, wait_ready
-from tests.servers import AlertmanagerServer, PrometheusServer, ServerError, WebhookReceiver, free_port
+from tests.servers import (
+    AlertmanagerServer,
+    PrometheusServer,
+    WebhookReceiver,
+    free_port,
+    start_or_fail,
+)
 from tests.synthetic_models import synthetic_model
 
 pytestmark = pytest.mark.integration
@@ -71,15 +77,7 @@ def _wait(what: str, check, timeout: float, every: float = 0.5):
 
 
 def _start(server):
-    error = None
-    try:
-        server.start()
-    except ServerError as exc:
-        error = exc
-    if error is not None:
-        server.close()
-        pytest.fail(f"{server.name} could not start: {error}", pytrace=False)
-    return server
+    return start_or_fail(server, server.name)
 
 
 def rules_with_1s_intervals() -> dict[str, str]:

@@ -19,7 +19,7 @@ import pytest
 
 from components.core import layout
 from components.core.store import S3Store, StoreError
-from tests.servers import SeaweedFS, ServerError
+from tests.servers import SeaweedFS, start_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +67,8 @@ def seaweed_actions(doc: dict, bucket: str, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def s3_with_identities():
-    server = SeaweedFS(identities={s: seaweed_actions(policy(s), BUCKET, PREFIX) for s in SERVICES})
-    error = None
-    try:
-        server.start()
-    except ServerError as exc:
-        error = exc
-    if error is not None:
-        server.close()
-        pytest.fail(f"SeaweedFS with service identities could not start: {error}", pytrace=False)
+    server = start_or_fail(SeaweedFS(identities={s: seaweed_actions(policy(s), BUCKET, PREFIX) for s in SERVICES}),
+                           "SeaweedFS with service identities")
     admin = S3Store(BUCKET, PREFIX, endpoint=server.endpoint, access_key=server.access_key,
                     secret_key=server.secret_key, region=REGION)
     for key in SEED:

@@ -3,7 +3,7 @@
 `python -m tests.servers kafka|s3|docker|all` runs them in the foreground for debugging.
 """
 
-from tests.servers._process import ServerError, ServerProcess, free_port
+from tests.servers._process import ServerError, ServerProcess, free_port, start_or_fail
 from tests.servers.alertmanager import AlertmanagerServer, WebhookReceiver
 from tests.servers.docker import DockerEngine
 from tests.servers.kafka import KafkaBroker
@@ -11,4 +11,4 @@ from tests.servers.prometheus import PrometheusServer
 from tests.servers.seaweedfs import SeaweedFS
 
 __all__ = ["AlertmanagerServer", "DockerEngine", "KafkaBroker", "PrometheusServer", "SeaweedFS", "ServerError",
-           "ServerProcess", "WebhookReceiver", "free_port"]
+           "ServerProcess", "WebhookReceiver", "free_port", "start_or_fail"]

@@ -222,3 +222,19 @@ def run_checked(cmd: Sequence[str], what: str, timeout: float, log: Path | None 
         tail = "\n".join(output.splitlines()[-30:])
         raise ServerError(f"{what} failed (exit {res.returncode}): {' '.join(cmd)}\n{tail}")
     return output
+
+
+def start_or_fail(server, what: str):
+    """Start `server` for a test; if it cannot start, close it and fail with the reason alone (an
+    integration test whose server is missing fails, it never skips)."""
+    import pytest
+
+    error = None
+    try:
+        server.start()
+    except ServerError as exc:
+        error = exc
+    if error is not None:  # fail outside the except block: the reason alone, no chained traceback
+        server.close()
+        pytest.fail(f"{what} could not start: {error}", pytrace=False)
+    return server

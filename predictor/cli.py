@@ -93,7 +93,8 @@ def _wait_for_deployment(st, wait_seconds: float, poll_seconds: float) -> None:
                            "or pass --wait-seconds inf to wait for one")
         if not said:
             forever = "as long as it takes" if math.isinf(wait_seconds) else f"up to {wait_seconds:g} s"
-            typer.echo(f"no model version is deployed in {st.uri} yet; waiting {forever}", err=True)
+            # progress on stdout: stderr keeps the one error line if it gives up
+            typer.echo(f"no model version is deployed in {st.uri} yet; waiting {forever}")
             said = True
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
 

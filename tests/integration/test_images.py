@@ -20,6 +20,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -186,16 +187,20 @@ def wait_for(cond, timeout: float, what: str) -> None:
 
 
 def test_predictor_image_serves_from_s3_with_the_serving_runtime_flags(images, s3, s3_env, tmp_path):
-    from kserve_storage import Storage
-
     store_uri = f"s3://{s3_env}/prod"
     store = open_store(store_uri)
     models = {v: publish_synthetic(store, v, N_USERS, N_MOVIES, K, seed=i) for i, v in enumerate(("v1", "v2", "v3"))}
     rollout.set_stable(store, "v1")
     rollout.start_canary(store, "v2", 30)
-    # KServe's storage initializer puts the InferenceService's storageUri into /mnt/models.
+    # KServe's storage initializer puts the InferenceService's storageUri into /mnt/models. It runs in
+    # a process of its own, as on a cluster: its download forks a multiprocessing pool, which can
+    # deadlock in a process that already runs threads (this test process does).
     model_dir = tmp_path / "models"
-    Storage.download(f"s3://{s3_env}/prod/{layout.model_prefix('v1').rstrip('/')}", str(model_dir))
+    download = subprocess.run(
+        [sys.executable, "-c", "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
+         f"s3://{s3_env}/prod/{layout.model_prefix('v1').rstrip('/')}", str(model_dir)],
+        env={**os.environ, **s3.env()}, capture_output=True, text=True, timeout=300)
+    assert download.returncode == 0, download.stderr[-2000:]
     os.chmod(model_dir, 0o755)
 
     container, port = runtime_container(), free_port()

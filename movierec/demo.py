@@ -224,7 +224,10 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         # The sequential test is planned for the canary answers this demo sends (phases 2 and 3),
         # so that it may decide at the end instead of waiting for a cluster's traffic.
         planned = max(50, round((requests + phase3) * canary_percent / 100))
-        policy = CanaryPolicy(min_per_arm=min(300, planned // 2), planned_canary=planned)
+        # Its floors (users per arm, answers for the service objectives) scale with it too: the
+        # canary's share of the demo's traffic varies from run to run around `planned`.
+        policy = CanaryPolicy(min_per_arm=min(300, planned // 3), planned_canary=planned,
+                              min_requests=min(200, planned // 3))
         result = run_once(frames, store, policy=policy, auto=True, report_dir=output / "online-report")
         summary["online"] = _online_summary(result, {svd: "svd", svdpp: "svdpp", popularity: "popularity"})
         summary["online"]["window"] = f"{DEFAULT_WINDOW.total_seconds() / 60:g} min"

@@ -43,7 +43,7 @@ def test_demo_runs_the_whole_loop_and_personalized_versions_beat_popularity(tmp_
     # the popularity canary is clearly worse: the analysis decides, and the decision is carried out
     canary = summary["online"]["canary"]
     assert canary["canary"] == per_version["popularity"]["version"]
-    assert canary["decision"] in ("promote", "rollback") and canary["acted"] == canary["decision"]
+    assert canary["decision"] in ("promote", "rollback") and canary["acted"] == canary["decision"], canary
     assert summary["rollout_after"]["canary"] is None
     assert f"canary decision: {canary['decision'].upper()} popularity" in proc.stdout
 

@@ -97,6 +97,9 @@ class KafkaIngest:
                         enable_auto_commit=False, auto_offset_reset="earliest",
                         bootstrap_timeout_ms=3000, request_timeout_ms=15000, session_timeout_ms=10000,
                         heartbeat_interval_ms=1000, max_poll_records=20000,
+                        # a topic created (or partitions added) after joining is assigned within 10 s,
+                        # not at the next 5-minute metadata refresh: the group rejoins on the change
+                        metadata_max_age_ms=10_000,
                         max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
             except KafkaAuthError:
                 raise  # refused credentials or certificates: waiting does not fix them

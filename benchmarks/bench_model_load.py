@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from components.core.model_artifact import FactorModel
     from components.core.store import LocalStore
-    from predictor.synthetic import publish_synthetic
+    from tests.synthetic_models import publish_synthetic
 
     with tempfile.TemporaryDirectory(prefix="movierec-bench-load-") as tmp:
         store = LocalStore(tmp)

@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,6 +31,7 @@ import yaml
 from components.core import layout, rollout
 from components.core.model_artifact import FactorModel, list_versions
 from components.core.store import open_store
+from tests.http_load import Load, wait_for
 from tests.servers import ServerError, free_port, start_or_fail
 from tests.servers.docker import DockerEngine, base_image, prune
 from tests.synthetic_models import publish_synthetic
@@ -141,51 +140,6 @@ def runtime_args(container: dict, env: dict[str, str], port: int) -> list[str]:
     return [f"--http_port={port}" if arg.startswith("--http_port=") else arg for arg in args]
 
 
-class Load:
-    """Steady /recommend traffic on keep-alive connections, as a client behind a Service sees it: once
-    the server drains (answers `Connection: close` after SIGTERM) the endpoint is gone, and that
-    client sends no more. Every request sent must get its answer."""
-
-    def __init__(self, url: str, threads: int = 2):
-        self.url, self.codes, self.versions, self.failed, self.closed = url, Counter(), Counter(), [], 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    r = client.get(f"/recommend/{rng.randint(1, N_USERS)}")
-                    self.codes[r.status_code] += 1
-                    self.versions[r.headers.get("x-model-version")] += 1
-                    if r.headers.get("connection", "").lower() == "close":
-                        self.closed += 1
-                        return
-                except Exception as exc:  # noqa: BLE001 - a request that got no answer
-                    self.failed.append(repr(exc))
-                time.sleep(0.002)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_predictor_image_serves_from_s3_with_the_serving_runtime_flags(images, s3, s3_env, tmp_path):
     store_uri = f"s3://{s3_env}/prod"
     store = open_store(store_uri)
@@ -223,7 +177,7 @@ def test_predictor_image_serves_from_s3_with_the_serving_runtime_flags(images, s
         assert httpx.get(f"{url}/recommend/abc", timeout=10).status_code == 400
         _kserve_v1_v2(url, models)
 
-        load = Load(url)
+        load = Load(url, N_USERS, timeout=10, leave_on_close=True)
         try:
             wait_for(lambda: sum(load.codes.values()) > 50, 30, "traffic")
             assert set(load.versions) <= {"v1", "v2"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import re
 import threading
 import time
@@ -26,6 +25,7 @@ from components.core.events import RecommendationEvent, parse_line
 from components.core.model_artifact import FactorModel
 from components.core.store import LocalStore
 from predictor.supervisor import roll, serve_args, start_instance, stop_instance, wait_ready
+from tests.http_load import Load, wait_for
 from tests.servers import free_port
 from tests.synthetic_models import publish_synthetic
 
@@ -57,50 +57,6 @@ class Instance:
     def stop(self) -> None:
         stop_instance(self.proc)
         self.log.close()
-
-
-class Load:
-    """Continuous /recommend traffic from background threads with keep-alive clients."""
-
-    def __init__(self, url: str, threads: int = 2):
-        self.url, self.codes, self.versions, self.errors = url, Counter(), Counter(), []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while not self._stop.is_set():
-                try:
-                    r = client.get(f"/recommend/{rng.randint(1, N_USERS)}")
-                    self.codes[r.status_code] += 1
-                    self.versions[r.headers.get("x-model-version")] += 1
-                except Exception as exc:  # a dropped request
-                    self.errors.append(repr(exc))
-                time.sleep(0.002)
-
-    def snapshot(self) -> Counter:
-        return Counter(self.versions)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
-
-    @property
-    def total(self) -> int:
-        return sum(self.codes.values()) + len(self.errors)
-
-
-def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def versions_seen_after(load: Load, seconds: float) -> set:
@@ -339,7 +295,7 @@ def test_swap_under_load_drops_nothing_and_a_corrupt_artifact_is_refused(tmp_pat
     store = make_store(tmp_path / "store")
     rollout.rollback(store)  # v1 only
     inst = Instance(store, free_port(), tmp_path, workers=2)
-    load = Load(inst.url)
+    load = Load(inst.url, N_USERS)
     try:
         wait_for(lambda: load.total > 50, what="traffic")
         assert versions_seen_after(load, 0.5) == {"v1"}
@@ -363,7 +319,7 @@ def test_swap_under_load_drops_nothing_and_a_corrupt_artifact_is_refused(tmp_pat
     finally:
         load.stop()
         inst.stop()
-    assert load.errors == [] and set(load.codes) == {200}, (load.codes, load.errors[:3])
+    assert load.failed == [] and set(load.codes) == {200}, (load.codes, load.failed[:3])
     assert load.total > 200
     assert b"refused model version v3" in (tmp_path / Path(inst.log.name).name).read_bytes()
 
@@ -378,7 +334,7 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
             return [client.get(f"/recommend/{u}").headers["x-model-version"] for u in users]
 
     first = assignment()
-    load = Load(inst.url, threads=3)
+    load = Load(inst.url, N_USERS, threads=3)
     try:
         wait_for(lambda: load.total > 50, what="traffic")
         old_pid = inst.proc.pid
@@ -392,7 +348,7 @@ def test_rolling_restart_drops_nothing_and_keeps_every_user_on_its_version(tmp_p
         assert assignment() == first
     finally:
         inst.stop()
-    assert load.errors == [] and set(load.codes) == {200}, (load.codes, load.errors[:3])
+    assert load.failed == [] and set(load.codes) == {200}, (load.codes, load.failed[:3])
     state = rollout.load(store)
     assert first == [state.route(u) for u in users]
 

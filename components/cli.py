@@ -366,7 +366,7 @@ def publish_command(
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
     fitted, card = resolve_model(model, target)
     evaluation = evaluate_with_baseline(fitted, data, all_params, name=card.version,
-                                        references=reference_models(target, card.version))
+                                        references=reference_models(target, data, card.version))
     try:
         result = publish(target, fitted, card, evaluation, all_params, deploy=deploy,
                          canary_percent=canary_percent, force=force, seen=data.serving_seen_csr)

@@ -98,14 +98,15 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     from components.core.store import open_store
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.evaluate import evaluate_with_baseline
-    from components.training.publish import reference_models
+    from components.training.publish import decide, reference_models
     from components.training.report import render_html
 
     started = time.perf_counter()
-    data = PreparedDataset.load(dataset.path)
+    data, st, all_params = PreparedDataset.load(dataset.path), open_store(store), json.loads(params)
     candidate, card = FactorModel.load_dir(model.path)
-    result = evaluate_with_baseline(candidate, data, json.loads(params), name=card.version,
-                                    references=reference_models(open_store(store), card.version))
+    result = evaluate_with_baseline(candidate, data, all_params, name=card.version,
+                                    references=reference_models(st, data, card.version))
+    result["gate"] = decide(st, result, all_params, card.version).to_dict()   # what publish will decide
     with open(evaluation.path, "w") as f:
         json.dump(result, f)
     evaluation.metadata.update(version=card.version, primary_metric=result["primary_metric"])

@@ -55,6 +55,7 @@ class Evaluation:
     by_activity: dict[str, dict[str, float]] = field(default_factory=dict)
     users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     ndcg_per_user: np.ndarray = field(default_factory=lambda: np.empty(0))
+    per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # every list metric at k, by user
 
     def to_dict(self, per_user: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "metrics": self.metrics, "by_activity": self.by_activity}
@@ -172,7 +173,7 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
         if mask.any():
             by_activity[group].update({f"{m}@{k}": _mean(v[mask]) for m, v in per_user.items()})
     return Evaluation(name=name, metrics=metrics, by_activity=by_activity, users=targets.users,
-                      ndcg_per_user=per_user["ndcg"])
+                      ndcg_per_user=per_user["ndcg"], per_user={f"{m}@{k}": v for m, v in per_user.items()})
 
 
 def rating_errors(model: FactorModel, dataset: Dataset) -> dict[str, float]:
@@ -202,14 +203,69 @@ def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | 
     targets = relevant_targets(dataset, params)
     candidate = evaluate(model, dataset, params, name=name, targets=targets)
     baseline = evaluate(popularity_baseline(dataset), dataset, params, name="popularity", targets=targets)
-    refs = {role: evaluate(m, dataset, params, name=version, targets=targets).to_dict()
+    refs = {role: evaluate(m, dataset, params, name=version, targets=targets)
             for role, (version, m) in (references or {}).items()}
     primary = p["primary_metric"]  # one of LIST_METRICS at k: the params schema checks it
     if primary in baseline.metrics:
         candidate.metrics[f"baseline_{primary}"] = baseline.metrics[primary]
     return {"k": int(p["k"]), "primary_metric": primary, "snapshot": dataset.snapshot_hash,
             "relevance": f"watched, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before",
-            "candidate": candidate.to_dict(), "baseline": baseline.to_dict(), "references": refs}
+            "candidate": candidate.to_dict(), "baseline": baseline.to_dict(),
+            "references": {role: ev.to_dict() for role, ev in refs.items()},
+            "comparisons": paired_comparisons(candidate, {"popularity": baseline, **refs}, params)}
+
+
+def paired_comparisons(candidate: Evaluation, others: dict[str, Evaluation], params: dict | None = None
+                       ) -> dict[str, Any]:
+    """The candidate against each other model on the primary metric, user by user: the mean of
+    the per-user differences (candidate - other) with its paired bootstrap interval.
+
+    The interval's level is simultaneous over the algorithms trained on the same split
+    (`train.algorithms`; Bonferroni): when the best of several is kept, each one's interval
+    still holds with the stated confidence, so choosing does not make the winner look better
+    than it is."""
+    p = section(params, "evaluate")
+    primary, confidence = p["primary_metric"], float(p["gate_confidence"])
+    choices = max(1, len(section(params, "train")["algorithms"]))
+    level = 1.0 - (1.0 - confidence) / choices
+    out: dict[str, Any] = {"metric": primary, "confidence": confidence, "simultaneous_over": choices,
+                           "level": round(level, 6), "resamples": int(p["gate_resamples"]), "by_role": {}}
+    mine = candidate.per_user.get(primary)
+    for role, other in others.items():
+        theirs = other.per_user.get(primary)
+        if mine is None or theirs is None or len(mine) != len(theirs):
+            continue
+        out["by_role"][role] = paired_interval(mine - theirs, level, int(p["gate_resamples"]), int(p["gate_seed"]))
+        out["by_role"][role]["name"] = other.name
+    return out
+
+
+def paired_interval(differences: np.ndarray, level: float = 0.95, resamples: int = 1000,
+                    seed: int = 0) -> dict[str, float]:
+    """Mean of per-user differences and its percentile bootstrap interval (users resampled).
+
+    Vectorised and exact in distribution: a resample of n users draws Binomial(n, m/n) of the m
+    users whose difference is not zero (most users miss with both lists) and zeros for the rest,
+    so the cost is resamples x m draws, in chunks of at most ~8M."""
+    d = np.asarray(differences, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "width": float("nan"),
+                "users": 0, "level": level}
+    nonzero = d[d != 0]
+    m = len(nonzero)
+    rng = np.random.default_rng(seed)
+    means = np.zeros(resamples)
+    if m:
+        chunk = max(1, min(resamples, 8_000_000 // max(1, m)))
+        for start in range(0, resamples, chunk):
+            counts = rng.binomial(n, m / n, size=min(chunk, resamples - start))
+            sums = np.concatenate([[0.0], np.cumsum(nonzero[rng.integers(0, m, size=int(counts.sum()))])])
+            ends = np.cumsum(counts)
+            means[start:start + len(counts)] = (sums[ends] - sums[ends - counts]) / n
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"difference": round(float(d.mean()), 6), "low": round(float(low), 6), "high": round(float(high), 6),
+            "width": round(float(high - low), 6), "users": int(n), "level": round(level, 6)}
 
 
 def pick_winner(evaluations: dict[str, dict[str, float]], primary: str = "ndcg@20") -> str:

@@ -137,3 +137,36 @@ def test_evaluation_set_report_and_winner(dataset, ranked_model):
     assert pick_winner({}) == ""
     with pytest.raises(UserError, match="primary_metric"):  # params are validated before any work
         evaluate_with_baseline(ranked_model, dataset, {"evaluate": {"k": 3, "primary_metric": "ndcg@20"}})
+
+
+def test_paired_interval_is_the_bootstrap_of_the_mean_and_matches_the_normal_approximation():
+    """The zero-skipping bootstrap resamples users like the plain one: same centre and spread, and
+    at 5000 users both agree with mean +- 1.96 sd / sqrt(n)."""
+    from components.training.evaluate import paired_interval
+
+    rng = np.random.default_rng(3)
+    d = np.where(rng.random(5000) < 0.6, 0.0, rng.normal(0.02, 0.3, 5000))
+    got = paired_interval(d, 0.95, 2000, seed=1)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    assert got["users"] == 5000 and got["difference"] == pytest.approx(d.mean(), abs=1e-6)
+    assert got["low"] == pytest.approx(d.mean() - half, abs=0.15 * half)
+    assert got["high"] == pytest.approx(d.mean() + half, abs=0.15 * half)
+    assert got["width"] == pytest.approx(got["high"] - got["low"], abs=1e-6)
+    naive = d[rng.integers(0, len(d), size=(2000, len(d)))].mean(axis=1)
+    assert np.quantile(naive, 0.025) == pytest.approx(got["low"], abs=0.15 * half)
+    assert paired_interval(np.zeros(10))["width"] == 0.0
+    assert paired_interval(np.empty(0))["users"] == 0
+
+
+def test_evaluation_set_carries_paired_comparisons_simultaneous_over_the_algorithms(dataset, ranked_model):
+    params = {**PARAMS, "train": {"algorithms": ["svd", "svdpp"]}}
+    result = evaluate_with_baseline(ranked_model, dataset, params, name="ranked",
+                                    references={"stable": ("v-old", ranked_model)})
+    c = result["comparisons"]
+    assert c["metric"] == "ndcg@3" and c["simultaneous_over"] == 2 and c["level"] == pytest.approx(0.975)
+    assert set(c["by_role"]) == {"popularity", "stable"}
+    same = c["by_role"]["stable"]                     # the same model: every per-user difference is 0
+    assert (same["difference"], same["low"], same["high"], same["users"]) == (0.0, 0.0, 0.0, 3)
+    assert c["by_role"]["popularity"]["name"] == "popularity"
+    text = render_markdown([result])
+    assert "| ranked | stable (v-old) | +0.0000 |" in text and "simultaneous over 2" in text

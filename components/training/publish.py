@@ -12,7 +12,9 @@ does not flatter it):
 2. against the current stable model, the lower bound must be above `-evaluate.gate_margin`.
    The stable model is re-scored on the same split with its factors and today's train-period
    mask (`reference_models`), never with the serving mask it was stored with: that mask holds
-   the validation window, today's targets, and would hide them from its lists. When it cannot
+   the validation window, today's targets, and would hide them from its lists. A stable model
+   that is a refit on a whole snapshot is scored through its evaluated twin (`scored_as`), whose
+   training stopped at an earlier cutoff: the refit has trained on today's targets. When it cannot
    be loaded, its card's point estimate is used (possibly from an older split), and the
    reason says so.
 
@@ -29,7 +31,9 @@ card. A rejected model is never deployed unless `force=True`, which the history 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from components.core import rollout
@@ -66,10 +70,12 @@ class PublishResult:
     version: str
     decision: GateDecision
     deployed: str | None = None          # "stable" | "canary" | None
+    served: str = ""                     # the version deployed: the refit when there is one
     rollout: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "candidate": self.decision.candidate, "deployed": self.deployed,
+                "served": self.served,
                 "gate": self.decision.to_dict(), "rollout": self.rollout}
 
 
@@ -166,11 +172,21 @@ def reference_models(store: ArtifactStore, dataset: Dataset, candidate: str | No
     if not stable or stable == candidate:
         return {}
     try:
-        model = FactorModel.load(store, stable)[0]
+        model = FactorModel.load(store, scored_as(store, stable))[0]
     except ArtifactError as exc:
         log.warning("stable %s not re-evaluated (%s); its card is used", stable, exc)
         return {}
     return {"stable": (stable, model.with_seen(dataset.train_seen_for(model.user_ids, model.movie_ids)))}
+
+
+def scored_as(store: ArtifactStore, stable: str) -> str:
+    """The version whose factors stand for `stable` offline: its evaluated twin when `stable` is a
+    refit on a whole snapshot (the refit has trained on what is now the validation window: it
+    would be judged on its own training data), else `stable` itself."""
+    try:
+        return load_card(store, stable).gate.get("refit_of") or stable
+    except (KeyError, ArtifactError):
+        return stable
 
 
 def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[str | None, dict, str]:
@@ -180,7 +196,9 @@ def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[
         return None, {}, ""
     ref = evaluation.get("references", {}).get("stable")
     if ref and ref.get("name") == stable:
-        return stable, dict(ref["metrics"]), "re-evaluated on this split"
+        twin = scored_as(store, stable)
+        return stable, dict(ref["metrics"]), "re-evaluated on this split" + (
+            f" through {twin}, the same fit without the whole snapshot's last window" if twin != stable else "")
     try:
         card = load_card(store, stable)
     except KeyError:
@@ -191,13 +209,20 @@ def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[
 
 def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluation: dict[str, Any],
             params: dict | None = None, *, deploy: str = "none", canary_percent: float | None = None,
-            force: bool = False, pipeline_run: str = "", seen=None) -> PublishResult:
+            force: bool = False, pipeline_run: str = "", seen=None,
+            refit_with: Callable[[ModelCard], tuple[FactorModel, ModelCard]] | None = None) -> PublishResult:
     """Gate `model` on its evaluation set (from `components.training.evaluate.evaluate_with_baseline`), write
     it to the store as `card.version` with metrics and decision in its card, and deploy it if asked.
 
     `seen` (a users x movies CSR, `Dataset.serving_seen_csr`) replaces the train-period mask the
     model was evaluated with, so the served model never recommends what its users watched in the
-    validation window either."""
+    validation window either.
+
+    `refit_with` (e.g. `refit_whole_snapshot` bound to the store and params): once the model
+    passes the gate, it is refit with the same hyper-parameters on the whole snapshot, the refit
+    is published as a version of its own, and the refit is what is deployed. Both cards say so:
+    the evaluated one names its refit (`gate.refit`), the refit names what was evaluated
+    (`gate.refit_of`) and carries its offline metrics and decision."""
     if seen is not None:
         model = model.with_seen(seen)
     if deploy not in DEPLOY_MODES:
@@ -213,14 +238,54 @@ def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluatio
     if pipeline_run:
         card.pipeline_run = pipeline_run
     card.gate = decision.to_dict()
+    served = card.version
+    refit = refit_with(card) if refit_with is not None and decision.candidate else None
+    if refit is not None:
+        refit_model, refit_card = refit
+        served = refit_card.version
+        card.gate["refit"] = served
+        refit_card.metrics = {**refit_card.metrics, **{k: v for k, v in card.metrics.items() if k != "train_rmse"}}
+        refit_card.gate = {**decision.to_dict(), "refit_of": card.version,
+                           "reasons": [*decision.reasons, f"refit of {card.version} (which these figures are of) "
+                                       f"with the same hyper-parameters on the whole snapshot "
+                                       f"{refit_card.data_snapshot[:12]}"
+                                       + (" (the one the split was cut from)" if refit_card.data_snapshot
+                                          == card.data_snapshot else " (newer than the split's)")
+                                       + "; the refit is what is served"]}
+        if pipeline_run:
+            refit_card.pipeline_run = pipeline_run
     model.save(store, card)                      # published once (checksums last), before any deploy
+    if refit is not None:
+        refit_model.save(store, refit_card)
 
     deployed = None
     if deploy != "none" and (decision.candidate or force):
-        deployed = _deploy(store, card.version, deploy, canary_percent if canary_percent is not None
+        deployed = _deploy(store, served, deploy, canary_percent if canary_percent is not None
                            else float(p["canary_percent"]), decision)
-    return PublishResult(version=card.version, decision=decision, deployed=deployed,
+    return PublishResult(version=card.version, decision=decision, deployed=deployed, served=served,
                          rollout=rollout.load(store).to_dict())
+
+
+def refit_whole_snapshot(store: ArtifactStore, params: dict | None = None
+                         ) -> Callable[[ModelCard], tuple[FactorModel, ModelCard]]:
+    """The `refit_with` of `publish`: the evaluated model's algorithm and hyper-parameters (its
+    card) fit on every event of the store's snapshot (no validation window), masking everything
+    its users have seen. Its version names it a refit of the evaluated one."""
+    from components.core.params import complete
+    from components.training.preprocess import prepare
+    from components.training.train import code_commit, model_version, train
+
+    def refit(card: ModelCard) -> tuple[FactorModel, ModelCard]:
+        whole = complete(params)
+        whole["preprocess"].update(valid_days=None, valid_fraction=0.0)
+        whole["train"][card.algorithm] = dict(card.params)
+        data = prepare(store, whole)
+        rec, refit_card = train(data, card.algorithm, whole)
+        refit_card.version = model_version(card.algorithm, datetime.now(UTC), data.snapshot_hash,
+                                           {**card.params, "refit_of": card.version}, code_commit())
+        return rec.fitted.with_seen(data.seen_csr), refit_card
+
+    return refit
 
 
 def _deploy(store: ArtifactStore, version: str, mode: str, percent: float, decision: GateDecision) -> str | None:

@@ -12,7 +12,10 @@ Who and what counts:
   `preprocess.min_watch_minutes` distinct minutes), or rated there at `evaluate.relevant_min_rating`
   (default 4) or more, and had neither rated nor watched before the cutoff. Relevant movies the
   model cannot know (first seen in the window, or filtered as too sparse) stay in the
-  denominators: the evaluation is honest about what a model misses.
+  denominators: the evaluation is honest about what a model misses. A watch that a served list
+  caused (a viewing session starting within the join window after a recommendation that listed
+  the movie, `components.core.attribution`) is not relevant: the model that served the list
+  would get credit for its own influence; how many were left out is `caused_watches_excluded`.
 - Lists: what the model serves, `FactorModel.top_k` (seen movies excluded) for known users and
   the popularity list for users the model does not know, computed in batches
   (`U[batch] @ Q.T`, mask, `argpartition`).
@@ -79,6 +82,7 @@ class Targets:
     pairs: pd.DataFrame        # user_id, movie_id: the relevant movies
     activity: np.ndarray       # per evaluated user: "new" | "light" | "heavy"
     light_max_history: float = 0.0
+    caused_excluded: int = 0   # validation (user, movie) watches a served list caused: kept out of the targets
 
 
 def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
@@ -86,8 +90,10 @@ def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
     p = section(params, "evaluate")
     r, w = dataset.valid_ratings, dataset.valid_watches
     cols = ["user_id", "movie_id", "history"]
+    caused = w.loc[w["caused"], ["user_id", "movie_id"]] if "caused" in w else w.iloc[0:0][["user_id", "movie_id"]]
     pos = pd.concat([w[cols], r.loc[r["rating"] >= float(p["relevant_min_rating"]), cols]], ignore_index=True)
-    seen = pd.concat([dataset.train_ratings[["user_id", "movie_id"]], dataset.train_watches[["user_id", "movie_id"]]])
+    seen = pd.concat([dataset.train_ratings[["user_id", "movie_id"]], dataset.train_watches[["user_id", "movie_id"]],
+                      caused])                  # the platform's own lists caused it: not a target
     pos = pos.drop_duplicates(["user_id", "movie_id"]).merge(
         seen.drop_duplicates(), on=["user_id", "movie_id"], how="left", indicator=True)
     pos = pos[pos["_merge"] == "left_only"].sort_values(["user_id", "movie_id"]).reset_index(drop=True)
@@ -100,7 +106,7 @@ def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
         light_max = float(np.median(history[known])) if known.any() else 0.0
     activity = np.where(~known, "new", np.where(history <= float(light_max), "light", "heavy"))
     return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity,
-                   light_max_history=float(light_max))
+                   light_max_history=float(light_max), caused_excluded=len(caused.drop_duplicates()))
 
 
 def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
@@ -164,6 +170,7 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
     metrics["users"] = float(len(targets.users))
     metrics["relevant_per_user"] = _mean(n_relevant)
     metrics["light_max_history"] = targets.light_max_history
+    metrics["caused_watches_excluded"] = float(targets.caused_excluded)
     metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}  # no users: no metric
 
     by_activity = {}
@@ -209,7 +216,8 @@ def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | 
     if primary in baseline.metrics:
         candidate.metrics[f"baseline_{primary}"] = baseline.metrics[primary]
     return {"k": int(p["k"]), "primary_metric": primary, "snapshot": dataset.snapshot_hash,
-            "relevance": f"watched, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before",
+            "relevance": f"watched, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before; "
+                         "not a watch a served list caused (the online join's attribution rule)",
             "candidate": candidate.to_dict(), "baseline": baseline.to_dict(),
             "references": {role: ev.to_dict() for role, ev in refs.items()},
             "comparisons": paired_comparisons(candidate, {"popularity": baseline, **refs}, params)}

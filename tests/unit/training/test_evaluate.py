@@ -170,3 +170,41 @@ def test_evaluation_set_carries_paired_comparisons_simultaneous_over_the_algorit
     assert c["by_role"]["popularity"]["name"] == "popularity"
     text = render_markdown([result])
     assert "| ranked | stable (v-old) | +0.0000 |" in text and "simultaneous over 2" in text
+
+
+def test_watches_a_served_list_caused_are_kept_out_of_the_targets():
+    """A validation watch whose session starts within the join window after a list that showed the
+    movie is the platform's doing (the online join's rule): not a target; a list shown after the
+    session started, or one that did not list the movie, causes nothing."""
+    from components.training.preprocess import build_dataset
+    from tests.synthetic_events import synthetic_events
+
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
+    params = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}}
+    plain = build_dataset(rates, watches, params)
+    valid = plain.valid_watches
+    caused, running, unlisted = (valid.iloc[i] for i in range(3))
+    first = watches.groupby(["user_id", "movie_id"])["time"].min()
+
+    def answer(row, delay, movie):
+        return (first[(row.user_id, row.movie_id)] + pd.Timedelta(minutes=delay), int(row.user_id), "p@v1", 200,
+                [movie, "movie+999"], 10)
+    recs = pd.DataFrame([answer(caused, -5, caused.movie_id), answer(running, 1, running.movie_id),
+                         answer(unlisted, -5, "movie+998")],
+                        columns=["time", "user_id", "server", "status", "results", "response_time_ms"])
+    marked = build_dataset(rates, watches, params, recommendations=recs)
+    assert marked.stats["valid_watch_pairs_caused"] == 1
+    flagged = marked.valid_watches.loc[marked.valid_watches["caused"], ["user_id", "movie_id"]]
+    assert flagged.values.tolist() == [[caused.user_id, caused.movie_id]]
+    targets, before = relevant_targets(marked), relevant_targets(plain)
+    pairs = set(map(tuple, targets.pairs.values.tolist()))
+    assert (caused.user_id, caused.movie_id) not in pairs
+    assert (running.user_id, running.movie_id) in pairs and (unlisted.user_id, unlisted.movie_id) in pairs
+    assert len(before.pairs) - len(targets.pairs) == 1 and targets.caused_excluded == 1
+    assert evaluate(_popularity(marked), marked).metrics[
+        "caused_watches_excluded"] == 1
+
+
+def _popularity(data):
+    from components.training.evaluate import popularity_baseline
+    return popularity_baseline(data)

@@ -81,6 +81,8 @@ class Evaluate(Section):
     gate_seed: int = 0
     refit: bool = True
     relevant_min_rating: int = Field(4, ge=1, le=5)
+    relevant_watch: Literal["completed", "any"] = "completed"
+    completed_share: float = Field(0.5, gt=0, le=1)
     light_max_history: int | None = Field(None, ge=0)
     canary_percent: float = Field(10.0, gt=0, le=100)
 

@@ -8,10 +8,12 @@ Who and what counts:
 
 - Evaluated users: the validation users (users with history before the cutoff who came back in
   the window) who have at least one relevant movie.
-- Relevant movies of a user: the movies the user watched in the validation window (at least
-  `preprocess.min_watch_minutes` distinct minutes), or rated there at `evaluate.relevant_min_rating`
-  (default 4) or more, and had neither rated nor watched before the cutoff. Relevant movies the
-  model cannot know (first seen in the window, or filtered as too sparse) stay in the
+- Relevant movies of a user: the movies the user watched to the end in the validation window
+  (`evaluate.relevant_watch: completed`: at least `evaluate.completed_share` of the movie's
+  length, the most distinct minutes any user streamed of it; `any`: any watch of at least
+  `preprocess.min_watch_minutes` minutes, reported beside as the `*_any_watch` metrics), or
+  rated there at `evaluate.relevant_min_rating` (default 4) or more, and had neither rated nor
+  watched before the cutoff. Relevant movies the model cannot know (first seen in the window, or filtered as too sparse) stay in the
   denominators: the evaluation is honest about what a model misses. A watch that a served list
   caused (a viewing session starting within the join window after a recommendation that listed
   the movie, `components.core.attribution`) is not relevant: the model that served the list
@@ -85,10 +87,13 @@ class Targets:
     caused_excluded: int = 0   # validation (user, movie) watches a served list caused: kept out of the targets
 
 
-def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
-    """Per validation user, the movies a good list should have found (see the module docstring)."""
+def relevant_targets(dataset: Dataset, params: dict | None = None, watch: str | None = None) -> Targets:
+    """Per validation user, the movies a good list should have found (see the module docstring);
+    `watch` ("completed" or "any", default `evaluate.relevant_watch`) says which watches count."""
     p = section(params, "evaluate")
     r, w = dataset.valid_ratings, dataset.valid_watches
+    if (watch or p["relevant_watch"]) == "completed":
+        w = w[w["minutes"] >= float(p["completed_share"]) * w["movie_id"].map(movie_lengths(dataset))]
     cols = ["user_id", "movie_id", "history"]
     caused = w.loc[w["caused"], ["user_id", "movie_id"]] if "caused" in w else w.iloc[0:0][["user_id", "movie_id"]]
     pos = pd.concat([w[cols], r.loc[r["rating"] >= float(p["relevant_min_rating"]), cols]], ignore_index=True)
@@ -107,6 +112,12 @@ def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
     activity = np.where(~known, "new", np.where(history <= float(light_max), "light", "heavy"))
     return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity,
                    light_max_history=float(light_max), caused_excluded=len(caused.drop_duplicates()))
+
+
+def movie_lengths(dataset: Dataset) -> pd.Series:
+    """Per movie id, its length as the data knows it: the most distinct minutes any user streamed."""
+    frames = [f[["movie_id", "minutes"]] for f in (dataset.train_watches, dataset.valid_watches)]
+    return pd.concat(frames, ignore_index=True).groupby("movie_id")["minutes"].max()
 
 
 def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
@@ -140,29 +151,25 @@ def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *, name: str = "model",
-             targets: Targets | None = None) -> Evaluation:
-    """Every offline metric of `model` on `dataset`'s validation window."""
+             targets: Targets | None = None, any_watch: Targets | None = None) -> Evaluation:
+    """Every offline metric of `model` on `dataset`'s validation window; with `any_watch` (the
+    targets when any watch is relevant), the list metrics on those too, as `<metric>_any_watch`,
+    from the same lists."""
     p = section(params, "evaluate")
     k = int(p["k"])
     targets = targets or relevant_targets(dataset, params)
     metrics = rating_errors(model, dataset)
 
-    lists = top_k_lists(model, index_of(model.user_ids, targets.users), k)
-    user_pos = np.searchsorted(targets.users, targets.pairs["user_id"].to_numpy(np.int64))
-    n_relevant = np.bincount(user_pos, minlength=len(targets.users))
-    rel_movie = model.movie_index(targets.pairs["movie_id"].to_numpy())
-    keys = user_pos[rel_movie >= 0] * model.n_movies + rel_movie[rel_movie >= 0]
-    list_keys = np.arange(len(targets.users))[:, None] * model.n_movies + lists
-    hits = np.isin(list_keys, keys) & (lists >= 0)
-
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1] if len(n_relevant) else np.empty(0)
-    n_hits = hits.sum(axis=1)
-    per_user = {"precision": n_hits / k, "recall": n_hits / np.maximum(n_relevant, 1),
-                "ndcg": (hits * discount).sum(axis=1) / np.where(ideal > 0, ideal, 1.0),
-                "hit_rate": (n_hits > 0).astype(np.float64)}
+    listed_users = targets.users if any_watch is None else np.union1d(targets.users, any_watch.users)
+    all_lists = top_k_lists(model, index_of(model.user_ids, listed_users), k)
+    lists = all_lists[np.searchsorted(listed_users, targets.users)]
+    per_user, n_relevant = _per_user(model, lists, targets, k)
     for metric, values in per_user.items():
         metrics[f"{metric}@{k}"] = _mean(values)
+    if any_watch is not None:
+        wide, _ = _per_user(model, all_lists[np.searchsorted(listed_users, any_watch.users)], any_watch, k)
+        metrics.update({f"{metric}@{k}_any_watch": _mean(values) for metric, values in wide.items()})
+        metrics["users_any_watch"] = float(len(any_watch.users))
     listed = lists[lists >= 0]
     popularity = _model_popularity(model, dataset)
     metrics[f"coverage@{k}"] = round(len(np.unique(listed)) / model.n_movies, 6)
@@ -181,6 +188,23 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
             by_activity[group].update({f"{m}@{k}": _mean(v[mask]) for m, v in per_user.items()})
     return Evaluation(name=name, metrics=metrics, by_activity=by_activity, users=targets.users,
                       ndcg_per_user=per_user["ndcg"], per_user={f"{m}@{k}": v for m, v in per_user.items()})
+
+
+def _per_user(model: FactorModel, lists: np.ndarray, targets: Targets, k: int
+              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each list metric per evaluated user (lists in `targets.users` order), and relevant counts."""
+    user_pos = np.searchsorted(targets.users, targets.pairs["user_id"].to_numpy(np.int64))
+    n_relevant = np.bincount(user_pos, minlength=len(targets.users))
+    rel_movie = model.movie_index(targets.pairs["movie_id"].to_numpy())
+    keys = user_pos[rel_movie >= 0] * model.n_movies + rel_movie[rel_movie >= 0]
+    list_keys = np.arange(len(targets.users))[:, None] * model.n_movies + lists
+    hits = np.isin(list_keys, keys) & (lists >= 0)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1] if len(n_relevant) else np.empty(0)
+    n_hits = hits.sum(axis=1)
+    return {"precision": n_hits / k, "recall": n_hits / np.maximum(n_relevant, 1),
+            "ndcg": (hits * discount).sum(axis=1) / np.where(ideal > 0, ideal, 1.0),
+            "hit_rate": (n_hits > 0).astype(np.float64)}, n_relevant
 
 
 def rating_errors(model: FactorModel, dataset: Dataset) -> dict[str, float]:
@@ -208,19 +232,29 @@ def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | 
     dict (a reference's `name` is its version)."""
     p = section(params, "evaluate")
     targets = relevant_targets(dataset, params)
-    candidate = evaluate(model, dataset, params, name=name, targets=targets)
-    baseline = evaluate(popularity_baseline(dataset), dataset, params, name="popularity", targets=targets)
-    refs = {role: evaluate(m, dataset, params, name=version, targets=targets)
+    wide = relevant_targets(dataset, params, watch="any") if p["relevant_watch"] != "any" else None
+    candidate = evaluate(model, dataset, params, name=name, targets=targets, any_watch=wide)
+    baseline = evaluate(popularity_baseline(dataset), dataset, params, name="popularity", targets=targets,
+                        any_watch=wide)
+    refs = {role: evaluate(m, dataset, params, name=version, targets=targets, any_watch=wide)
             for role, (version, m) in (references or {}).items()}
     primary = p["primary_metric"]  # one of LIST_METRICS at k: the params schema checks it
     if primary in baseline.metrics:
         candidate.metrics[f"baseline_{primary}"] = baseline.metrics[primary]
     return {"k": int(p["k"]), "primary_metric": primary, "snapshot": dataset.snapshot_hash,
-            "relevance": f"watched, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before; "
-                         "not a watch a served list caused (the online join's attribution rule)",
+            "relevance": relevance_text(p),
             "candidate": candidate.to_dict(), "baseline": baseline.to_dict(),
             "references": {role: ev.to_dict() for role, ev in refs.items()},
             "comparisons": paired_comparisons(candidate, {"popularity": baseline, **refs}, params)}
+
+
+def relevance_text(p: dict) -> str:
+    """What counts as relevant, in words (the report prints it)."""
+    watched = ("watched to at least {:.0%} of its length (the longest any user streamed)".format(
+        float(p["completed_share"])) if p["relevant_watch"] == "completed" else "watched")
+    beside = "; '_any_watch' metrics count any watch" if p["relevant_watch"] == "completed" else ""
+    return (f"{watched}, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before; "
+            f"not a watch a served list caused (the online join's attribution rule){beside}")
 
 
 def paired_comparisons(candidate: Evaluation, others: dict[str, Evaluation], params: dict | None = None

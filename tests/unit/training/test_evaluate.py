@@ -208,3 +208,19 @@ def test_watches_a_served_list_caused_are_kept_out_of_the_targets():
 def _popularity(data):
     from components.training.evaluate import popularity_baseline
     return popularity_baseline(data)
+
+
+def test_relevant_watch_is_a_completed_one_and_any_watch_is_reported_beside(dataset, ranked_model):
+    """User 1 watched c for 3 minutes and e for 1; another user streamed 10 minutes of e, so e's
+    length is 10 and user 1 gave up on it: not relevant when relevance is a completed watch."""
+    extra = _frame([(3, "e", -1, 4, 10, T)], "minutes").assign(history=1)
+    dataset.valid_watches = pd.concat([dataset.valid_watches, extra], ignore_index=True)
+    completed = relevant_targets(dataset, PARAMS)
+    anything = relevant_targets(dataset, {"evaluate": {**PARAMS["evaluate"], "relevant_watch": "any"}})
+    assert (1, "e") not in set(map(tuple, completed.pairs.values.tolist()))
+    assert (1, "e") in set(map(tuple, anything.pairs.values.tolist()))
+    result = evaluate_with_baseline(ranked_model, dataset, PARAMS, name="ranked")
+    metrics = result["candidate"]["metrics"]
+    assert "ndcg@3_any_watch" in metrics and metrics["users_any_watch"] == 3
+    assert metrics["recall@3_any_watch"] < metrics["recall@3"]     # e is missed, and counts only there
+    assert "watched to at least 50% of its length" in result["relevance"]

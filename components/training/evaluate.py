@@ -37,6 +37,7 @@ median of the evaluated known users, so that both groups say something), `heavy`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from components.training.dataset import Dataset, index_of
 from components.training.recommenders import LoadedRecommender, PopularityRecommender
 
 ACTIVITY_GROUPS = ("new", "light", "heavy")
+BOOTSTRAP_MAX_DRAWS = 20_000_000     # resamples x users who differ; beyond it the normal interval
 _BATCH = 1024
 
 
@@ -288,14 +290,23 @@ def paired_interval(differences: np.ndarray, level: float = 0.95, resamples: int
 
     Vectorised and exact in distribution: a resample of n users draws Binomial(n, m/n) of the m
     users whose difference is not zero (most users miss with both lists) and zeros for the rest,
-    so the cost is resamples x m draws, in chunks of at most ~8M."""
+    so the cost is resamples x m draws, in chunks of at most ~8M. Beyond `BOOTSTRAP_MAX_DRAWS`
+    (course scale: 200k users) the mean is normal to well within the interval's rounding, and
+    the normal interval mean +- z sd / sqrt(n) is used (`method` says which; a unit test and
+    `benchmarks/bench_gate.py` check the two agree)."""
     d = np.asarray(differences, dtype=np.float64)
     n = len(d)
     if n == 0:
         return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "width": float("nan"),
-                "users": 0, "level": level}
+                "users": 0, "level": level, "method": "none"}
     nonzero = d[d != 0]
     m = len(nonzero)
+    if m * resamples > BOOTSTRAP_MAX_DRAWS:
+        half = NormalDist().inv_cdf(1 - (1 - level) / 2) * float(d.std(ddof=1)) / np.sqrt(n)
+        low, high = d.mean() - half, d.mean() + half
+        return {"difference": round(float(d.mean()), 6), "low": round(float(low), 6), "high": round(float(high), 6),
+                "width": round(float(high - low), 6), "users": int(n), "level": round(level, 6),
+                "method": "normal"}
     rng = np.random.default_rng(seed)
     means = np.zeros(resamples)
     if m:
@@ -307,7 +318,7 @@ def paired_interval(differences: np.ndarray, level: float = 0.95, resamples: int
             means[start:start + len(counts)] = (sums[ends] - sums[ends - counts]) / n
     low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"difference": round(float(d.mean()), 6), "low": round(float(low), 6), "high": round(float(high), 6),
-            "width": round(float(high - low), 6), "users": int(n), "level": round(level, 6)}
+            "width": round(float(high - low), 6), "users": int(n), "level": round(level, 6), "method": "bootstrap"}
 
 
 def pick_winner(evaluations: dict[str, dict[str, float]], primary: str = "ndcg@20") -> str:

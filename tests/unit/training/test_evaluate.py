@@ -139,7 +139,7 @@ def test_evaluation_set_report_and_winner(dataset, ranked_model):
         evaluate_with_baseline(ranked_model, dataset, {"evaluate": {"k": 3, "primary_metric": "ndcg@20"}})
 
 
-def test_paired_interval_is_the_bootstrap_of_the_mean_and_matches_the_normal_approximation():
+def test_paired_interval_is_the_bootstrap_of_the_mean_and_matches_the_normal_approximation(monkeypatch):
     """The zero-skipping bootstrap resamples users like the plain one: same centre and spread, and
     at 5000 users both agree with mean +- 1.96 sd / sqrt(n)."""
     from components.training.evaluate import paired_interval
@@ -154,6 +154,11 @@ def test_paired_interval_is_the_bootstrap_of_the_mean_and_matches_the_normal_app
     assert got["width"] == pytest.approx(got["high"] - got["low"], abs=1e-6)
     naive = d[rng.integers(0, len(d), size=(2000, len(d)))].mean(axis=1)
     assert np.quantile(naive, 0.025) == pytest.approx(got["low"], abs=0.15 * half)
+    monkeypatch.setattr("components.training.evaluate.BOOTSTRAP_MAX_DRAWS", 0)   # as at course scale
+    normal = paired_interval(d, 0.95, 2000, seed=1)
+    assert (got["method"], normal["method"]) == ("bootstrap", "normal")
+    assert normal["low"] == pytest.approx(got["low"], abs=0.15 * half)
+    assert normal["high"] == pytest.approx(got["high"], abs=0.15 * half)
     assert paired_interval(np.zeros(10))["width"] == 0.0
     assert paired_interval(np.empty(0))["users"] == 0
 

@@ -361,15 +361,16 @@ def publish_command(
     from components.core.store import open_store
     from components.training.dataset import Dataset
     from components.training.evaluate import evaluate_with_baseline
-    from components.training.publish import publish, reference_models, resolve_model
+    from components.training.publish import publish, reference_models, refit_whole_snapshot, resolve_model
 
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
     fitted, card = resolve_model(model, target)
     evaluation = evaluate_with_baseline(fitted, data, all_params, name=card.version,
-                                        references=reference_models(target, card.version))
+                                        references=reference_models(target, data, card.version))
     try:
+        refit = refit_whole_snapshot(target, all_params) if all_params["evaluate"]["refit"] else None
         result = publish(target, fitted, card, evaluation, all_params, deploy=deploy,
-                         canary_percent=canary_percent, force=force, seen=data.serving_seen_csr)
+                         canary_percent=canary_percent, force=force, seen=data.serving_seen_csr, refit_with=refit)
     except (ValueError, rollout.RolloutError) as exc:
         typer.echo(f"publish failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -98,14 +98,15 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     from components.core.store import open_store
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.evaluate import evaluate_with_baseline
-    from components.training.publish import reference_models
+    from components.training.publish import decide, reference_models
     from components.training.report import render_html
 
     started = time.perf_counter()
-    data = PreparedDataset.load(dataset.path)
+    data, st, all_params = PreparedDataset.load(dataset.path), open_store(store), json.loads(params)
     candidate, card = FactorModel.load_dir(model.path)
-    result = evaluate_with_baseline(candidate, data, json.loads(params), name=card.version,
-                                    references=reference_models(open_store(store), card.version))
+    result = evaluate_with_baseline(candidate, data, all_params, name=card.version,
+                                    references=reference_models(st, data, card.version))
+    result["gate"] = decide(st, result, all_params, card.version).to_dict()   # what publish will decide
     with open(evaluation.path, "w") as f:
         json.dump(result, f)
     evaluation.metadata.update(version=card.version, primary_metric=result["primary_metric"])
@@ -122,20 +123,26 @@ def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dat
             deploy: str,
             canary_percent: float, force: bool, run_name: str
             ) -> NamedTuple("Published", version=str, candidate=bool, deployed=str, reasons=str):
-    """Gate the model and write it with its metrics and decision to the store; deploy if asked."""
+    """Gate the model and write it with its metrics and decision to the store; once it passes,
+    refit it on the whole snapshot (`evaluate.refit`) and publish the refit too; deploy if asked
+    (the refit, when there is one)."""
     import json
     from collections import namedtuple
 
     from components.core.model_artifact import FactorModel
+    from components.core.params import section
     from components.core.store import open_store
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.publish import publish as run_publish
+    from components.training.publish import refit_whole_snapshot
 
     fitted, card = FactorModel.load_dir(model.path)
+    st, all_params = open_store(store), json.loads(params)
+    refit = refit_whole_snapshot(st, all_params) if section(all_params, "evaluate")["refit"] else None
     with open(evaluation.path) as f:
-        result = run_publish(open_store(store), fitted, card, json.load(f), json.loads(params), deploy=deploy,
+        result = run_publish(st, fitted, card, json.load(f), all_params, deploy=deploy,
                              canary_percent=canary_percent, force=force, pipeline_run=run_name,
-                             seen=PreparedDataset.load(dataset.path).serving_seen_csr)
+                             seen=PreparedDataset.load(dataset.path).serving_seen_csr, refit_with=refit)
     print(json.dumps(result.to_dict(), indent=2))
     published = namedtuple("Published", ["version", "candidate", "deployed", "reasons"])
     return published(result.version, result.decision.candidate, result.deployed or "",

@@ -76,7 +76,13 @@ class Evaluate(Section):
     k: int = Field(20, ge=1, le=1000)
     primary_metric: str = "ndcg@20"
     gate_margin: float = Field(0.01, ge=0, le=1)
+    gate_confidence: float = Field(0.95, ge=0.5, lt=1)
+    gate_resamples: int = Field(1000, ge=100, le=100_000)
+    gate_seed: int = 0
+    refit: bool = True
     relevant_min_rating: int = Field(4, ge=1, le=5)
+    relevant_watch: Literal["completed", "any"] = "completed"
+    completed_share: float = Field(0.5, gt=0, le=1)
     light_max_history: int | None = Field(None, ge=0)
     canary_percent: float = Field(10.0, gt=0, le=100)
 

@@ -5,7 +5,8 @@ This module joins those answers with the same user's later watch and rate lines 
 into per-version figures, each with its sample size and a confidence interval
 (`components.core.stats`).
 
-Attribution rule (documented because it decides what a "hit" is):
+Attribution rule (documented because it decides what a "hit" is; the session rule lives in
+`components.core.attribution`, which offline evaluation uses too):
 
 * Watch lines are grouped into viewing sessions: the minute lines of one user and one movie
   that follow each other with gaps of at most `SESSION_GAP`. A session starts at its first line.
@@ -37,6 +38,13 @@ import numpy as np
 import pandas as pd
 
 from components.core import stats
+from components.core.attribution import (  # the one attribution rule, shared with offline evaluation
+    DEFAULT_WINDOW,
+    SESSION_GAP,  # noqa: F401  (re-exported: the session rule as the join documents it)
+    credit,
+    listed_items,
+    watch_sessions,
+)
 from components.core.eventlog import file_path
 from components.core.events import (
     ANSWER_BUDGET_MS,
@@ -47,8 +55,6 @@ from components.core.events import (
     server_version,
 )
 
-DEFAULT_WINDOW = timedelta(minutes=30)
-SESSION_GAP = timedelta(minutes=10)   # a longer pause between two minute lines starts a new viewing session
 LATENCY_OBJECTIVE_MS = ANSWER_BUDGET_MS
 KINDS = ("recommendation", "watch", "rate")
 _COLUMNS = {
@@ -137,15 +143,9 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
         end = last_time(frames)
     out["open"] = out["time"] > end - pd.Timedelta(window) if end is not None else False
 
-    items = recs.loc[out["served"], ["time", "user_id", "results"]].explode("results")
-    items = items.rename(columns={"results": "movie_id", "time": "rec_time"})
-    items["rec_id"] = items.index.astype("int64")
-    # Integer movie codes: merge_asof groups int64 keys much faster than strings.
-    codes, movies = pd.factorize(items["movie_id"].astype(str))
-    items = items.assign(movie=codes.astype("int64"), user_id=items["user_id"].astype("int64"))
-    movies = pd.Index(movies)
+    items, movies = listed_items(recs, out["served"])
     sessions = watch_sessions(frames["watch"], movies)
-    credited = _credit(sessions, items, window)
+    credited = credit(sessions, items, window)
     out["hit"] = out.index.isin(credited["rec_id"].unique())
     out["minutes"] = credited.groupby("rec_id")["minutes"].sum().reindex(out.index, fill_value=0).astype(int)
     rates = _rated_sessions(frames["rate"], movies, credited, window)
@@ -154,40 +154,6 @@ def join(frames: dict[str, pd.DataFrame], window: timedelta = DEFAULT_WINDOW,
         cells[rec_id].append(rating)
     out["ratings"] = cells
     return out
-
-
-def watch_sessions(watches: pd.DataFrame, movies: pd.Index) -> pd.DataFrame:
-    """Viewing sessions of listed movies: one row per (user, movie, run of minute lines with gaps <= SESSION_GAP).
-
-    Columns: user_id, movie (code in `movies`), start, end, minutes (distinct minute numbers)."""
-    codes = movies.get_indexer(watches["movie_id"].astype(str)) if len(watches) else np.empty(0, dtype=np.int64)
-    w = watches.loc[codes >= 0, ["time", "user_id", "minute"]].assign(movie=codes[codes >= 0].astype("int64"))
-    if w.empty:
-        return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "movie": pd.Series(dtype="int64"),
-                             "start": pd.Series(dtype="datetime64[ns]"), "end": pd.Series(dtype="datetime64[ns]"),
-                             "minutes": pd.Series(dtype="int64")})
-    w = w.assign(user_id=w["user_id"].astype("int64")).sort_values(["user_id", "movie", "time"], kind="stable")
-    same = (w["user_id"].to_numpy()[1:] == w["user_id"].to_numpy()[:-1]) & \
-           (w["movie"].to_numpy()[1:] == w["movie"].to_numpy()[:-1])
-    close = np.diff(w["time"].to_numpy()) <= np.timedelta64(SESSION_GAP)
-    w["session"] = np.cumsum(np.concatenate([[True], ~(same & close)]))
-    g = w.groupby("session", sort=False)
-    return pd.DataFrame({"user_id": g["user_id"].first(), "movie": g["movie"].first(), "start": g["time"].min(),
-                         "end": g["time"].max(), "minutes": g["minute"].nunique().astype("int64")}
-                        ).reset_index(drop=True)
-
-
-def _credit(sessions: pd.DataFrame, items: pd.DataFrame, window: timedelta) -> pd.DataFrame:
-    """Sessions matched to the latest recommendation of the same user listing the movie, strictly before
-    the session's start and no older than `window`; columns of `sessions` plus rec_id."""
-    if sessions.empty or items.empty:
-        return sessions.assign(rec_id=pd.Series(dtype="int64")).iloc[0:0]
-    right = items[["rec_time", "user_id", "movie", "rec_id"]].sort_values("rec_time", kind="stable")
-    matched = pd.merge_asof(sessions.sort_values("start", kind="stable"), right, left_on="start",
-                            right_on="rec_time", by=["user_id", "movie"], direction="backward",
-                            tolerance=pd.Timedelta(window), allow_exact_matches=False)
-    matched = matched.dropna(subset=["rec_id"])
-    return matched.assign(rec_id=matched["rec_id"].astype("int64"))
 
 
 def _rated_sessions(rates: pd.DataFrame, movies: pd.Index, credited: pd.DataFrame, window: timedelta

@@ -109,6 +109,22 @@ class Dataset:
         m.sort_indices()
         return m
 
+    def train_seen_for(self, user_ids: np.ndarray, movie_ids: np.ndarray) -> sp.csr_matrix:
+        """`seen_csr` in another id order (an older model's users x movies): 1 where the user rated
+        or watched the movie in this dataset's train period. Re-scoring a stored model with it
+        masks what its users had seen before today's cutoff, not what they watched after it, so
+        today's validation targets stay in its lists."""
+        user_ids, movie_ids = np.asarray(user_ids, dtype=np.int64), np.asarray(movie_ids, dtype=str)
+        frames = [f[["user_id", "movie_id"]] for f in (self.train_ratings, self.train_watches)]
+        pairs = pd.concat(frames, ignore_index=True).drop_duplicates()
+        u = index_of(user_ids, pairs["user_id"].to_numpy(np.int64))
+        i = index_of(movie_ids, pairs["movie_id"].to_numpy().astype(str))
+        keep = (u >= 0) & (i >= 0)
+        m = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.int8), (u[keep], i[keep])),
+                          shape=(len(user_ids), len(movie_ids)), dtype=np.int8)
+        m.sort_indices()
+        return m
+
     def _csr(self, frame: pd.DataFrame, values: np.ndarray) -> sp.csr_matrix:
         m = sp.csr_matrix((values, (frame["u"].to_numpy(), frame["i"].to_numpy())),
                           shape=(self.n_users, self.n_movies), dtype=np.float32)

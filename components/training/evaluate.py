@@ -8,11 +8,16 @@ Who and what counts:
 
 - Evaluated users: the validation users (users with history before the cutoff who came back in
   the window) who have at least one relevant movie.
-- Relevant movies of a user: the movies the user watched in the validation window (at least
-  `preprocess.min_watch_minutes` distinct minutes), or rated there at `evaluate.relevant_min_rating`
-  (default 4) or more, and had neither rated nor watched before the cutoff. Relevant movies the
-  model cannot know (first seen in the window, or filtered as too sparse) stay in the
-  denominators: the evaluation is honest about what a model misses.
+- Relevant movies of a user: the movies the user watched to the end in the validation window
+  (`evaluate.relevant_watch: completed`: at least `evaluate.completed_share` of the movie's
+  length, the most distinct minutes any user streamed of it; `any`: any watch of at least
+  `preprocess.min_watch_minutes` minutes, reported beside as the `*_any_watch` metrics), or
+  rated there at `evaluate.relevant_min_rating` (default 4) or more, and had neither rated nor
+  watched before the cutoff. Relevant movies the model cannot know (first seen in the window, or filtered as too sparse) stay in the
+  denominators: the evaluation is honest about what a model misses. A watch that a served list
+  caused (a viewing session starting within the join window after a recommendation that listed
+  the movie, `components.core.attribution`) is not relevant: the model that served the list
+  would get credit for its own influence; how many were left out is `caused_watches_excluded`.
 - Lists: what the model serves, `FactorModel.top_k` (seen movies excluded) for known users and
   the popularity list for users the model does not know, computed in batches
   (`U[batch] @ Q.T`, mask, `argpartition`).
@@ -32,6 +37,7 @@ median of the evaluated known users, so that both groups say something), `heavy`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -43,6 +49,7 @@ from components.training.dataset import Dataset, index_of
 from components.training.recommenders import LoadedRecommender, PopularityRecommender
 
 ACTIVITY_GROUPS = ("new", "light", "heavy")
+BOOTSTRAP_MAX_DRAWS = 20_000_000     # resamples x users who differ; beyond it the normal interval
 _BATCH = 1024
 
 
@@ -55,6 +62,7 @@ class Evaluation:
     by_activity: dict[str, dict[str, float]] = field(default_factory=dict)
     users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     ndcg_per_user: np.ndarray = field(default_factory=lambda: np.empty(0))
+    per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # every list metric at k, by user
 
     def to_dict(self, per_user: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "metrics": self.metrics, "by_activity": self.by_activity}
@@ -78,15 +86,21 @@ class Targets:
     pairs: pd.DataFrame        # user_id, movie_id: the relevant movies
     activity: np.ndarray       # per evaluated user: "new" | "light" | "heavy"
     light_max_history: float = 0.0
+    caused_excluded: int = 0   # validation (user, movie) watches a served list caused: kept out of the targets
 
 
-def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
-    """Per validation user, the movies a good list should have found (see the module docstring)."""
+def relevant_targets(dataset: Dataset, params: dict | None = None, watch: str | None = None) -> Targets:
+    """Per validation user, the movies a good list should have found (see the module docstring);
+    `watch` ("completed" or "any", default `evaluate.relevant_watch`) says which watches count."""
     p = section(params, "evaluate")
     r, w = dataset.valid_ratings, dataset.valid_watches
+    if (watch or p["relevant_watch"]) == "completed":
+        w = w[w["minutes"] >= float(p["completed_share"]) * w["movie_id"].map(movie_lengths(dataset))]
     cols = ["user_id", "movie_id", "history"]
+    caused = w.loc[w["caused"], ["user_id", "movie_id"]] if "caused" in w else w.iloc[0:0][["user_id", "movie_id"]]
     pos = pd.concat([w[cols], r.loc[r["rating"] >= float(p["relevant_min_rating"]), cols]], ignore_index=True)
-    seen = pd.concat([dataset.train_ratings[["user_id", "movie_id"]], dataset.train_watches[["user_id", "movie_id"]]])
+    seen = pd.concat([dataset.train_ratings[["user_id", "movie_id"]], dataset.train_watches[["user_id", "movie_id"]],
+                      caused])                  # the platform's own lists caused it: not a target
     pos = pos.drop_duplicates(["user_id", "movie_id"]).merge(
         seen.drop_duplicates(), on=["user_id", "movie_id"], how="left", indicator=True)
     pos = pos[pos["_merge"] == "left_only"].sort_values(["user_id", "movie_id"]).reset_index(drop=True)
@@ -99,7 +113,13 @@ def relevant_targets(dataset: Dataset, params: dict | None = None) -> Targets:
         light_max = float(np.median(history[known])) if known.any() else 0.0
     activity = np.where(~known, "new", np.where(history <= float(light_max), "light", "heavy"))
     return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity,
-                   light_max_history=float(light_max))
+                   light_max_history=float(light_max), caused_excluded=len(caused.drop_duplicates()))
+
+
+def movie_lengths(dataset: Dataset) -> pd.Series:
+    """Per movie id, its length as the data knows it: the most distinct minutes any user streamed."""
+    frames = [f[["movie_id", "minutes"]] for f in (dataset.train_watches, dataset.valid_watches)]
+    return pd.concat(frames, ignore_index=True).groupby("movie_id")["minutes"].max()
 
 
 def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
@@ -133,29 +153,25 @@ def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *, name: str = "model",
-             targets: Targets | None = None) -> Evaluation:
-    """Every offline metric of `model` on `dataset`'s validation window."""
+             targets: Targets | None = None, any_watch: Targets | None = None) -> Evaluation:
+    """Every offline metric of `model` on `dataset`'s validation window; with `any_watch` (the
+    targets when any watch is relevant), the list metrics on those too, as `<metric>_any_watch`,
+    from the same lists."""
     p = section(params, "evaluate")
     k = int(p["k"])
     targets = targets or relevant_targets(dataset, params)
     metrics = rating_errors(model, dataset)
 
-    lists = top_k_lists(model, index_of(model.user_ids, targets.users), k)
-    user_pos = np.searchsorted(targets.users, targets.pairs["user_id"].to_numpy(np.int64))
-    n_relevant = np.bincount(user_pos, minlength=len(targets.users))
-    rel_movie = model.movie_index(targets.pairs["movie_id"].to_numpy())
-    keys = user_pos[rel_movie >= 0] * model.n_movies + rel_movie[rel_movie >= 0]
-    list_keys = np.arange(len(targets.users))[:, None] * model.n_movies + lists
-    hits = np.isin(list_keys, keys) & (lists >= 0)
-
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1] if len(n_relevant) else np.empty(0)
-    n_hits = hits.sum(axis=1)
-    per_user = {"precision": n_hits / k, "recall": n_hits / np.maximum(n_relevant, 1),
-                "ndcg": (hits * discount).sum(axis=1) / np.where(ideal > 0, ideal, 1.0),
-                "hit_rate": (n_hits > 0).astype(np.float64)}
+    listed_users = targets.users if any_watch is None else np.union1d(targets.users, any_watch.users)
+    all_lists = top_k_lists(model, index_of(model.user_ids, listed_users), k)
+    lists = all_lists[np.searchsorted(listed_users, targets.users)]
+    per_user, n_relevant = _per_user(model, lists, targets, k)
     for metric, values in per_user.items():
         metrics[f"{metric}@{k}"] = _mean(values)
+    if any_watch is not None:
+        wide, _ = _per_user(model, all_lists[np.searchsorted(listed_users, any_watch.users)], any_watch, k)
+        metrics.update({f"{metric}@{k}_any_watch": _mean(values) for metric, values in wide.items()})
+        metrics["users_any_watch"] = float(len(any_watch.users))
     listed = lists[lists >= 0]
     popularity = _model_popularity(model, dataset)
     metrics[f"coverage@{k}"] = round(len(np.unique(listed)) / model.n_movies, 6)
@@ -163,6 +179,7 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
     metrics["users"] = float(len(targets.users))
     metrics["relevant_per_user"] = _mean(n_relevant)
     metrics["light_max_history"] = targets.light_max_history
+    metrics["caused_watches_excluded"] = float(targets.caused_excluded)
     metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}  # no users: no metric
 
     by_activity = {}
@@ -172,7 +189,24 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
         if mask.any():
             by_activity[group].update({f"{m}@{k}": _mean(v[mask]) for m, v in per_user.items()})
     return Evaluation(name=name, metrics=metrics, by_activity=by_activity, users=targets.users,
-                      ndcg_per_user=per_user["ndcg"])
+                      ndcg_per_user=per_user["ndcg"], per_user={f"{m}@{k}": v for m, v in per_user.items()})
+
+
+def _per_user(model: FactorModel, lists: np.ndarray, targets: Targets, k: int
+              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each list metric per evaluated user (lists in `targets.users` order), and relevant counts."""
+    user_pos = np.searchsorted(targets.users, targets.pairs["user_id"].to_numpy(np.int64))
+    n_relevant = np.bincount(user_pos, minlength=len(targets.users))
+    rel_movie = model.movie_index(targets.pairs["movie_id"].to_numpy())
+    keys = user_pos[rel_movie >= 0] * model.n_movies + rel_movie[rel_movie >= 0]
+    list_keys = np.arange(len(targets.users))[:, None] * model.n_movies + lists
+    hits = np.isin(list_keys, keys) & (lists >= 0)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1] if len(n_relevant) else np.empty(0)
+    n_hits = hits.sum(axis=1)
+    return {"precision": n_hits / k, "recall": n_hits / np.maximum(n_relevant, 1),
+            "ndcg": (hits * discount).sum(axis=1) / np.where(ideal > 0, ideal, 1.0),
+            "hit_rate": (n_hits > 0).astype(np.float64)}, n_relevant
 
 
 def rating_errors(model: FactorModel, dataset: Dataset) -> dict[str, float]:
@@ -200,16 +234,91 @@ def evaluate_with_baseline(model: FactorModel, dataset: Dataset, params: dict | 
     dict (a reference's `name` is its version)."""
     p = section(params, "evaluate")
     targets = relevant_targets(dataset, params)
-    candidate = evaluate(model, dataset, params, name=name, targets=targets)
-    baseline = evaluate(popularity_baseline(dataset), dataset, params, name="popularity", targets=targets)
-    refs = {role: evaluate(m, dataset, params, name=version, targets=targets).to_dict()
+    wide = relevant_targets(dataset, params, watch="any") if p["relevant_watch"] != "any" else None
+    candidate = evaluate(model, dataset, params, name=name, targets=targets, any_watch=wide)
+    baseline = evaluate(popularity_baseline(dataset), dataset, params, name="popularity", targets=targets,
+                        any_watch=wide)
+    refs = {role: evaluate(m, dataset, params, name=version, targets=targets, any_watch=wide)
             for role, (version, m) in (references or {}).items()}
     primary = p["primary_metric"]  # one of LIST_METRICS at k: the params schema checks it
     if primary in baseline.metrics:
         candidate.metrics[f"baseline_{primary}"] = baseline.metrics[primary]
     return {"k": int(p["k"]), "primary_metric": primary, "snapshot": dataset.snapshot_hash,
-            "relevance": f"watched, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before",
-            "candidate": candidate.to_dict(), "baseline": baseline.to_dict(), "references": refs}
+            "relevance": relevance_text(p),
+            "candidate": candidate.to_dict(), "baseline": baseline.to_dict(),
+            "references": {role: ev.to_dict() for role, ev in refs.items()},
+            "comparisons": paired_comparisons(candidate, {"popularity": baseline, **refs}, params)}
+
+
+def relevance_text(p: dict) -> str:
+    """What counts as relevant, in words (the report prints it)."""
+    watched = ("watched to at least {:.0%} of its length (the longest any user streamed)".format(
+        float(p["completed_share"])) if p["relevant_watch"] == "completed" else "watched")
+    beside = "; '_any_watch' metrics count any watch" if p["relevant_watch"] == "completed" else ""
+    return (f"{watched}, or rated >= {p['relevant_min_rating']}, in the validation window; unseen before; "
+            f"not a watch a served list caused (the online join's attribution rule){beside}")
+
+
+def paired_comparisons(candidate: Evaluation, others: dict[str, Evaluation], params: dict | None = None
+                       ) -> dict[str, Any]:
+    """The candidate against each other model on the primary metric, user by user: the mean of
+    the per-user differences (candidate - other) with its paired bootstrap interval.
+
+    The interval's level is simultaneous over the algorithms trained on the same split
+    (`train.algorithms`; Bonferroni): when the best of several is kept, each one's interval
+    still holds with the stated confidence, so choosing does not make the winner look better
+    than it is."""
+    p = section(params, "evaluate")
+    primary, confidence = p["primary_metric"], float(p["gate_confidence"])
+    choices = max(1, len(section(params, "train")["algorithms"]))
+    level = 1.0 - (1.0 - confidence) / choices
+    out: dict[str, Any] = {"metric": primary, "confidence": confidence, "simultaneous_over": choices,
+                           "level": round(level, 6), "resamples": int(p["gate_resamples"]), "by_role": {}}
+    mine = candidate.per_user.get(primary)
+    for role, other in others.items():
+        theirs = other.per_user.get(primary)
+        if mine is None or theirs is None or len(mine) != len(theirs):
+            continue
+        out["by_role"][role] = paired_interval(mine - theirs, level, int(p["gate_resamples"]), int(p["gate_seed"]))
+        out["by_role"][role]["name"] = other.name
+    return out
+
+
+def paired_interval(differences: np.ndarray, level: float = 0.95, resamples: int = 1000,
+                    seed: int = 0) -> dict[str, float]:
+    """Mean of per-user differences and its percentile bootstrap interval (users resampled).
+
+    Vectorised and exact in distribution: a resample of n users draws Binomial(n, m/n) of the m
+    users whose difference is not zero (most users miss with both lists) and zeros for the rest,
+    so the cost is resamples x m draws, in chunks of at most ~8M. Beyond `BOOTSTRAP_MAX_DRAWS`
+    (course scale: 200k users) the mean is normal to well within the interval's rounding, and
+    the normal interval mean +- z sd / sqrt(n) is used (`method` says which; a unit test and
+    `benchmarks/bench_gate.py` check the two agree)."""
+    d = np.asarray(differences, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "width": float("nan"),
+                "users": 0, "level": level, "method": "none"}
+    nonzero = d[d != 0]
+    m = len(nonzero)
+    if m * resamples > BOOTSTRAP_MAX_DRAWS:
+        half = NormalDist().inv_cdf(1 - (1 - level) / 2) * float(d.std(ddof=1)) / np.sqrt(n)
+        low, high = d.mean() - half, d.mean() + half
+        return {"difference": round(float(d.mean()), 6), "low": round(float(low), 6), "high": round(float(high), 6),
+                "width": round(float(high - low), 6), "users": int(n), "level": round(level, 6),
+                "method": "normal"}
+    rng = np.random.default_rng(seed)
+    means = np.zeros(resamples)
+    if m:
+        chunk = max(1, min(resamples, 8_000_000 // max(1, m)))
+        for start in range(0, resamples, chunk):
+            counts = rng.binomial(n, m / n, size=min(chunk, resamples - start))
+            sums = np.concatenate([[0.0], np.cumsum(nonzero[rng.integers(0, m, size=int(counts.sum()))])])
+            ends = np.cumsum(counts)
+            means[start:start + len(counts)] = (sums[ends] - sums[ends - counts]) / n
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"difference": round(float(d.mean()), 6), "low": round(float(low), 6), "high": round(float(high), 6),
+            "width": round(float(high - low), 6), "users": int(n), "level": round(level, 6), "method": "bootstrap"}
 
 
 def pick_winner(evaluations: dict[str, dict[str, float]], primary: str = "ndcg@20") -> str:

@@ -15,12 +15,14 @@ dropped; the pipeline writes those numbers to the step's KFP metrics.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
+from components.core.attribution import DEFAULT_WINDOW, caused_pairs
 from components.core.params import section
-from components.core.snapshots import read_events
+from components.core.snapshots import read_events, snapshot_days
 from components.core.store import ArtifactStore
 from components.training.dataset import RATING_COLUMNS, WATCH_COLUMNS, Dataset, index_of
 
@@ -28,8 +30,29 @@ __all__ = ["Dataset", "prepare", "build_dataset", "from_ratings", "snapshot_hash
 
 
 def prepare(store: ArtifactStore, params: dict | None = None) -> Dataset:
-    """Read the rate and watch snapshots of `store` and build the dataset (params: the full params dict)."""
-    return build_dataset(read_events(store, "rate"), read_events(store, "watch"), params)
+    """Read the rate and watch snapshots of `store` and build the dataset (params: the full params
+    dict); the served recommendations from the validation window's days mark which of its watches
+    the platform's own lists caused (`mark_caused`)."""
+    return build_dataset(read_events(store, "rate"), read_events(store, "watch"), params,
+                         recommendations=lambda cutoff: recommendations_since(store, cutoff))
+
+
+def recommendations_since(store: ArtifactStore, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """The served recommendations of the days that can cause a watch after `cutoff`."""
+    first = (cutoff - pd.Timedelta(DEFAULT_WINDOW)).strftime("%Y-%m-%d")
+    days = [d for d in snapshot_days(store).get("recommendation", []) if d >= first]
+    return read_events(store, "recommendation", days) if days else pd.DataFrame()
+
+
+def mark_caused(valid_w: pd.DataFrame, watches: pd.DataFrame, recommendations: pd.DataFrame) -> pd.DataFrame:
+    """`valid_w` with `caused`: the (user, movie) had a viewing session in the validation window that
+    a served list caused (`components.core.attribution`, the online join's rule). Such a watch
+    is the platform's influence, not a taste the model should have found."""
+    pairs = caused_pairs(recommendations, watches) if len(recommendations) else None
+    if pairs is None or pairs.empty:
+        return valid_w.assign(caused=False)
+    keys = pd.MultiIndex.from_frame(pairs[["user_id", "movie_id"]])
+    return valid_w.assign(caused=pd.MultiIndex.from_frame(valid_w[["user_id", "movie_id"]]).isin(keys))
 
 
 def snapshot_hash(rates: pd.DataFrame, watches: pd.DataFrame) -> str:
@@ -43,8 +66,11 @@ def snapshot_hash(rates: pd.DataFrame, watches: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | None = None) -> Dataset:
-    """The whole preprocess step on in-memory frames (the schemas of `components.core.snapshots`)."""
+def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | None = None,
+                  recommendations: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame] | None = None) -> Dataset:
+    """The whole preprocess step on in-memory frames (the schemas of `components.core.snapshots`);
+    `recommendations` (served answers, or a function of the cutoff giving them) mark the
+    validation watches the platform caused."""
     p = section(params, "preprocess")
     stats: dict[str, int | float] = {"events_rate": len(rates), "events_watch": len(watches)}
     if rates.empty:
@@ -71,6 +97,10 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
     user_ids = np.sort(np.asarray(users, dtype=np.int64))
     movie_ids = np.sort(np.asarray(movies, dtype=str))
     valid_r, valid_w = _validation(valid_r, valid_w, history, p, stats)
+    if recommendations is not None:
+        recs = recommendations(cutoff) if callable(recommendations) else recommendations
+        valid_w = mark_caused(valid_w, watches[watches["time"] >= cutoff], recs)
+        stats.update(valid_watch_pairs_caused=int(valid_w["caused"].sum()))
     ds = Dataset(user_ids=user_ids, movie_ids=movie_ids, train_ratings=train_r, train_watches=train_w,
                  valid_ratings=valid_r, valid_watches=valid_w, cutoff=cutoff.isoformat(),
                  snapshot_hash=digest, stats=stats, params={"preprocess": p})
@@ -78,6 +108,7 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
                        ("valid_ratings", RATING_COLUMNS + ["history"]),
                        ("valid_watches", WATCH_COLUMNS + ["history"])):
         frame = getattr(ds, name).copy()
+        cols = cols + [c for c in ("caused",) if c in frame]
         frame["u"] = ds.user_index(frame["user_id"].to_numpy()).astype(np.int32)
         frame["i"] = ds.movie_index(frame["movie_id"].to_numpy()).astype(np.int32)
         setattr(ds, name, frame[cols].sort_values(["u", "i", "user_id", "movie_id"]).reset_index(drop=True))

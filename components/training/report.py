@@ -134,6 +134,38 @@ def _activity_table(models: list[dict[str, Any]], k: int) -> list[list[str]]:
     return rows
 
 
+def _gate_table(evaluation_sets: list[dict[str, Any]]) -> list[list[str]]:
+    """Per candidate and compared model: the paired difference on the gate's metric, its
+    interval, width and users, and the gate's decision when the set carries it."""
+    rows = [["model", "against", "difference", "low", "high", "width", "users", "level", "gate"]]
+    for ev in evaluation_sets:
+        comparisons, decision = ev.get("comparisons", {}), ev.get("gate") or {}
+        verdict = "-" if not decision else ("passed" if decision.get("candidate") else "rejected")
+        for role, c in comparisons.get("by_role", {}).items():
+            rows.append([ev["candidate"]["name"], f"{role} ({c.get('name', role)})", f"{c['difference']:+.4f}",
+                         f"{c['low']:+.4f}", f"{c['high']:+.4f}", f"{c['width']:.4f}", str(c["users"]),
+                         f"{c['level']:.1%}", verdict])
+    return rows
+
+
+def gate_notes(evaluation_sets: list[dict[str, Any]]) -> list[str]:
+    """What the gate compares and, where known, what it decided and why, one line each."""
+    notes = []
+    for ev in evaluation_sets:
+        c = ev.get("comparisons")
+        if c:
+            notes.append(f"{ev['candidate']['name']}: paired per-user differences of {c['metric']} "
+                         f"(candidate - other) with a {c['level']:.1%} bootstrap interval ({c['resamples']} "
+                         f"resamples of the users; {c['confidence']:.0%} simultaneous over "
+                         f"{c['simultaneous_over']} algorithm(s) on this split). The gate needs the lower bound "
+                         "above 0 against popularity and above minus the margin against stable.")
+        if ev.get("gate"):
+            g = ev["gate"]
+            notes.append(f"{ev['candidate']['name']}: gate {'passed' if g['candidate'] else 'rejected'}: "
+                         + "; ".join(g["reasons"]))
+    return notes
+
+
 def _metric_keys(k: int) -> list[str]:
     return ["rmse", "mae", *[f"{m}@{k}" for m in _LIST_METRICS], f"coverage@{k}", f"popularity_bias@{k}", "users"]
 
@@ -150,8 +182,13 @@ def render_markdown(evaluation_sets: list[dict[str, Any]], title: str = "Offline
     models = _models(evaluation_sets)
     lines = [f"# {title}", "", f"Relevant: {evaluation_sets[0].get('relevance', '')}. "
              f"Data snapshot `{evaluation_sets[0].get('snapshot', '')[:12]}`.", ""]
-    lines += [f"- {note}" for note in notes or []] + ([""] if notes else [])
-    for rows in (_table(models, _metric_keys(k)), _activity_table(models, k)):
+    notes = [*(notes or []), *gate_notes(evaluation_sets)]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    tables = [_table(models, _metric_keys(k)), _activity_table(models, k)]
+    gate_rows = _gate_table(evaluation_sets)
+    if len(gate_rows) > 1:
+        tables.append(gate_rows)
+    for rows in tables:
         lines.append("| " + " | ".join(rows[0]) + " |")
         lines.append("|" + "---|" * len(rows[0]))
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -173,10 +210,15 @@ def render_html(evaluation_sets: list[dict[str, Any]], title: str = "Offline eva
              "</style></head><body>", f"<h1>{html.escape(title)}</h1>",
              f"<p>Relevant: {html.escape(evaluation_sets[0].get('relevance', ''))}. Data snapshot "
              f"<code>{html.escape(evaluation_sets[0].get('snapshot', '')[:12])}</code>.</p>"]
+    notes = [*(notes or []), *gate_notes(evaluation_sets)]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    for heading, rows in (("Metrics per model", _table(models, _metric_keys(k))),
-                          ("By user activity", _activity_table(models, k))):
+    gate_rows = _gate_table(evaluation_sets)
+    sections = [("Metrics per model", _table(models, _metric_keys(k))),
+                ("By user activity", _activity_table(models, k))]
+    if len(gate_rows) > 1:
+        sections.append(("The gate: paired per-user differences", gate_rows))
+    for heading, rows in sections:
         parts.append(f"<h2>{heading}</h2><table>")
         parts.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:]]

@@ -4,7 +4,8 @@
 A small event log (synthetic users with low-rank tastes, formatted by the event contract, plus
 corrupted lines) goes through ingest, preprocess, SVD and SVD++ training, evaluation and publish
 in subprocesses of this interpreter. The store must end up with both versions, each with its
-offline metrics and gate decision in its card, and the rollout state the publish steps wrote.
+offline metrics and gate decision in its card, the refit on the whole snapshot of each one that
+passed, and the rollout state the publish steps wrote (the refits served).
 """
 
 from __future__ import annotations
@@ -67,11 +68,13 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
 
     store = LocalStore(store_dir)
     versions = list_versions(store)
-    assert sorted(v.split("-")[0] for v in versions) == ["svd", "svdpp"]
-    cards = {}
+    cards, refits = {}, {}
     for version in versions:
         model, card = FactorModel.load(store, version)          # checksums verified
-        cards[card.algorithm] = card
+        if card.gate.get("refit_of"):                           # a passed model refit on the whole snapshot
+            refits[card.gate["refit_of"]] = card
+        else:
+            cards[card.algorithm] = card
         for metric in ("rmse", "mae", "precision@20", "recall@20", "ndcg@20", "hit_rate@20", "coverage@20",
                        "popularity_bias@20", "baseline_ndcg@20", "heavy_ndcg@20"):
             assert metric in card.metrics, (version, metric)
@@ -83,15 +86,26 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
         assert card.pipeline_run.startswith("movierec-training")
         assert model.n_factors == 10
 
+    assert sorted(cards) == ["svd", "svdpp"]
+    # A model that passed is refit on the whole snapshot with its hyper-parameters; the refit is served.
+    assert {v for v, c in cards.items() if c.gate["candidate"]} == {refit.algorithm for refit in refits.values()}
+    served = {}
+    for algorithm, card in cards.items():
+        served[algorithm] = card.gate.get("refit", card.version)
+        if card.gate["candidate"]:
+            refit = refits[card.version]
+            assert refit.version == card.gate["refit"] and refit.params == card.params
+            assert refit.metrics["ndcg@20"] == card.metrics["ndcg@20"] and "whole snapshot" in refit.gate["reasons"][-1]
+
     # Published in order: SVD became stable (nothing was deployed), SVD++ the canary; forced past the
     # gate where it said no, and the rollout history says so (the cards are written once, before).
     state = rollout.load(store)
-    assert (state.stable, state.canary) == (cards["svd"].version, cards["svdpp"].version)
-    assert rollout.deployment_of(state, cards["svd"].version) == "stable"
-    assert rollout.deployment_of(state, cards["svdpp"].version) == "canary"
-    assert cards["svdpp"].gate["stable_version"] == cards["svd"].version
-    for card in cards.values():
-        (entry,) = rollout.history_of(state, card.version)[:1]
+    assert (state.stable, state.canary) == (served["svd"], served["svdpp"])
+    assert rollout.deployment_of(state, served["svd"]) == "stable"
+    assert rollout.deployment_of(state, served["svdpp"]) == "canary"
+    assert cards["svdpp"].gate["stable_version"] == served["svd"]
+    for algorithm, card in cards.items():
+        (entry,) = rollout.history_of(state, served[algorithm])[:1]
         assert entry["reason"].startswith("forced past" if not card.gate["candidate"] else "publish gate")
 
     run = json.loads(summary.read_text())
@@ -123,11 +137,15 @@ def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
                     group=f"pipeline-{topic}", deploy="stable")
     store = open_store(store_uri)                     # the steps' subprocesses inherited the AWS_* variables
     versions = list_versions(store)
-    assert sorted(v.split("-")[0] for v in versions) == ["svd", "svdpp"]
     assert {p["version"] for p in run.published} == set(versions)
+    evaluated = []
     for version in versions:
         card = FactorModel.load(store, version)[1]
         assert "ndcg@20" in card.metrics and "reasons" in card.gate
+        if not card.gate.get("refit_of"):
+            evaluated.append(card.algorithm)
+            assert ("refit" in card.gate) == card.gate["candidate"]     # passed: refit on the whole snapshot
+    assert sorted(evaluated) == ["svd", "svdpp"]
     stored = sum(1 for key in store.list(layout.events_prefix()) if key.endswith(".parquet"))
     assert stored > 0 and any(key.endswith(".parquet") for key in store.list(layout.deadletter_prefix()))
     deployed = [p["version"] for p in run.published if p["deployed"] == "stable"]

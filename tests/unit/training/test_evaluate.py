@@ -137,3 +137,95 @@ def test_evaluation_set_report_and_winner(dataset, ranked_model):
     assert pick_winner({}) == ""
     with pytest.raises(UserError, match="primary_metric"):  # params are validated before any work
         evaluate_with_baseline(ranked_model, dataset, {"evaluate": {"k": 3, "primary_metric": "ndcg@20"}})
+
+
+def test_paired_interval_is_the_bootstrap_of_the_mean_and_matches_the_normal_approximation(monkeypatch):
+    """The zero-skipping bootstrap resamples users like the plain one: same centre and spread, and
+    at 5000 users both agree with mean +- 1.96 sd / sqrt(n)."""
+    from components.training.evaluate import paired_interval
+
+    rng = np.random.default_rng(3)
+    d = np.where(rng.random(5000) < 0.6, 0.0, rng.normal(0.02, 0.3, 5000))
+    got = paired_interval(d, 0.95, 2000, seed=1)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    assert got["users"] == 5000 and got["difference"] == pytest.approx(d.mean(), abs=1e-6)
+    assert got["low"] == pytest.approx(d.mean() - half, abs=0.15 * half)
+    assert got["high"] == pytest.approx(d.mean() + half, abs=0.15 * half)
+    assert got["width"] == pytest.approx(got["high"] - got["low"], abs=1e-6)
+    naive = d[rng.integers(0, len(d), size=(2000, len(d)))].mean(axis=1)
+    assert np.quantile(naive, 0.025) == pytest.approx(got["low"], abs=0.15 * half)
+    monkeypatch.setattr("components.training.evaluate.BOOTSTRAP_MAX_DRAWS", 0)   # as at course scale
+    normal = paired_interval(d, 0.95, 2000, seed=1)
+    assert (got["method"], normal["method"]) == ("bootstrap", "normal")
+    assert normal["low"] == pytest.approx(got["low"], abs=0.15 * half)
+    assert normal["high"] == pytest.approx(got["high"], abs=0.15 * half)
+    assert paired_interval(np.zeros(10))["width"] == 0.0
+    assert paired_interval(np.empty(0))["users"] == 0
+
+
+def test_evaluation_set_carries_paired_comparisons_simultaneous_over_the_algorithms(dataset, ranked_model):
+    params = {**PARAMS, "train": {"algorithms": ["svd", "svdpp"]}}
+    result = evaluate_with_baseline(ranked_model, dataset, params, name="ranked",
+                                    references={"stable": ("v-old", ranked_model)})
+    c = result["comparisons"]
+    assert c["metric"] == "ndcg@3" and c["simultaneous_over"] == 2 and c["level"] == pytest.approx(0.975)
+    assert set(c["by_role"]) == {"popularity", "stable"}
+    same = c["by_role"]["stable"]                     # the same model: every per-user difference is 0
+    assert (same["difference"], same["low"], same["high"], same["users"]) == (0.0, 0.0, 0.0, 3)
+    assert c["by_role"]["popularity"]["name"] == "popularity"
+    text = render_markdown([result])
+    assert "| ranked | stable (v-old) | +0.0000 |" in text and "simultaneous over 2" in text
+
+
+def test_watches_a_served_list_caused_are_kept_out_of_the_targets():
+    """A validation watch whose session starts within the join window after a list that showed the
+    movie is the platform's doing (the online join's rule): not a target; a list shown after the
+    session started, or one that did not list the movie, causes nothing."""
+    from components.training.preprocess import build_dataset
+    from tests.synthetic_events import synthetic_events
+
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
+    params = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}}
+    plain = build_dataset(rates, watches, params)
+    valid = plain.valid_watches
+    caused, running, unlisted = (valid.iloc[i] for i in range(3))
+    first = watches.groupby(["user_id", "movie_id"])["time"].min()
+
+    def answer(row, delay, movie):
+        return (first[(row.user_id, row.movie_id)] + pd.Timedelta(minutes=delay), int(row.user_id), "p@v1", 200,
+                [movie, "movie+999"], 10)
+    recs = pd.DataFrame([answer(caused, -5, caused.movie_id), answer(running, 1, running.movie_id),
+                         answer(unlisted, -5, "movie+998")],
+                        columns=["time", "user_id", "server", "status", "results", "response_time_ms"])
+    marked = build_dataset(rates, watches, params, recommendations=recs)
+    assert marked.stats["valid_watch_pairs_caused"] == 1
+    flagged = marked.valid_watches.loc[marked.valid_watches["caused"], ["user_id", "movie_id"]]
+    assert flagged.values.tolist() == [[caused.user_id, caused.movie_id]]
+    targets, before = relevant_targets(marked), relevant_targets(plain)
+    pairs = set(map(tuple, targets.pairs.values.tolist()))
+    assert (caused.user_id, caused.movie_id) not in pairs
+    assert (running.user_id, running.movie_id) in pairs and (unlisted.user_id, unlisted.movie_id) in pairs
+    assert len(before.pairs) - len(targets.pairs) == 1 and targets.caused_excluded == 1
+    assert evaluate(_popularity(marked), marked).metrics[
+        "caused_watches_excluded"] == 1
+
+
+def _popularity(data):
+    from components.training.evaluate import popularity_baseline
+    return popularity_baseline(data)
+
+
+def test_relevant_watch_is_a_completed_one_and_any_watch_is_reported_beside(dataset, ranked_model):
+    """User 1 watched c for 3 minutes and e for 1; another user streamed 10 minutes of e, so e's
+    length is 10 and user 1 gave up on it: not relevant when relevance is a completed watch."""
+    extra = _frame([(3, "e", -1, 4, 10, T)], "minutes").assign(history=1)
+    dataset.valid_watches = pd.concat([dataset.valid_watches, extra], ignore_index=True)
+    completed = relevant_targets(dataset, PARAMS)
+    anything = relevant_targets(dataset, {"evaluate": {**PARAMS["evaluate"], "relevant_watch": "any"}})
+    assert (1, "e") not in set(map(tuple, completed.pairs.values.tolist()))
+    assert (1, "e") in set(map(tuple, anything.pairs.values.tolist()))
+    result = evaluate_with_baseline(ranked_model, dataset, PARAMS, name="ranked")
+    metrics = result["candidate"]["metrics"]
+    assert "ndcg@3_any_watch" in metrics and metrics["users_any_watch"] == 3
+    assert metrics["recall@3_any_watch"] < metrics["recall@3"]     # e is missed, and counts only there
+    assert "watched to at least 50% of its length" in result["relevance"]

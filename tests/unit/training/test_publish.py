@@ -193,3 +193,110 @@ def test_published_model_masks_what_users_saw_in_the_validation_window_too(tmp_p
 
     masked.save(store, ModelCard(version="m-1", algorithm="popularity"))
     assert FactorModel.load(store, "m-1")[0].recommend(1, 3)[0] == ["b", "c"]
+
+
+def _paired(difference: float, low: float, high: float, users: int = 900, name: str = "popularity") -> dict:
+    return {"difference": difference, "low": low, "high": high, "width": high - low, "users": users,
+            "level": 0.975, "name": name}
+
+
+def test_gate_needs_the_lower_bound_above_zero_against_popularity():
+    """A higher point estimate is not enough: the interval of the per-user differences decides."""
+    noisy = gate({"ndcg@20": 0.25}, {"ndcg@20": 0.24}, comparisons={"popularity": _paired(0.01, -0.02, 0.04)})
+    assert not noisy.candidate
+    assert "does not beat the popularity baseline" in noisy.reasons[0]
+    assert "interval [-0.0200, +0.0400] (width 0.0600) on 900 users: lower bound <= 0" in noisy.reasons[0]
+    clear = gate({"ndcg@20": 0.30}, {"ndcg@20": 0.20}, comparisons={"popularity": _paired(0.1, 0.07, 0.13)})
+    assert clear.candidate and clear.intervals["popularity"]["users"] == 900
+
+
+def test_gate_against_stable_uses_the_lower_bound_and_the_margin():
+    pop = _paired(0.1, 0.07, 0.13)
+    inside = gate({"ndcg@20": 0.29}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, margin=0.01, stable_version="v1",
+                  stable_source="re-evaluated on this split",
+                  comparisons={"popularity": pop, "stable": _paired(-0.01, -0.008, 0.0, name="v1")})
+    assert inside.candidate and "lower bound > -0.01" in inside.reasons[1]
+    worse = gate({"ndcg@20": 0.30}, {"ndcg@20": 0.2}, {"ndcg@20": 0.30}, margin=0.01, stable_version="v1",
+                 comparisons={"popularity": pop, "stable": _paired(0.0, -0.03, 0.03, name="v1")})
+    assert not worse.candidate                  # equal point estimates, but -0.03 is within reach
+    assert "may be worse than stable v1" in worse.reasons[1] and set(worse.intervals) == {"popularity", "stable"}
+
+
+def test_stable_model_is_rescored_with_todays_train_mask(tmp_path):
+    """The same model scores the same as candidate and as the stored stable model: its stored
+    serving mask (validation window included) is replaced by the current split's train mask."""
+    from components.training.evaluate import evaluate_with_baseline
+    from components.training.preprocess import build_dataset
+    from components.training.publish import reference_models
+    from components.training.train import make_recommender
+    from tests.synthetic_events import synthetic_events
+
+    rates, watches = synthetic_events(n_users=60, n_movies=40, per_user=15, seed=4)
+    data = build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    fitted = make_recommender("popularity", {}).fit(data).fitted
+    store = LocalStore(tmp_path)
+    publish(store, fitted, ModelCard(version="pop-1", algorithm="popularity"),
+            evaluate_with_baseline(fitted, data, name="pop-1"), seen=data.serving_seen_csr)
+    rollout.set_stable(store, "pop-1")
+    refs = reference_models(store, data, "pop-2")
+    result = evaluate_with_baseline(fitted, data, name="pop-2", references=refs)
+    assert result["references"]["stable"]["metrics"]["ndcg@20"] == result["candidate"]["metrics"]["ndcg@20"] > 0
+    stored = evaluate_with_baseline(FactorModel.load(store, "pop-1")[0], data, name="stored")
+    assert stored["candidate"]["metrics"]["ndcg@20"] < result["candidate"]["metrics"]["ndcg@20"]  # the old bug
+    assert result["comparisons"]["by_role"]["stable"]["width"] == 0.0
+
+
+def test_a_model_that_passes_is_refit_on_the_whole_snapshot_and_the_refit_is_served(tmp_path):
+    from components.core.events import RateEvent, WatchEvent
+    from components.training.evaluate import evaluate_with_baseline
+    from components.training.preprocess import prepare
+    from components.training.publish import refit_whole_snapshot
+    from components.training.train import train
+    from tests.snapshot_batches import write_batch
+    from tests.synthetic_events import synthetic_events
+
+    store = LocalStore(tmp_path / "store")
+    rates, watches = synthetic_events(n_users=50, n_movies=30, per_user=14, seed=7)
+    events = [(int(o), RateEvent(t.to_pydatetime(), int(u), m, int(v)))
+              for t, u, m, v, _, o in rates.itertuples(index=False)]
+    events += [(int(o), WatchEvent(t.to_pydatetime(), int(u), m, int(x)))
+               for t, u, m, x, _, o in watches.itertuples(index=False)]
+    write_batch(store, "syn", 0, 10**6, events, [])
+    params = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1},
+              "train": {"algorithms": ["svd"], "svd": {"n_factors": 4, "n_epochs": 5}}}
+    data = prepare(store, params)
+    rec, card = train(data, "svd", params)
+    evaluation = evaluate_with_baseline(rec.fitted, data, params, name=card.version)
+    evaluation["comparisons"]["by_role"]["popularity"].update(low=0.01)      # let it pass, whatever the noise
+    result = publish(store, rec.fitted, card, evaluation, params, deploy="canary", seen=data.serving_seen_csr,
+                     refit_with=refit_whole_snapshot(store, params))
+    assert result.decision.candidate and result.served != card.version and result.deployed == "stable"
+    assert rollout.load(store).stable == result.served
+    evaluated, refit = load_card(store, card.version), load_card(store, result.served)
+    assert evaluated.gate["refit"] == result.served and refit.gate["refit_of"] == card.version
+    assert "whole snapshot" in refit.gate["reasons"][-1] and "the one the split was cut from" in refit.gate["reasons"][-1]
+    assert refit.params == evaluated.params and refit.metrics["ndcg@20"] == evaluated.metrics["ndcg@20"]
+    whole = FactorModel.load(store, result.served)[0]
+    assert whole.n_users >= rec.fitted.n_users
+    assert whole.seen_indptr[-1] == len(rates[["user_id", "movie_id"]].drop_duplicates()
+                                        .merge(watches[["user_id", "movie_id"]], how="outer").drop_duplicates())
+
+    # The next candidate on this split meets the stable refit through its evaluated twin: the refit
+    # has trained on this validation window.
+    from components.training.publish import reference_models
+    (name, scored), = reference_models(store, data, "svd-next").values()
+    assert name == result.served and np.array_equal(scored.user_factors, rec.fitted.user_factors)
+    again = evaluate_with_baseline(rec.fitted, data, params, name="svd-next",
+                                   references=reference_models(store, data, "svd-next"))
+    assert stable_reference(store, again)[2] == f"re-evaluated on this split through {card.version}, the same " \
+                                                "fit without the whole snapshot's last window"
+    assert again["comparisons"]["by_role"]["stable"]["width"] == 0.0
+
+
+
+def test_a_rejected_model_is_not_refit(tmp_path):
+    calls = []
+    result = publish(LocalStore(tmp_path), _model(), ModelCard(version="svd-9", algorithm="svd"),
+                     _evaluation(0.1), refit_with=lambda card: calls.append(card) or (_model(1), card))
+    assert not result.decision.candidate and calls == [] and result.served == "svd-9"
+    assert "refit" not in load_card(LocalStore(tmp_path), "svd-9").gate

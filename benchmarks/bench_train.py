@@ -25,37 +25,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-RECBOLE = "recbole==1.2.1"
-MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 PUBLISHED_RMSE = {"svd": 0.934, "svdpp": 0.919}   # Surprise's README, 5-fold CV on ml-100k
 K = 20
-
-
-def fetch_ml100k(cache: Path) -> Path:
-    """ml-100k.inter from the recbole wheel, downloaded once into `cache`."""
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / "ml-100k.inter"
-    if target.exists():
-        return target
-    wheels = list(cache.glob("recbole-1.2.1-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", RECBOLE, "--no-deps", "-d", str(cache)],
-                       check=True, capture_output=True, text=True)
-        wheels = list(cache.glob("recbole-1.2.1-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as z:
-        target.write_bytes(z.read(MEMBER))
-    return target
 
 
 def split(ratings: pd.DataFrame, seed: int = 0, test_share: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -133,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from components.core.params import load_params
-    from components.ingest.movielens import read_ratings
+    from components.ingest.movielens import ML100K_MEMBER, ML100K_WHEEL, fetch_ml100k, read_ratings
     from components.training.preprocess import from_ratings
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
@@ -145,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     loop_users = users if args.loop_users <= 0 else sorted(rng.choice(users, min(args.loop_users, len(users)),
                                                                       replace=False).tolist())
-    result = {"dataset": {"name": "ml-100k", "source": f"{RECBOLE}:{MEMBER}", "ratings": len(ratings),
+    result = {"dataset": {"name": "ml-100k", "source": f"{ML100K_WHEEL}:{ML100K_MEMBER}", "ratings": len(ratings),
                           "users": int(ratings["user_id"].nunique()), "movies": int(ratings["movie_id"].nunique()),
                           "split": "80/20 random, seed 0", "train": len(train), "test": len(test)},
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -3,6 +3,10 @@
     movierec simulate --to file:events.log --days 21                  # a history
     movierec simulate --to kafka://127.0.0.1:9092/movie-events --seed 7   # the same into Kafka
     movierec simulate --to file:events.log --recommend-url http://127.0.0.1:8080 --requests 2000
+    movierec simulate --profile course --to file:course.log           # 200k users, 10k movies, 14 days
+
+`--profile` (`simulator/profiles.py`) sets users, movies, days, sessions per day and sign-up
+ratings at once; any of those flags given beside it wins.
 
 With `--recommend-url` the history of `--days` days is replayed in memory (not written again) so
 that users remember what they have seen, then live traffic is driven at the endpoint and only the
@@ -44,12 +48,18 @@ class _Progress:
 def simulate(
     to: Annotated[str, typer.Option(help="Event log to write: file:PATH or kafka://HOST:PORT/TOPIC.")]
     = "file:events.log",
+    profile: Annotated[str, typer.Option(help="Named world: demo (small, the default) or course (200k users, "
+                                              "10k movies, 14 days); the flags below override it.")] = "demo",
     seed: Annotated[int, typer.Option(help="Seed of the users' tastes, the catalogue and all behaviour.")] = 0,
-    users: Annotated[int, typer.Option(help="Number of users (ids 1..N).", min=1)] = 1500,
-    movies: Annotated[int, typer.Option(help="Number of movies in the catalogue.", min=1)] = 400,
-    days: Annotated[int, typer.Option(help="Days of history to simulate (replayed, not written, in live mode).",
-                                      min=0)] = 21,
-    sessions_per_day: Annotated[int, typer.Option(help="Mean number of watch sessions per day.", min=0)] = 110,
+    users: Annotated[int | None, typer.Option(help="Number of users (ids 1..N); default: the profile's.",
+                                              min=1)] = None,
+    movies: Annotated[int | None, typer.Option(help="Number of movies in the catalogue; default: the profile's.",
+                                               min=1)] = None,
+    days: Annotated[int | None, typer.Option(help="Days of history to simulate (replayed, not written, in live "
+                                                  "mode); default: the profile's.", min=0)] = None,
+    sessions_per_day: Annotated[int | None, typer.Option(help="Mean number of watch sessions per day; default: "
+                                                              "the profile's rate per user times the users.",
+                                                         min=0)] = None,
     corrupt_rate: Annotated[float, typer.Option(help="Share of lines written corrupted (0..1).", min=0.0,
                                                 max=1.0)] = 0.0,
     start: Annotated[str | None, typer.Option(help="Simulated start date (ISO, e.g. 2026-03-01); "
@@ -65,8 +75,16 @@ def simulate(
 ) -> None:
     """Simulate the streaming service's users and write their events to an event log."""
     from components.core.eventlog import EventLogError, create_topic, open_event_log, parse_kafka_uri
+    from simulator.profiles import get_profile
     from simulator.service import StreamingService
 
+    try:
+        world = get_profile(profile)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from None
+    world = world.scaled(users or world.users, movies or world.movies) if users or movies else world
+    days = world.days if days is None else days
+    sessions_per_day = world.sessions_per_day if sessions_per_day is None else sessions_per_day
     started_at = _parse_start(start)
     progress = _Progress()
     try:
@@ -78,7 +96,8 @@ def simulate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
 
-    service = StreamingService(seed=seed, n_users=users, n_movies=movies, corrupt_rate=corrupt_rate)
+    service = StreamingService(seed=seed, n_users=world.users, n_movies=world.movies, corrupt_rate=corrupt_rate,
+                               signup_ratings=world.signup_ratings, legacy_share=world.legacy_share)
     written = 0
     try:
         with log:

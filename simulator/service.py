@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from components.core.events import AccountEvent, RateEvent, RecommendationEvent, WatchEvent, format_event
+from components.core.events import AccountEvent, RateEvent, RecommendationEvent, format_event, format_time
 from simulator import population as behaviour
 from simulator.catalogue import Catalogue
 from simulator.corruption import Corruptor
@@ -37,6 +37,7 @@ DAY = 86400
 LEGACY_SERVER = "legacy@popularity"
 LEGACY_SHARE = 0.15       # history sessions that start from the legacy popularity list
 SIGNUP_RATINGS = 25       # mean number of movies rated when joining
+RELOAD_SHARE = 0.25       # chance that a user reloads the home page (again) before choosing
 PASSED_OVER_WEIGHT = 0.5  # how much less a user picks, on their own, a movie of the list they just passed over
 
 
@@ -44,7 +45,7 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
     """A population of users with hidden tastes, a catalogue, a simulated clock, and their log."""
 
     def __init__(self, seed: int = 0, n_users: int = 1500, n_movies: int = 400, corrupt_rate: float = 0.0,
-                 signup_ratings: int = SIGNUP_RATINGS, legacy_share: float = LEGACY_SHARE):
+                 signup_ratings: float = SIGNUP_RATINGS, legacy_share: float = LEGACY_SHARE):
         self.seed = seed
         self.catalogue = Catalogue(seed, n_movies)
         self.population = Population(seed, n_users)
@@ -57,6 +58,7 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         self.members: set[int] = set()
         self._busy_until: dict[int, datetime] = {}
         self.counts: Counter[str] = Counter()         # valid lines emitted, per event kind
+        self.ratings_after_watch = 0                  # rate lines that follow a watch (the rest: sign-up)
         self.traffic = TrafficStats()
         self.clock: datetime | None = None            # time of the latest line emitted
         self._seq = 0
@@ -136,6 +138,10 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
             answer = Answer([], 0, ms, "ReadTimeout: timed out") if timeout else Answer(ids, 200, ms)
             self._push(out, RecommendationEvent(t, user, LEGACY_SERVER, answer.status, tuple(answer.ids),
                                                 answer.response_ms, answer.error))
+            while self._rnd.random() < RELOAD_SHARE:  # the home page again, the same list
+                t += timedelta(seconds=self._rnd.randint(5, 120))
+                self._push(out, RecommendationEvent(t, user, LEGACY_SERVER, answer.status, tuple(answer.ids),
+                                                    self._rnd.randint(15, 120), answer.error))
             movie = self._react(user, affinity, answer.ids)
             t += timedelta(seconds=self._rnd.randint(20, 180))
         if movie is None:
@@ -147,11 +153,15 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         """A new member: the account line, then ratings of movies they already know."""
         self.members.add(user)
         self._push(out, AccountEvent(t, user))
-        n = min(len(self.catalogue), int(self._np.poisson(self.signup_ratings)))
+        # engaged users rate more when asked, as they do after watching (the same heavy tail); the
+        # service asks about a few of its well-known movies, not the whole catalogue
+        asked = self.signup_ratings * self.population.activity[user]
+        n = min(len(self.catalogue) // 4, int(self._np.poisson(asked)))
         if n == 0:
             return
         affinity = self.population.affinity(self.catalogue, user)
-        w = behaviour.choice_weights(affinity, self.catalogue.exposure, {}, behaviour.KNOWN_BETA)
+        w = behaviour.choice_weights(affinity, self.catalogue.exposure, {}, behaviour.KNOWN_BETA,
+                                    behaviour.KNOWN_POWER)
         known = self._np.choice(len(w), size=n, replace=False, p=w / w.sum())
         seen = self.seen.setdefault(user, {})
         for m in known:
@@ -191,13 +201,20 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         length = int(self.catalogue.lengths[movie])
         minutes = behaviour.minutes_watched(float(affinity), length, self._rnd)
         slug = self.catalogue.slugs[movie]
+        # the contract's watch line (format_event of a WatchEvent), built without an object per minute:
+        # a course-scale history streams tens of millions of them
+        tail = f",{user},GET /data/m/{slug}/"
         for minute in range(minutes):
-            self._push(out, WatchEvent(t + timedelta(seconds=60 * minute), user, slug, minute))
+            when = t + timedelta(seconds=60 * minute)
+            self._seq += 1
+            out.append((when, self._seq, "watch", f"{format_time(when)}{tail}{minute}.mpg"))
         end = t + timedelta(seconds=60 * minutes)
         seen = self.seen.setdefault(user, {})
         done = behaviour.SEEN_WEIGHT if minutes >= 0.9 * length else behaviour.STARTED_WEIGHT
         seen[movie] = min(done, seen.get(movie, 1.0))
-        if self._rnd.random() < self.population.rate_propensity[user] * (0.3 + 0.7 * minutes / length):
+        propensity = self.population.rate_propensity[user]
+        if self._rnd.random() < behaviour.rate_probability(propensity, float(affinity), minutes, length):
+            self.ratings_after_watch += 1
             end += timedelta(seconds=self._rnd.randint(5, 300))
             self._push(out, RateEvent(end, user, slug, behaviour.rating(float(affinity), self._rnd)))
         self._busy_until[user] = end + timedelta(seconds=self._rnd.randint(60, 3600))

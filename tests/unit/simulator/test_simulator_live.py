@@ -37,7 +37,7 @@ def test_a_better_recommender_earns_more_watches():
         assert service.traffic.requests == 600
         rates[name], minutes[name] = service.traffic.follow_rate, service.traffic.minutes_recommended
     assert rates["oracle"] > rates["popularity"] + 0.2
-    assert rates["popularity"] > rates["random"] + 0.05
+    assert rates["popularity"] > rates["random"] + 0.01  # a head as flat as real data's: a small edge
     assert minutes["oracle"] > minutes["popularity"] > minutes["random"]
 
 

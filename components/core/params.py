@@ -22,7 +22,7 @@ PARAMS_ENV = "MOVIEREC_PARAMS"
 PARAMS_FILE = "params.yaml"
 
 LIST_METRICS = ("precision", "recall", "ndcg", "hit_rate")  # per-user list metrics, @k; higher is better
-Algorithm = Literal["svd", "svdpp", "popularity", "random"]
+Algorithm = Literal["svd", "svdpp", "als", "bpr", "popularity", "random"]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__
 
 
@@ -55,6 +55,27 @@ class SurpriseSVDpp(Surprise):
     cache_ratings: bool = True
 
 
+class ImplicitALS(Section):
+    """implicit's ALS on watches and good ratings (components/training/implicit_models.py)."""
+    factors: int = Field(64, ge=1, le=10_000)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(10.0, ge=0)          # confidence c = 1 + alpha * (share watched + rating_weight * good rating)
+    rating_weight: float = Field(1.0, ge=0)
+    iterations: int = Field(15, ge=1, le=10_000)
+    threads: int = Field(0, ge=0)             # 0: every core
+    random_state: int | None = 0
+
+
+class ImplicitBPR(Section):
+    """implicit's BPR on every watched or rated movie."""
+    factors: int = Field(64, ge=1, le=10_000)
+    learning_rate: float = Field(0.05, gt=0, le=10)
+    regularization: float = Field(0.01, ge=0)
+    iterations: int = Field(100, ge=1, le=100_000)
+    threads: int = Field(0, ge=0)
+    random_state: int | None = 0
+
+
 class Popularity(Section):
     pass
 
@@ -68,6 +89,8 @@ class Train(Section):
     algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp"], min_length=1)
     svd: Surprise = Field(default_factory=Surprise)
     svdpp: SurpriseSVDpp = Field(default_factory=SurpriseSVDpp)
+    als: ImplicitALS = Field(default_factory=ImplicitALS)
+    bpr: ImplicitBPR = Field(default_factory=ImplicitBPR)
     popularity: Popularity = Field(default_factory=Popularity)
     random: RandomModel = Field(default_factory=RandomModel)
 

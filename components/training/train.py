@@ -31,6 +31,7 @@ from components.core import layout
 from components.core.model_artifact import FactorModel, ModelCard
 from components.core.params import ALGORITHMS, section
 from components.training.dataset import Dataset
+from components.training.implicit_models import ImplicitALS, ImplicitBPR
 from components.training.recommenders import (
     PopularityRecommender,
     RandomRecommender,
@@ -183,8 +184,9 @@ def code_commit() -> str:
     return os.environ.get(COMMIT_ENV, "")
 
 
-ENGINES: dict[str, type[Recommender]] = {"svd": SurpriseSVD, "svdpp": SurpriseSVDpp,
-                                         "popularity": PopularityRecommender, "random": RandomRecommender}
+ENGINES: dict[str, type[Recommender]] = {"svd": SurpriseSVD, "svdpp": SurpriseSVDpp, "als": ImplicitALS,
+                                         "bpr": ImplicitBPR, "popularity": PopularityRecommender,
+                                         "random": RandomRecommender}
 assert set(ENGINES) == set(ALGORITHMS), "an engine per algorithm of the params schema"
 
 

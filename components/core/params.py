@@ -85,6 +85,16 @@ class RandomModel(Section):
     seed: int = 0
 
 
+class Tune(Section):
+    """The hyper-parameter search of components/training/tune.py: `fixed` trains with the values
+    above (fast); `search` tunes each algorithm on an earlier time fold first (scheduled runs)."""
+    mode: Literal["fixed", "search"] = "fixed"
+    n_trials: int = Field(20, ge=1, le=10_000)
+    timeout_seconds: float = Field(120.0, gt=0)
+    fold_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
 class Train(Section):
     algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp"], min_length=1)
     svd: Surprise = Field(default_factory=Surprise)
@@ -93,6 +103,7 @@ class Train(Section):
     bpr: ImplicitBPR = Field(default_factory=ImplicitBPR)
     popularity: Popularity = Field(default_factory=Popularity)
     random: RandomModel = Field(default_factory=RandomModel)
+    tune: Tune = Field(default_factory=Tune)
 
 
 class Evaluate(Section):
@@ -146,6 +157,8 @@ def _describe(error: dict) -> str:
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "none"
         return f"unknown key {key} (allowed here: {allowed})"
+    if error["type"] == "literal_error" and "algorithms" not in loc:
+        return f"{key}: {error['input']!r} is not one of {error['ctx']['expected']}"
     if error["type"] == "literal_error":
         return f"{key}: unknown algorithm {error['input']!r} (allowed: {', '.join(ALGORITHMS)})"
     if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

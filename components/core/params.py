@@ -96,7 +96,7 @@ class Tune(Section):
 
 
 class Train(Section):
-    algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp"], min_length=1)
+    algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp", "als"], min_length=1)
     svd: Surprise = Field(default_factory=Surprise)
     svdpp: SurpriseSVDpp = Field(default_factory=SurpriseSVDpp)
     als: ImplicitALS = Field(default_factory=ImplicitALS)

@@ -150,21 +150,29 @@ def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dat
 
 
 @dsl.component(base_image=IMAGE)
-def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candidate_a: bool, candidate_b: bool,
-            report: Output[HTML], metrics: Output[Metrics]) -> str:
-    """Put both models side by side; return the winner: the better gated candidate ("" if none)."""
+def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTML], metrics: Output[Metrics],
+            evaluation_b: Input[Artifact] = None, candidate_b: bool = False,
+            evaluation_c: Input[Artifact] = None, candidate_c: bool = False,
+            evaluation_d: Input[Artifact] = None, candidate_d: bool = False) -> str:
+    """Put the models (one to four: `COMPARE_SLOTS`) side by side; return the winner: the best
+    gated candidate ("" if none)."""
     import json
 
     from components.training.evaluate import pick_winner
     from components.training.report import render_html
 
-    sets = []
-    for artifact in (evaluation_a, evaluation_b):
+    slots = [(evaluation_a, candidate_a), (evaluation_b, candidate_b), (evaluation_c, candidate_c),
+             (evaluation_d, candidate_d)]
+    sets, gated_flags = [], []
+    for artifact, candidate in slots:
+        if artifact is None:
+            continue
         with open(artifact.path) as f:
             sets.append(json.load(f))
+        gated_flags.append(candidate)
     primary = sets[0]["primary_metric"]
     gated = {ev["candidate"]["name"]: ev["candidate"]["metrics"]
-             for ev, ok in zip(sets, (candidate_a, candidate_b), strict=True) if ok}
+             for ev, ok in zip(sets, gated_flags, strict=True) if ok}
     winner = pick_winner(gated, primary)
     for ev in sets:
         metrics.log_metric(f"{ev['candidate']['name']}:{primary}", ev["candidate"]["metrics"].get(primary, 0.0))
@@ -173,6 +181,9 @@ def compare(evaluation_a: Input[Artifact], evaluation_b: Input[Artifact], candid
     with open(report.path, "w") as f:
         f.write(render_html(sets, title="Offline evaluation: models side by side", notes=[note]))
     return winner
+
+
+COMPARE_SLOTS = ("a", "b", "c", "d")   # the models `compare` takes: evaluation_<slot>, candidate_<slot>
 
 
 @dsl.component(base_image=IMAGE)

@@ -151,7 +151,7 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         summary["simulated"] = {"lines": n, "corrupted": service.corrupted, "by_kind": dict(service.counts)}
         say(f"   {n} event lines, {service.corrupted} corrupted on purpose -> {log_path.name}")
 
-    with stage("training pipeline (kfp.local): ingest, preprocess, train SVD + SVD++, evaluate, publish",
+    with stage("training pipeline (kfp.local): ingest, preprocess, train each model, evaluate, publish",
                "pipeline"):
         run = run_local(log_uri, store_uri, str(output / "pipeline-root"), progress=_step_progress)
         ingest = _ingest_report(store)
@@ -166,7 +166,6 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         dataset = prepare(store, load_params())
         rec, card = train(dataset, "popularity", load_params())
         popularity = rec.fitted.with_seen(dataset.serving_seen_csr).save(store, card)   # masked as publish does
-        svd, svdpp = models["svd"]["version"], models["svdpp"]["version"]
         # The pipeline's winner (the better gated candidate on NDCG@20) is stable; the other one
         # is the canary, forced past its gate if the gate rejected it: the demo wants both online.
         ranked = sorted(models.values(), key=lambda p: (p["version"] == run.winner,
@@ -197,13 +196,13 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         supervisor.wait_ready(server, output / "ready-1")
         log = open_event_log(log_uri)
         live_from = datetime.now(UTC).replace(tzinfo=None)
-        phases = {"svd-vs-svdpp": drive(service, url, log, requests, concurrency, "phase 1")}
+        phases = {f"{stable['algorithm']}-vs-{canary['algorithm']}": drive(service, url, log, requests, concurrency, "phase 1")}
 
     with stage("popularity model as canary under load, then a rolling restart under load", "swap+roll"):
         swap = threading.Timer(0.2, rollout.start_canary, (store, popularity, canary_percent),
                                {"reason": "demo: popularity baseline as canary (never gated)"})
         swap.start()
-        phases["svd-vs-popularity"] = drive(service, url, log, requests, concurrency, "phase 2")
+        phases[f"{stable['algorithm']}-vs-popularity"] = drive(service, url, log, requests, concurrency, "phase 2")
         swap.join()
         rolled = {}
         roller = threading.Thread(target=lambda: rolled.update(
@@ -229,7 +228,9 @@ def _run(output: Path, *, seed: int, users: int, movies: int, days: int, corrupt
         policy = CanaryPolicy(min_per_arm=min(300, planned // 3), planned_canary=planned,
                               min_requests=min(200, planned // 3))
         result = run_once(frames, store, policy=policy, auto=True, report_dir=output / "online-report")
-        summary["online"] = _online_summary(result, {svd: "svd", svdpp: "svdpp", popularity: "popularity"})
+        summary["online"] = _online_summary(result, {stable["version"]: stable["algorithm"],
+                                                           canary["version"]: canary["algorithm"],
+                                                           popularity: "popularity"})
         summary["online"]["window"] = f"{DEFAULT_WINDOW.total_seconds() / 60:g} min"
         summary["rollout_after"] = {k: v for k, v in rollout.load(store).to_dict().items() if k != "history"}
         report = output / "online-report"
@@ -296,7 +297,7 @@ def _online_summary(result: dict, names: dict[str, str]) -> dict:
 def _personalized_beat_popularity(online: dict) -> bool:
     per = online["per_version"]
     base = (per.get("popularity") or {}).get("hit_rate", {}).get("value")
-    mine = [per[a]["hit_rate"]["value"] for a in ("svd", "svdpp") if a in per]
+    mine = [v["hit_rate"]["value"] for a, v in per.items() if a != "popularity"]
     return base is not None and bool(mine) and all(v is not None and v > base for v in mine)
 
 

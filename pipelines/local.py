@@ -76,8 +76,10 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
     gets one line per step start and end."""
     from kfp import local
 
-    from pipelines.training_pipeline import training_pipeline
+    from components.core.params import complete
+    from pipelines.training_pipeline import pipeline_for
 
+    training_pipeline = pipeline_for(complete(params)["train"]["algorithms"])
     target = open_store(store)
     before = set(list_versions(target))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(Path(pipeline_root).resolve()))

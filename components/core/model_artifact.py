@@ -65,6 +65,7 @@ class ModelCard:
     n_factors: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)   # the hyper-parameter search, when one chose `params`
     pipeline_run: str = ""
     dvc_data_hash: str = ""
     format_version: int = FORMAT_VERSION

@@ -22,7 +22,7 @@ PARAMS_ENV = "MOVIEREC_PARAMS"
 PARAMS_FILE = "params.yaml"
 
 LIST_METRICS = ("precision", "recall", "ndcg", "hit_rate")  # per-user list metrics, @k; higher is better
-Algorithm = Literal["svd", "svdpp", "popularity", "random"]
+Algorithm = Literal["svd", "svdpp", "als", "bpr", "popularity", "random"]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__
 
 
@@ -55,6 +55,27 @@ class SurpriseSVDpp(Surprise):
     cache_ratings: bool = True
 
 
+class ImplicitALS(Section):
+    """implicit's ALS on watches and good ratings (components/training/implicit_models.py)."""
+    factors: int = Field(64, ge=1, le=10_000)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(10.0, ge=0)          # confidence c = 1 + alpha * (share watched + rating_weight * good rating)
+    rating_weight: float = Field(1.0, ge=0)
+    iterations: int = Field(15, ge=1, le=10_000)
+    threads: int = Field(0, ge=0)             # 0: every core
+    random_state: int | None = 0
+
+
+class ImplicitBPR(Section):
+    """implicit's BPR on every watched or rated movie."""
+    factors: int = Field(64, ge=1, le=10_000)
+    learning_rate: float = Field(0.05, gt=0, le=10)
+    regularization: float = Field(0.01, ge=0)
+    iterations: int = Field(100, ge=1, le=100_000)
+    threads: int = Field(0, ge=0)
+    random_state: int | None = 0
+
+
 class Popularity(Section):
     pass
 
@@ -64,12 +85,25 @@ class RandomModel(Section):
     seed: int = 0
 
 
+class Tune(Section):
+    """The hyper-parameter search of components/training/tune.py: `fixed` trains with the values
+    above (fast); `search` tunes each algorithm on an earlier time fold first (scheduled runs)."""
+    mode: Literal["fixed", "search"] = "fixed"
+    n_trials: int = Field(20, ge=1, le=10_000)
+    timeout_seconds: float = Field(120.0, gt=0)
+    fold_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
 class Train(Section):
-    algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp"], min_length=1)
+    algorithms: list[Algorithm] = Field(default_factory=lambda: ["svd", "svdpp", "als"], min_length=1)
     svd: Surprise = Field(default_factory=Surprise)
     svdpp: SurpriseSVDpp = Field(default_factory=SurpriseSVDpp)
+    als: ImplicitALS = Field(default_factory=ImplicitALS)
+    bpr: ImplicitBPR = Field(default_factory=ImplicitBPR)
     popularity: Popularity = Field(default_factory=Popularity)
     random: RandomModel = Field(default_factory=RandomModel)
+    tune: Tune = Field(default_factory=Tune)
 
 
 class Evaluate(Section):
@@ -129,6 +163,8 @@ def _describe(error: dict) -> str:
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "none"
         return f"unknown key {key} (allowed here: {allowed})"
+    if error["type"] == "literal_error" and "algorithms" not in loc:
+        return f"{key}: {error['input']!r} is not one of {error['ctx']['expected']}"
     if error["type"] == "literal_error":
         return f"{key}: unknown algorithm {error['input']!r} (allowed: {', '.join(ALGORITHMS)})"
     if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

@@ -279,6 +279,7 @@ def refit_whole_snapshot(store: ArtifactStore, params: dict | None = None
         whole = complete(params)
         whole["preprocess"].update(valid_days=None, valid_fraction=0.0)
         whole["train"][card.algorithm] = dict(card.params)
+        whole["train"]["tune"] = {**whole["train"]["tune"], "mode": "fixed"}   # the evaluated model's values, not a new search
         data = prepare(store, whole)
         rec, refit_card = train(data, card.algorithm, whole)
         refit_card.version = model_version(card.algorithm, datetime.now(UTC), data.snapshot_hash,

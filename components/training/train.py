@@ -31,6 +31,7 @@ from components.core import layout
 from components.core.model_artifact import FactorModel, ModelCard
 from components.core.params import ALGORITHMS, section
 from components.training.dataset import Dataset
+from components.training.implicit_models import ImplicitALS, ImplicitBPR
 from components.training.recommenders import (
     PopularityRecommender,
     RandomRecommender,
@@ -141,8 +142,18 @@ def train(dataset: Dataset, algorithm: str, params: dict | None = None) -> tuple
     """Fit one algorithm on the dataset; return the recommender and its model card (not yet published).
 
     `params` is the full params dict (params.yaml); the algorithm's section `train.<algorithm>`
-    holds its hyper-parameters."""
+    holds its hyper-parameters. With `train.tune.mode: search` they are first chosen on an earlier
+    time fold of the train period (`components.training.tune`); the card holds the chosen values
+    as `params` and the search (every trial, the fold's scores) as `tuning`."""
     hyper = section(params, "train", algorithm)
+    tuning: dict[str, Any] = {}
+    started = time.perf_counter()
+    if section(params, "train", "tune")["mode"] == "search":
+        from components.training.tune import tune
+
+        tuning = tune(dataset, algorithm, params)
+        hyper = tuning["best_params"]
+    tuning_seconds = time.perf_counter() - started
     rec = make_recommender(algorithm, hyper)
     started = time.perf_counter()
     rec.fit(dataset)
@@ -156,7 +167,10 @@ def train(dataset: Dataset, algorithm: str, params: dict | None = None) -> tuple
                      algorithm=algorithm, params=hyper, data_snapshot=dataset.snapshot_hash, code_commit=commit,
                      trained_at=trained_at.strftime("%Y-%m-%dT%H:%M:%SZ"), training_seconds=round(seconds, 4),
                      n_users=model.n_users, n_movies=model.n_movies, n_factors=model.n_factors,
-                     metrics={"train_rmse": round(train_rmse, 6)})
+                     metrics={"train_rmse": round(train_rmse, 6)}, tuning=tuning)
+    if tuning:
+        card.metrics["tuning_seconds"] = round(tuning_seconds, 3)
+        card.metrics[f"tune_fold_{tuning['metric']}"] = tuning["best_score"]
     export_error = getattr(rec, "export_error", None)
     if export_error is not None:
         card.metrics["export_max_abs_error"] = float(export_error)
@@ -183,8 +197,9 @@ def code_commit() -> str:
     return os.environ.get(COMMIT_ENV, "")
 
 
-ENGINES: dict[str, type[Recommender]] = {"svd": SurpriseSVD, "svdpp": SurpriseSVDpp,
-                                         "popularity": PopularityRecommender, "random": RandomRecommender}
+ENGINES: dict[str, type[Recommender]] = {"svd": SurpriseSVD, "svdpp": SurpriseSVDpp, "als": ImplicitALS,
+                                         "bpr": ImplicitBPR, "popularity": PopularityRecommender,
+                                         "random": RandomRecommender}
 assert set(ENGINES) == set(ALGORITHMS), "an engine per algorithm of the params schema"
 
 

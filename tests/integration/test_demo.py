@@ -24,8 +24,12 @@ def test_demo_runs_the_whole_loop_and_personalized_versions_beat_popularity(tmp_
     assert events["read"] > 10_000
     for algo in ("svd", "svdpp"):
         assert 0.3 < summary["models"][algo]["rmse"] < 1.5
+    assert set(summary["models"]) == {"svd", "svdpp", "als", "popularity"}
     per_version = summary["online"]["per_version"]
-    assert set(per_version) == {"svd", "svdpp", "popularity"}
+    assert set(per_version) == {*(a for a, role in summary["roles"].items() if role.startswith("stable")),
+                                *(a for a, role in summary["roles"].items() if role == "canary, phase 1"),
+                                "popularity"}
+    assert len(per_version) == 3
     assert sum(v["share_of_requests"] for v in per_version.values()) == pytest.approx(1.0, abs=1e-3)
     for v in per_version.values():
         assert v["failed"] == 0 and v["requests"] > 0

@@ -85,7 +85,7 @@ def test_repro_push_pull(dvc_repo):
     assert 0.0 <= evaluation["svd"]["ndcg@20"] <= 1.0 and "by_activity" in evaluation["svd"]
     (dataset_out,) = [o for o in lock["preprocess"]["outs"] if o["path"] == "data/dataset"]
     cards = [json.loads(p.read_text()) for p in (repo / "data" / "models").glob("*/card.json")]
-    assert {c["algorithm"] for c in cards} == {"svd", "svdpp"}
+    assert {c["algorithm"] for c in cards} == {"svd", "svdpp", "als"}
     assert all(c["dvc_data_hash"] == dataset_out["md5"] for c in cards), [c["dvc_data_hash"] for c in cards]
     assert dataset_out["md5"].endswith(".dir")
     assert "didn't change" in run([dvc, "repro"], repo) or "up to date" in run([dvc, "status"], repo)

@@ -239,7 +239,8 @@ def test_component_image_runs_every_pipeline_step_like_the_in_process_run(images
     from tests.integration.test_pipeline_local import event_lines
 
     lines = "\n".join(event_lines(n_users=60, n_movies=40)) + "\n"
-    small = json.dumps({"train": {name: {"n_factors": 5, "n_epochs": 5} for name in ("svd", "svdpp")}})
+    small = json.dumps({"train": {"svd": {"n_factors": 5, "n_epochs": 5}, "svdpp": {"n_factors": 5, "n_epochs": 5},
+                                  "als": {"factors": 5, "iterations": 5}}})
     results = {}
     for runner in ("process", "image"):
         store_uri, root = f"s3://{s3_env}/{runner}", tmp_path / f"root-{runner}"
@@ -271,5 +272,5 @@ def test_component_image_runs_every_pipeline_step_like_the_in_process_run(images
                                      "candidate": card.gate["candidate"], "n_factors": model.n_factors}
         results[runner] = {"cards": cards, "winner": winner.split("-")[0], "steps": step_dirs,
                            "rollout": [state.stable.split("-")[0], state.canary.split("-")[0]]}
-    assert set(results["image"]["cards"]) == {"svd", "svdpp"}
+    assert set(results["image"]["cards"]) == {"svd", "svdpp", "als"}
     assert results["image"] == results["process"]

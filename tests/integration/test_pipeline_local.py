@@ -3,9 +3,10 @@
 
 A small event log (synthetic users with low-rank tastes, formatted by the event contract, plus
 corrupted lines) goes through ingest, preprocess, SVD and SVD++ training, evaluation and publish
-in subprocesses of this interpreter. The store must end up with both versions, each with its
-offline metrics and gate decision in its card, the refit on the whole snapshot of each one that
-passed, and the rollout state the publish steps wrote (the refits served).
+in subprocesses of this interpreter. The store must end up with every model's version (SVD, SVD++,
+ALS), each with its offline metrics, gate decision and hyper-parameter search in its card, the
+refit on the whole snapshot of each one that passed, and the rollout state the publish steps wrote
+(the refits served).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from tests.synthetic_events import synthetic_events
 
 pytestmark = pytest.mark.integration
 
-PARAMS = {"train": {"svd": {"n_factors": 10, "n_epochs": 10}, "svdpp": {"n_factors": 10, "n_epochs": 10}}}
+# Searched, not fixed: every train step tunes its model on an earlier time fold (two trials each).
+PARAMS = {"train": {"svd": {"n_factors": 10, "n_epochs": 10}, "svdpp": {"n_factors": 10, "n_epochs": 10},
+                    "als": {"factors": 10, "iterations": 5},
+                    "tune": {"mode": "search", "n_trials": 2, "timeout_seconds": 60}}}
+FACTORS = {"svd": "n_factors", "svdpp": "n_factors", "als": "factors"}
 CORRUPTED = ["garbage", "2026-01-01T00:00:00,12,GET /rate/movie+001=9", ",,,"]
 
 
@@ -78,15 +83,20 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
         for metric in ("rmse", "mae", "precision@20", "recall@20", "ndcg@20", "hit_rate@20", "coverage@20",
                        "popularity_bias@20", "baseline_ndcg@20", "heavy_ndcg@20"):
             assert metric in card.metrics, (version, metric)
-        assert 0.0 <= card.metrics["ndcg@20"] <= 1.0 and card.metrics["rmse"] < 2.0
+        assert 0.0 <= card.metrics["ndcg@20"] <= 1.0
+        assert card.algorithm == "als" or card.metrics["rmse"] < 2.0     # ALS ranks, it does not predict stars
         gate = card.gate
         assert isinstance(gate["candidate"], bool) and gate["reasons"] and gate["primary_metric"] == "ndcg@20"
         assert gate["value"] == card.metrics["ndcg@20"] and gate["baseline"] == card.metrics["baseline_ndcg@20"]
-        assert card.params["n_factors"] == 10 and isinstance(card.params["n_factors"], int)
+        tuning = card.tuning
+        assert tuning["searched"] and 1 <= tuning["trials_done"] <= 2 and card.params == tuning["best_params"]
+        assert tuning["trials"][0]["params"][FACTORS[card.algorithm]] == 10      # trial 0: the configured values
+        assert card.metrics[f"tune_fold_{tuning['metric']}"] == tuning["best_score"]
+        assert isinstance(card.params[FACTORS[card.algorithm]], int)
         assert card.pipeline_run.startswith("movierec-training")
-        assert model.n_factors == 10
+        assert model.n_factors == card.params[FACTORS[card.algorithm]] + (card.algorithm == "bpr")
 
-    assert sorted(cards) == ["svd", "svdpp"]
+    assert sorted(cards) == ["als", "svd", "svdpp"]
     # A model that passed is refit on the whole snapshot with its hyper-parameters; the refit is served.
     assert {v for v, c in cards.items() if c.gate["candidate"]} == {refit.algorithm for refit in refits.values()}
     served = {}
@@ -97,13 +107,14 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
             assert refit.version == card.gate["refit"] and refit.params == card.params
             assert refit.metrics["ndcg@20"] == card.metrics["ndcg@20"] and "whole snapshot" in refit.gate["reasons"][-1]
 
-    # Published in order: SVD became stable (nothing was deployed), SVD++ the canary; forced past the
-    # gate where it said no, and the rollout history says so (the cards are written once, before).
+    # Published in order: SVD became stable (nothing was deployed), SVD++ then ALS the canary (the
+    # last one published stays); forced past the gate where it said no, and the rollout history
+    # says so (the cards are written once, before).
     state = rollout.load(store)
-    assert (state.stable, state.canary) == (served["svd"], served["svdpp"])
+    assert (state.stable, state.canary) == (served["svd"], served["als"])
     assert rollout.deployment_of(state, served["svd"]) == "stable"
-    assert rollout.deployment_of(state, served["svdpp"]) == "canary"
-    assert cards["svdpp"].gate["stable_version"] == served["svd"]
+    assert rollout.deployment_of(state, served["als"]) == "canary"
+    assert cards["svdpp"].gate["stable_version"] == cards["als"].gate["stable_version"] == served["svd"]
     for algorithm, card in cards.items():
         (entry,) = rollout.history_of(state, served[algorithm])[:1]
         assert entry["reason"].startswith("forced past" if not card.gate["candidate"] else "publish gate")
@@ -112,14 +123,15 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
     assert {p["version"] for p in run["published"]} == set(versions)
     candidates = {c.version: c.metrics["ndcg@20"] for c in cards.values() if c.gate["candidate"]}
     assert run["winner"] == (max(candidates, key=candidates.get) if candidates else "")
-    assert set(run["step_seconds"]) == {"ingest", "preprocess", "train-svd", "train-svdpp", "evaluate-svd",
-                                        "evaluate-svdpp", "publish-svd", "publish-svdpp", "compare"}
+    assert set(run["step_seconds"]) == {"ingest", "preprocess", "compare", *(
+        f"{step}-{a}" for step in ("train", "evaluate", "publish") for a in ("svd", "svdpp", "als"))}
 
     # The dashboard's artifacts: HTML reports with plots, and the dataset between the steps.
     (run_dir,) = list(root.glob("movierec-training-*"))
     for report in (run_dir / "compare" / "report", run_dir / "evaluate" / "report"):
         assert report.read_text().count("data:image/png;base64,") == 3
-    assert (run_dir / "preprocess" / "dataset" / "dataset.json").exists()
+    cutoff = json.loads((run_dir / "preprocess" / "dataset" / "dataset.json").read_text())["cutoff"]
+    assert all(card.tuning["fold_cutoff"] < cutoff for card in cards.values()), "tuned on the validation window"
 
 
 def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
@@ -132,11 +144,13 @@ def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
     with open_event_log(f"kafka://{kafka.bootstrap}/{topic}") as log:
         log.extend(lines)
     store_uri = f"s3://{s3_env}/prod"
-    small = {"train": {name: {"n_factors": 5, "n_epochs": 5} for name in ("svd", "svdpp")}}
+    small = {"train": {"svd": {"n_factors": 5, "n_epochs": 5}, "svdpp": {"n_factors": 5, "n_epochs": 5},
+                       "als": {"factors": 5, "iterations": 5}}}
     run = run_local(f"kafka://{kafka.bootstrap}/{topic}", store_uri, str(tmp_path / "root"), small,
                     group=f"pipeline-{topic}", deploy="stable")
     store = open_store(store_uri)                     # the steps' subprocesses inherited the AWS_* variables
     versions = list_versions(store)
+    assert {v.split("-")[0] for v in versions} == {"als", "svd", "svdpp"}
     assert {p["version"] for p in run.published} == set(versions)
     evaluated = []
     for version in versions:

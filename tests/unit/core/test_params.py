@@ -33,7 +33,7 @@ def test_partial_params_are_completed_and_typed():
     assert params["train"]["svd"]["n_epochs"] == DEFAULTS["train"]["svd"]["n_epochs"]
     assert params["preprocess"]["valid_days"] == 2
     assert section(None, "train", "svdpp") == DEFAULTS["train"]["svdpp"]
-    assert set(ALGORITHMS) == {"svd", "svdpp", "popularity", "random"}
+    assert set(ALGORITHMS) == {"svd", "svdpp", "als", "bpr", "popularity", "random"}
 
 
 @pytest.mark.parametrize("params, message", [
@@ -42,7 +42,7 @@ def test_partial_params_are_completed_and_typed():
     ({"train": {"svd": {"n_factors": -5}}}, "train.svd.n_factors = -5 is out of range (allowed: >= 1 and <= 10000)"),
     ({"preprocess": {"valid_fraction": 1.0}}, "preprocess.valid_fraction = 1.0 is out of range (allowed: >= 0 and < 1)"),
     ({"evaluate": {"canary_percent": 0}}, "evaluate.canary_percent = 0 is out of range (allowed: > 0 and <= 100)"),
-    ({"train": {"algorithms": ["svd", "bpr"]}}, "train.algorithms: unknown algorithm 'bpr' (allowed: svd, svdpp"),
+    ({"train": {"algorithms": ["svd", "bprr"]}}, "train.algorithms: unknown algorithm 'bprr' (allowed: svd, svdpp"),
     ({"train": {"algorithms": []}}, "train.algorithms"),
     ({"evaluate": {"k": 10}}, "primary_metric 'ndcg@20' is not one of precision@10, recall@10, ndcg@10"),
     ({"train": {"svd": {"n_factors": "many"}}}, "train.svd.n_factors: input should be a valid integer"),
@@ -80,7 +80,7 @@ def test_file_errors(tmp_path):
 MISTAKES = {
     "misspelled key": ("preprocess:\n  min_user_rating: 3\n", "unknown key preprocess.min_user_rating"),
     "out of range": ("train:\n  svd:\n    n_factors: -5\n", "train.svd.n_factors = -5 is out of range (allowed: >= 1"),
-    "unknown algorithm": ("train:\n  algorithms: [svd, bpr]\n", "unknown algorithm 'bpr' (allowed: svd, svdpp"),
+    "unknown algorithm": ("train:\n  algorithms: [svd, bprr]\n", "unknown algorithm 'bprr' (allowed: svd, svdpp"),
     "malformed YAML": ("train:\n  svd: {n_factors: 3\n  svdpp: [\n", "not valid YAML at line"),
 }
 
@@ -124,8 +124,8 @@ def test_train_refuses_before_any_work(tmp_path):
 
 
 def test_unknown_algorithm_flag_refused_before_any_work(tmp_path):
-    done = movierec(["train", "--algorithm", "svd", "--algorithm", "bpr", "--dataset", "none", "--out", "m"], tmp_path)
-    assert_one_line(done, "--algorithm: unknown algorithm 'bpr' (allowed: svd, svdpp, popularity, random)")
+    done = movierec(["train", "--algorithm", "svd", "--algorithm", "bprr", "--dataset", "none", "--out", "m"], tmp_path)
+    assert_one_line(done, "--algorithm: unknown algorithm 'bprr' (allowed: svd, svdpp, als, bpr, popularity, random)")
     assert not (tmp_path / "m").exists()
 
 

@@ -43,16 +43,35 @@ def _tasks(spec: dict) -> dict[str, dict]:
 def test_steps_and_wiring(spec):
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME == "movierec-training"
     tasks = _tasks(spec)
-    assert set(tasks) == {"ingest", "preprocess", "train-svd", "train-svdpp", "evaluate-svd", "evaluate-svdpp",
-                          "publish-svd", "publish-svdpp", "compare"}
+    assert set(tasks) == {"ingest", "preprocess", "compare",
+                          *(f"{step}-{a}" for step in ("train", "evaluate", "publish") for a in ("svd", "svdpp", "als"))}
     by_key = {key: t["taskInfo"]["name"] for key, t in spec["root"]["dag"]["tasks"].items()}
     deps = {name: {by_key[d] for d in t.get("dependentTasks", [])} for name, t in tasks.items()}
     assert deps["preprocess"] == {"ingest"}
     assert deps["train-svd"] == {"preprocess"}
     assert deps["evaluate-svdpp"] == {"preprocess", "train-svdpp"}
     assert "publish-svd" in deps["publish-svdpp"]              # one writer of the rollout state at a time
-    assert {"evaluate-svd", "evaluate-svdpp", "publish-svd", "publish-svdpp"} <= deps["compare"]
+    assert "publish-svdpp" in deps["publish-als"]
+    assert {f"{step}-{a}" for step in ("evaluate", "publish") for a in ("svd", "svdpp", "als")} <= deps["compare"]
+    slots = tasks["compare"]["inputs"]
+    assert set(slots["artifacts"]) == {"evaluation_a", "evaluation_b", "evaluation_c"}
+    assert set(slots["parameters"]) == {"candidate_a", "candidate_b", "candidate_c"}
     assert tasks["train-svdpp"]["inputs"]["parameters"]["algorithm"]["runtimeValue"]["constant"] == "svdpp"
+
+
+def test_the_models_are_train_algorithms_of_the_params(tmp_path):
+    path = tmp_path / "two.yaml"
+    compile_pipeline(str(path), {"train": {"algorithms": ["als", "popularity"]}})
+    tasks = _tasks(load_spec(path))
+    assert {n for n in tasks if n.startswith("train-")} == {"train-als", "train-popularity"}
+    assert set(tasks["compare"]["inputs"]["artifacts"]) == {"evaluation_a", "evaluation_b"}
+
+
+@pytest.mark.parametrize("algorithms", [["svd", "svdpp", "als", "bpr", "popularity"], ["svd", "svd"]])
+def test_too_many_or_repeated_models_are_one_clear_error(tmp_path, algorithms):
+    with pytest.raises(UserError, match="give 1 to 4 distinct algorithms"):
+        compile_pipeline(str(tmp_path / "p.yaml"), {"train": {"algorithms": algorithms}})
+    assert not (tmp_path / "p.yaml").exists()
 
 
 def test_caching_off_where_inputs_are_live(spec):
@@ -65,8 +84,8 @@ def test_caching_off_where_inputs_are_live(spec):
 def test_store_steps_get_s3_credentials_from_a_secret(spec):
     executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {name for name, e in executors.items() if e.get("secretAsEnv")}
-    assert with_secret == {"exec-ingest", "exec-preprocess", "exec-evaluate", "exec-evaluate-2", "exec-publish",
-                           "exec-publish-2"}                   # train and compare never touch the store
+    assert with_secret == {"exec-ingest", "exec-preprocess", "exec-evaluate", "exec-evaluate-2", "exec-evaluate-3",
+                           "exec-publish", "exec-publish-2", "exec-publish-3"}   # train and compare never touch the store
     envs = {m["envVar"]: m["secretKey"] for s in executors["exec-publish"]["secretAsEnv"] for m in s["keyToEnv"]}
     assert envs == {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
     assert {s["secretNameParameter"]["componentInputParameter"] for s in executors["exec-ingest"]["secretAsEnv"]} \

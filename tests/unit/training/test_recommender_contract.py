@@ -126,6 +126,16 @@ class TestSurpriseSVDpp(RecommenderContract):
     params = {"n_factors": 5, "n_epochs": 8, "random_state": 0, "cache_ratings": True}
 
 
+class TestImplicitALS(RecommenderContract):
+    algorithm = "als"
+    params = {"factors": 6, "iterations": 8, "random_state": 0}
+
+
+class TestImplicitBPR(RecommenderContract):
+    algorithm = "bpr"
+    params = {"factors": 6, "iterations": 30, "random_state": 0, "threads": 1}
+
+
 class TestPopularity(RecommenderContract):
     algorithm = "popularity"
 
@@ -137,7 +147,7 @@ class TestRandom(RecommenderContract):
 
 def test_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="unknown algorithm"):
-        make_recommender("als", {})
+        make_recommender("als-typo", {})
 
 
 def test_loaded_model_cannot_be_refit(tmp_path, dataset):

@@ -48,26 +48,30 @@ _BATCH = 1024
 
 @dataclass
 class Evaluation:
-    """The offline metrics of one model on one split, and its per-user NDCG for the report."""
+    """The offline metrics of one model on one split, and its per-user values (in `users` order)
+    of every list metric, for the report and for paired comparisons between models."""
 
     name: str
     metrics: dict[str, float]
     by_activity: dict[str, dict[str, float]] = field(default_factory=dict)
     users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     ndcg_per_user: np.ndarray = field(default_factory=lambda: np.empty(0))
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)   # "recall@20" -> one value per user
 
     def to_dict(self, per_user: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "metrics": self.metrics, "by_activity": self.by_activity}
         if per_user:
             out["users"] = self.users.tolist()
             out["ndcg_per_user"] = [round(float(x), 6) for x in self.ndcg_per_user]
+            out["per_user"] = {m: [round(float(x), 6) for x in v] for m, v in self.per_user.items()}
         return out
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Evaluation:
         return cls(name=obj["name"], metrics=dict(obj["metrics"]), by_activity=dict(obj.get("by_activity", {})),
                    users=np.asarray(obj.get("users", []), dtype=np.int64),
-                   ndcg_per_user=np.asarray(obj.get("ndcg_per_user", []), dtype=np.float64))
+                   ndcg_per_user=np.asarray(obj.get("ndcg_per_user", []), dtype=np.float64),
+                   per_user={m: np.asarray(v, dtype=np.float64) for m, v in obj.get("per_user", {}).items()})
 
 
 @dataclass
@@ -172,7 +176,7 @@ def evaluate(model: FactorModel, dataset: Dataset, params: dict | None = None, *
         if mask.any():
             by_activity[group].update({f"{m}@{k}": _mean(v[mask]) for m, v in per_user.items()})
     return Evaluation(name=name, metrics=metrics, by_activity=by_activity, users=targets.users,
-                      ndcg_per_user=per_user["ndcg"])
+                      ndcg_per_user=per_user["ndcg"], per_user={f"{m}@{k}": v for m, v in per_user.items()})
 
 
 def rating_errors(model: FactorModel, dataset: Dataset) -> dict[str, float]:

@@ -494,7 +494,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.bootstrap = args.bootstrap or (500 if args.quick else 2000)
     prefix = args.out_prefix or RESULTS / ("scale-quick" if args.quick else "scale")
     params = load_params(args.params)
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+    from components.training.train import code_commit
+
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "commit": code_commit(),
                "note": "timings on a machine whose cores are shared with other work are noisy"}
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="movierec-bench-scale-"))

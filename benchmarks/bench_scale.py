@@ -541,4 +541,10 @@ def _jsonable(value):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from components.core.errors import UserError
+
+    try:
+        main(sys.argv[1:])
+    except UserError as exc:   # a params file that is missing or wrong: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -425,6 +425,29 @@ def movielens_part(params: dict, args, work: Path) -> dict:
     return result
 
 
+def against_reference(result: dict, reference: dict | None) -> dict | None:
+    """Each model against the same algorithm in an earlier result of the same part (e.g. the first
+    version's models): differences of the metrics (unpaired: the earlier per-user values are not kept)."""
+    if reference is None:
+        return None
+    out = {"commit": reference.get("machine", {}).get("commit"), "models": {}}
+    for key in ("offline", "user_recent", "global_cutoff"):
+        ours, theirs = _offline_of(result, key), _offline_of(reference, key)
+        for name, row in (ours or {}).get("models", {}).items():
+            ref = (theirs or {}).get("models", {}).get(name)
+            if ref:
+                out["models"].setdefault(key, {})[name] = {
+                    m: _r(row[m]["value"] - ref[m]["value"]) for m in row if m.endswith("@20") and m in ref}
+    arms, ref_arms = result.get("online", {}).get("arms", {}), reference.get("online", {}).get("arms", {})
+    out["online_hit_rate"] = {n: _r(a["hit_rate"] - ref_arms[n]["hit_rate"]) for n, a in arms.items()
+                              if n in ref_arms and a["hit_rate"] is not None and ref_arms[n]["hit_rate"] is not None}
+    return out
+
+
+def _offline_of(result: dict, key: str) -> dict | None:
+    return result.get("offline") if key == "offline" else (result.get(key) or {}).get("offline")
+
+
 # -- the closing tables ----------------------------------------------------------------------------
 
 def _ci(x: dict | None, digits: int = 4) -> str:
@@ -481,6 +504,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
         "MOVIEREC_BENCH_CACHE", Path(tempfile.gettempdir()) / "movierec-bench-cache")),
         help="where the ml-100k download is cached (outside the repository)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="earlier results (a prefix like benchmarks/results/scale, read before anything is "
+                             "written): each model against the same model there, e.g. the first version's")
     parser.add_argument("--out-prefix", type=Path, default=None,
                         help="result files <prefix>-seed<N>.json, <prefix>-ml100k.json (default benchmarks/results/scale)")
     args = parser.parse_args(argv)
@@ -494,6 +520,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.bootstrap = args.bootstrap or (500 if args.quick else 2000)
     prefix = args.out_prefix or RESULTS / ("scale-quick" if args.quick else "scale")
     params = load_params(args.params)
+    references = {part: json.loads(path.read_text()) for part in [f"seed{s}" for s in seeds] + ["ml100k"]
+                  if args.reference and (path := args.reference.with_name(f"{args.reference.name}-{part}.json")).exists()}
     from components.training.train import code_commit
 
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "commit": code_commit(),
@@ -505,11 +533,13 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         for seed in seeds:
             result = {**world_part(seed, world, params, args, work), "machine": machine}
+            result["against_reference"] = against_reference(result, references.get(result["part"]))
             results[result["part"]] = _write(prefix, result)
             tables += [stage_table(f"seed {seed}", result["pipeline"]),
                        table(f"seed {seed}: offline and online", result["offline"], result["online"])]
         if with_ml:
             result = {**movielens_part(params, args, work), "machine": machine}
+            result["against_reference"] = against_reference(result, references.get(result["part"]))
             results[result["part"]] = _write(prefix, result)
             tables += [table("ml-100k, each user's newest 20% held out", result["user_recent"]["offline"]),
                        table("ml-100k, global time cutoff (newest 20% of the history)",

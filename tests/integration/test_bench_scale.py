@@ -24,8 +24,12 @@ def _interval(x: dict, lo: float = 0.0, hi: float = 1.0) -> None:
 
 def test_quick_run_writes_a_complete_sane_result(tmp_path):
     prefix = tmp_path / "results" / "scale-quick"
+    reference = tmp_path / "earlier" / "scale"
+    reference.parent.mkdir()
+    reference.with_name("scale-seed3.json").write_text(json.dumps(
+        {"machine": {"commit": "first"}, "offline": {"models": {"svd": {"ndcg@20": {"value": 0.0}}}}}))
     results = bench_scale.main(["--quick", "--bootstrap", "300", "--workdir", str(tmp_path / "work"),
-                                "--out-prefix", str(prefix)])
+                                "--out-prefix", str(prefix), "--reference", str(reference)])
     path = prefix.with_name("scale-quick-seed3.json")
     saved = json.loads(path.read_text())
     assert saved == json.loads(json.dumps(results["seed3"]))
@@ -78,6 +82,9 @@ def test_quick_run_writes_a_complete_sane_result(tmp_path):
     assert checks["winner"] == winner and all(isinstance(v, bool) for k, v in checks.items() if k != "winner")
     assert checks["beats_popularity_online"] == (diff["low"] > 0)
     assert saved["machine"]["commit"]
+    earlier = saved["against_reference"]
+    assert earlier["commit"] == "first"
+    assert earlier["models"]["offline"]["svd"]["ndcg@20"] == models["svd"]["ndcg@20"]["value"]
 
 
 def test_bootstrap_interval_covers_the_mean_with_the_textbook_width():
@@ -96,3 +103,20 @@ def test_user_recent_split_holds_out_each_users_newest_fifth():
     assert sorted(held.loc[held["user_id"] == 1, "timestamp"]) == [9, 10]          # 20% of 10, the newest
     assert held.loc[held["user_id"] == 2, "timestamp"].tolist() == [7]             # at least one
     assert len(train) + len(held) == len(ratings) and not set(train.index) & set(held.index)
+
+
+def test_against_reference_gives_each_models_change_since_an_earlier_result():
+    def result(ndcg: float, hit: float, commit: str) -> dict:
+        row = {"ndcg@20": {"value": ndcg}, "recall@20": {"value": 0.5}, "version": "v"}
+        return {"offline": {"models": {"svd": row, "popularity": {"ndcg@20": {"value": 0.1}}}},
+                "online": {"arms": {"svd": {"hit_rate": hit}, "popularity": {"hit_rate": 0.2}}},
+                "machine": {"commit": commit}}
+
+    change = bench_scale.against_reference(result(0.3, 0.5, "new"), result(0.25, 0.4, "old"))
+    assert change["commit"] == "old"
+    assert change["models"]["offline"]["svd"] == pytest.approx({"ndcg@20": 0.05, "recall@20": 0.0})
+    assert change["models"]["offline"]["popularity"] == {"ndcg@20": 0.0}
+    assert change["online_hit_rate"] == pytest.approx({"svd": 0.1, "popularity": 0.0})
+    assert bench_scale.against_reference(result(0.3, 0.5, "new"), None) is None
+    ml = {"user_recent": {"offline": {"models": {"svd": {"ndcg@20": {"value": 0.07}}}}}}
+    assert bench_scale.against_reference(ml, ml)["models"] == {"user_recent": {"svd": {"ndcg@20": 0.0}}}

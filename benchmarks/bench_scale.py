@@ -340,6 +340,7 @@ def world_part(seed: int, world: dict, params: dict, args, work: Path) -> dict:
     offline = offline_comparison(evaluations, training, args.bootstrap)
     online = online_comparison(service, store, run.winner, dataset_path, world["requests"], seed)
     result = {"part": f"seed{seed}", "world": {"seed": seed, "profile": args.profile, **world},
+              "split": params["preprocess"].get("split", "global time cutoff"),
               "simulate": simulated, "pipeline": pipeline, "offline": offline, "online": online}
     result["done_when"] = world_checks(result)
     return result
@@ -372,7 +373,7 @@ def movielens_part(params: dict, args, work: Path) -> dict:
     import pandas as pd
 
     from benchmarks.bench_train import MEMBER, RECBOLE, fetch_ml100k
-    from components.core.params import DEFAULTS
+    from components.core.params import DEFAULTS, validate
     from components.ingest.movielens import convert, movie_slug, read_ratings
     from components.training.evaluate import evaluate_with_baseline
     from components.training.preprocess import from_ratings
@@ -397,7 +398,7 @@ def movielens_part(params: dict, args, work: Path) -> dict:
 
     # each user's newest 20% held out
     if "split" in DEFAULTS["preprocess"]:
-        split_params = {**params, "preprocess": {**params.get("preprocess", {}), "split": "user_recent"}}
+        split_params = validate({**params, "preprocess": {**params["preprocess"], "split": "user_recent"}})
         pipeline, _ = run_pipeline(f"file:{folder / 'events.log'}", folder / "store-user", folder / "root-user",
                                    split_params, args.poll)
         evaluations, training, _ = pipeline_outputs(folder / "root-user", folder / "store-user")
@@ -496,6 +497,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ml100k", action=argparse.BooleanOptionalAction, default=None,
                         help="also ml-100k (default: on, off with --quick)")
     parser.add_argument("--profile", default=None, help="simulator profile, if the simulator has profiles")
+    parser.add_argument("--split", default=None,
+                        help="preprocess.split of the simulated worlds' pipeline runs (e.g. user_recent), if the "
+                             "params schema has one (default: params.yaml's)")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default 2000; quick 500)")
     parser.add_argument("--poll", type=float, default=0.1, help="seconds between memory samples")
     parser.add_argument("--params", type=Path, default=PARAMS, help="params.yaml of the pipeline runs")
@@ -520,6 +524,12 @@ def main(argv: list[str] | None = None) -> dict:
     args.bootstrap = args.bootstrap or (500 if args.quick else 2000)
     prefix = args.out_prefix or RESULTS / ("scale-quick" if args.quick else "scale")
     params = load_params(args.params)
+    if args.split is not None:
+        from components.core.params import DEFAULTS, validate
+
+        if "split" not in DEFAULTS["preprocess"]:
+            raise SystemExit("--split: this pipeline's params have no preprocess.split; leave the option out")
+        params = validate({**params, "preprocess": {**params["preprocess"], "split": args.split}}, "--split")
     references = {part: json.loads(path.read_text()) for part in [f"seed{s}" for s in seeds] + ["ml100k"]
                   if args.reference and (path := args.reference.with_name(f"{args.reference.name}-{part}.json")).exists()}
     from components.training.train import code_commit

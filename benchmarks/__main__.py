@@ -1,4 +1,7 @@
-"""Run every benchmark: `python -m benchmarks [name ...]` calls main() of each bench_<name>.py."""
+"""Run every benchmark: `python -m benchmarks [name ...]` calls main() of each bench_<name>.py.
+
+A benchmark too long for the suite names the arguments it runs with here in `SUITE_ARGV`
+(bench_scale: `--quick`; its course-scale run is `python -m benchmarks.bench_scale`)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ def main(names: list[str]) -> int:
             return 2
         print(f"== bench_{name}", flush=True)
         try:
-            importlib.import_module(f"benchmarks.bench_{name}").main([])
+            module = importlib.import_module(f"benchmarks.bench_{name}")
+            module.main(list(getattr(module, "SUITE_ARGV", [])))
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             print(f"bench_{name} failed: {exc!r}", file=sys.stderr)
             failed.append(name)

@@ -55,7 +55,8 @@ _BATCH = 1024
 
 @dataclass
 class Evaluation:
-    """The offline metrics of one model on one split, and its per-user NDCG for the report."""
+    """The offline metrics of one model on one split, and its per-user values (in `users` order)
+    of every list metric, for the report and for paired comparisons between models."""
 
     name: str
     metrics: dict[str, float]
@@ -69,13 +70,15 @@ class Evaluation:
         if per_user:
             out["users"] = self.users.tolist()
             out["ndcg_per_user"] = [round(float(x), 6) for x in self.ndcg_per_user]
+            out["per_user"] = {m: [round(float(x), 6) for x in v] for m, v in self.per_user.items()}
         return out
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Evaluation:
         return cls(name=obj["name"], metrics=dict(obj["metrics"]), by_activity=dict(obj.get("by_activity", {})),
                    users=np.asarray(obj.get("users", []), dtype=np.int64),
-                   ndcg_per_user=np.asarray(obj.get("ndcg_per_user", []), dtype=np.float64))
+                   ndcg_per_user=np.asarray(obj.get("ndcg_per_user", []), dtype=np.float64),
+                   per_user={m: np.asarray(v, dtype=np.float64) for m, v in obj.get("per_user", {}).items()})
 
 
 @dataclass

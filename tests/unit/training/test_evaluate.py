@@ -94,6 +94,21 @@ def test_hand_computed_metrics(dataset, ranked_model):
     assert ev.by_activity["heavy"]["ndcg@3"] == 1.0
 
 
+def test_per_user_values_of_every_list_metric_survive_the_artifact(dataset, ranked_model):
+    from components.training.evaluate import Evaluation
+
+    ev = evaluate(ranked_model, dataset, PARAMS, name="ranked")
+    assert sorted(ev.per_user) == ["hit_rate@3", "ndcg@3", "precision@3", "recall@3"]
+    assert ev.per_user["recall@3"] == pytest.approx([1 / 3, 1.0, 1.0], abs=1e-6)
+    for metric, values in ev.per_user.items():
+        assert len(values) == len(ev.users) and np.mean(values) == pytest.approx(ev.metrics[metric], abs=1e-6)
+    back = Evaluation.from_dict(ev.to_dict(per_user=True))
+    assert sorted(back.per_user) == sorted(ev.per_user)
+    for metric, values in ev.per_user.items():
+        assert back.per_user[metric] == pytest.approx(values, abs=1e-6)
+    assert "per_user" not in ev.to_dict(per_user=False)
+
+
 def test_perfect_and_empty_lists(dataset):
     # A model that ranks exactly the relevant movies first gets NDCG 1 wherever the catalogue allows.
     model = FactorModel(global_mean=0.0, user_bias=np.zeros(2), item_bias=np.zeros(5),

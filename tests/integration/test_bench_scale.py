@@ -1,0 +1,122 @@
+"""The course-scale benchmark at a small scale: a real kfp.local run, its JSON whole and its numbers sane.
+
+`python -m benchmarks.bench_scale --quick` (what `make bench` runs): a small simulated world, the
+pipeline, offline intervals against popularity, the winner and popularity side by side online.
+ml-100k is left out here (it downloads a data set); its split is checked on a table of its shape.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import bench_scale
+
+STAGES = {"ingest", "preprocess", "compare"}
+
+
+def _interval(x: dict, lo: float = 0.0, hi: float = 1.0) -> None:
+    assert lo <= x["low"] <= x["value"] <= x["high"] <= hi, x
+
+
+def test_quick_run_writes_a_complete_sane_result(tmp_path):
+    prefix = tmp_path / "results" / "scale-quick"
+    reference = tmp_path / "earlier" / "scale"
+    reference.parent.mkdir()
+    reference.with_name("scale-seed3.json").write_text(json.dumps(
+        {"machine": {"commit": "first"}, "offline": {"models": {"svd": {"ndcg@20": {"value": 0.0}}}}}))
+    results = bench_scale.main(["--quick", "--bootstrap", "300", "--workdir", str(tmp_path / "work"),
+                                "--out-prefix", str(prefix), "--reference", str(reference)])
+    path = prefix.with_name("scale-quick-seed3.json")
+    saved = json.loads(path.read_text())
+    assert saved == json.loads(json.dumps(results["seed3"]))
+    assert not (tmp_path / "results" / "scale-quick-ml100k.json").exists()
+
+    world, sim = saved["world"], saved["simulate"]
+    assert world["seed"] == 3 and world["users"] == bench_scale.QUICK["users"]
+    assert sim["lines"] > 10_000 and 0 < sim["corrupted"] < sim["lines"] * 0.01 and sim["seconds"] > 0
+
+    pipeline = saved["pipeline"]
+    stages = pipeline["stages"]
+    assert STAGES <= set(stages) and any(s.startswith("train-") for s in stages)
+    assert any(s.startswith("evaluate-") for s in stages) and any(s.startswith("publish-") for s in stages)
+    for name, stage in stages.items():
+        # every step is a Python process with numpy and kfp loaded: tens of MB at least, far from GBs
+        assert stage["seconds"] > 0 and 30 < stage["peak_rss_mb"] < 4096, (name, stage)
+    assert pipeline["peak_rss_mb"] == max(s["peak_rss_mb"] for s in stages.values())
+    assert max(s["seconds"] for s in stages.values()) <= pipeline["stage_seconds_sum"] <= pipeline["seconds"] + 1
+    assert pipeline["samples"] > 10 and "RSS" in pipeline["memory_method"]
+    assert pipeline["winner"] and {p["algorithm"] for p in pipeline["published"]} >= {"svd", "svdpp"}
+
+    offline = saved["offline"]
+    models = offline["models"]
+    assert {"popularity", "svd", "svdpp"} <= set(models) and offline["users"] > 50
+    pop = models["popularity"]
+    for name, row in models.items():
+        for metric in ("ndcg@20", "recall@20", "hit_rate@20"):
+            _interval(row[metric])
+            assert row[metric]["users"] == offline["users"]
+            if name != "popularity":
+                paired = row["vs_popularity"][metric]
+                _interval(paired, -1.0, 1.0)
+                assert paired["value"] == pytest.approx(row[metric]["value"] - pop[metric]["value"], abs=2e-6)
+        if name != "popularity":
+            assert row["training_seconds"] > 0 and row["version"].startswith(name)
+
+    online = saved["online"]
+    winner = online["winner"]["algorithm"]
+    assert online["winner"]["version"] == pipeline["winner"] and set(online["arms"]) == {"popularity", winner}
+    assert sum(arm["requests"] for arm in online["arms"].values()) == online["requests"]
+    for arm in online["arms"].values():
+        assert 0 < arm["users"] <= arm["requests"]
+        assert 0 <= arm["low"] <= arm["hit_rate"] <= arm["high"] <= 1
+    diff = online["winner_vs_popularity"]
+    assert diff["diff"] == pytest.approx(online["arms"][winner]["hit_rate"] - online["arms"]["popularity"]["hit_rate"],
+                                         abs=2e-6)
+    assert diff["low"] <= diff["diff"] <= diff["high"]
+
+    checks = saved["done_when"]
+    assert checks["winner"] == winner and all(isinstance(v, bool) for k, v in checks.items() if k != "winner")
+    assert checks["beats_popularity_online"] == (diff["low"] > 0)
+    assert saved["machine"]["commit"]
+    earlier = saved["against_reference"]
+    assert earlier["commit"] == "first"
+    assert earlier["models"]["offline"]["svd"]["ndcg@20"] == models["svd"]["ndcg@20"]["value"]
+
+
+def test_bootstrap_interval_covers_the_mean_with_the_textbook_width():
+    x = np.random.default_rng(1).normal(0.3, 1.0, 20_000)
+    ci = bench_scale.bootstrap_mean(x, n_boot=1000)
+    assert ci["low"] < 0.3 < ci["high"] and ci["users"] == 20_000
+    assert ci["high"] - ci["low"] == pytest.approx(2 * 1.96 / np.sqrt(20_000), rel=0.15)
+    assert bench_scale.bootstrap_mean(np.full(50, 0.25)) == {"value": 0.25, "low": 0.25, "high": 0.25, "users": 50}
+    assert bench_scale.bootstrap_mean(np.empty(0))["value"] is None
+
+
+def test_user_recent_split_holds_out_each_users_newest_fifth():
+    ratings = pd.DataFrame({"user_id": [1] * 10 + [2] * 3, "movie_id": range(13), "rating": 4.0,
+                            "timestamp": list(range(10, 0, -1)) + [5, 6, 7]})
+    train, held = bench_scale.user_recent_split(ratings)
+    assert sorted(held.loc[held["user_id"] == 1, "timestamp"]) == [9, 10]          # 20% of 10, the newest
+    assert held.loc[held["user_id"] == 2, "timestamp"].tolist() == [7]             # at least one
+    assert len(train) + len(held) == len(ratings) and not set(train.index) & set(held.index)
+
+
+def test_against_reference_gives_each_models_change_since_an_earlier_result():
+    def result(ndcg: float, hit: float, commit: str) -> dict:
+        row = {"ndcg@20": {"value": ndcg}, "recall@20": {"value": 0.5}, "version": "v"}
+        return {"offline": {"models": {"svd": row, "popularity": {"ndcg@20": {"value": 0.1}}}},
+                "online": {"arms": {"svd": {"hit_rate": hit}, "popularity": {"hit_rate": 0.2}}},
+                "machine": {"commit": commit}}
+
+    change = bench_scale.against_reference(result(0.3, 0.5, "new"), result(0.25, 0.4, "old"))
+    assert change["commit"] == "old"
+    assert change["models"]["offline"]["svd"] == pytest.approx({"ndcg@20": 0.05, "recall@20": 0.0})
+    assert change["models"]["offline"]["popularity"] == {"ndcg@20": 0.0}
+    assert change["online_hit_rate"] == pytest.approx({"svd": 0.1, "popularity": 0.0})
+    assert bench_scale.against_reference(result(0.3, 0.5, "new"), None) is None
+    ml = {"user_recent": {"offline": {"models": {"svd": {"ndcg@20": {"value": 0.07}}}}}}
+    assert bench_scale.against_reference(ml, ml)["models"] == {"user_recent": {"svd": {"ndcg@20": 0.0}}}

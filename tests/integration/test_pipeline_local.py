@@ -159,7 +159,7 @@ def test_pipeline_from_kafka_into_s3(kafka, kafka_topic, s3_env, tmp_path):
         if not card.gate.get("refit_of"):
             evaluated.append(card.algorithm)
             assert ("refit" in card.gate) == card.gate["candidate"]     # passed: refit on the whole snapshot
-    assert sorted(evaluated) == ["svd", "svdpp"]
+    assert sorted(evaluated) == ["als", "svd", "svdpp"]
     stored = sum(1 for key in store.list(layout.events_prefix()) if key.endswith(".parquet"))
     assert stored > 0 and any(key.endswith(".parquet") for key in store.list(layout.deadletter_prefix()))
     deployed = [p["version"] for p in run.published if p["deployed"] == "stable"]

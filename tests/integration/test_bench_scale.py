@@ -46,6 +46,10 @@ def test_quick_run_writes_a_complete_sane_result(tmp_path):
     for name, stage in stages.items():
         # every step is a Python process with numpy and kfp loaded: tens of MB at least, far from GBs
         assert stage["seconds"] > 0 and 30 < stage["peak_rss_mb"] < 4096, (name, stage)
+        assert 0 < stage["cpu_seconds"] < stage["seconds"] * 2 + 1, (name, stage)   # at most both cores
+        assert stage["kernel_peak_rss_mb"] is None or 30 < stage["kernel_peak_rss_mb"] < 4096, (name, stage)
+    assert any(s["kernel_peak_rss_mb"] for s in stages.values())
+    assert pipeline["cpu_seconds"] == pytest.approx(sum(s["cpu_seconds"] for s in stages.values()), abs=0.1)
     assert pipeline["peak_rss_mb"] == max(s["peak_rss_mb"] for s in stages.values())
     assert max(s["seconds"] for s in stages.values()) <= pipeline["stage_seconds_sum"] <= pipeline["seconds"] + 1
     assert pipeline["samples"] > 10 and "RSS" in pipeline["memory_method"]

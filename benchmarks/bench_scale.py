@@ -288,7 +288,19 @@ def pipeline_outputs(root: Path, store: Path) -> tuple[list[dict], dict[str, dic
 
 # -- online: the winner and popularity side by side ------------------------------------------------
 
-def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_requests: int, seed: int) -> dict:
+def served_model(winner: str, offline: dict) -> tuple[str, bool]:
+    """(version, gated) served against popularity online: the pipeline's winner; when no model passed
+    its gate, the best personalized model on the primary metric, marked ungated ("" if none)."""
+    if winner:
+        return winner, True
+    primary = offline["primary_metric"]
+    rows = [row for name, row in offline["models"].items() if name != "popularity" and "version" in row]
+    best = max(rows, key=lambda row: row[primary]["value"], default=None)
+    return (best["version"], False) if best else ("", False)
+
+
+def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_requests: int, seed: int,
+                      gated: bool = True) -> dict:
     from components.core import stats
     from components.core.model_artifact import FactorModel
     from components.core.store import open_store
@@ -298,7 +310,7 @@ def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_r
     from simulator.traffic import Answer
 
     if not winner:
-        return {"skipped": "the pipeline picked no winner (no model passed its gate)"}
+        return {"skipped": "no personalized model to serve"}
     model, card = FactorModel.load(open_store(str(store)), winner)
     popularity = popularity_baseline(Dataset.load(dataset_path))
     arms = {"popularity": lambda user: Answer(popularity.recommend(user, 20)[0], 200, 1),
@@ -311,7 +323,9 @@ def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_r
     result = {"how": "in-process (simulator.side_by_side): each user assigned to one arm by the predictor's "
                      "hashing rule; a hit is a request followed by a watch of a listed movie (the simulated "
                      "users' own decision)", "requests": n_requests, "seconds": round(seconds, 2),
-              "winner": {"version": winner, "algorithm": card.algorithm}, "arms": {}}
+              "winner": {"version": winner, "algorithm": card.algorithm, "gated": gated}, "arms": {}}
+    if not gated:
+        result["winner"]["note"] = "no model passed the pipeline's gate: the best on the primary metric is served"
     for name, share in shares.items():
         est = stats.clustered_interval(share)
         result["arms"][name] = {"users": share.users, "requests": share.requests, "hit_rate": _r(est.value),
@@ -360,7 +374,8 @@ def world_part(seed: int, world: dict, params: dict, args, work: Path) -> dict:
     pipeline, run = run_pipeline(f"file:{folder / 'events.log'}", store, root, params, args.poll)
     evaluations, training, dataset_path = pipeline_outputs(root, store)
     offline = offline_comparison(evaluations, training, args.bootstrap)
-    online = online_comparison(service, store, run.winner, dataset_path, world["requests"], seed)
+    served, gated = served_model(run.winner, offline)
+    online = online_comparison(service, store, served, dataset_path, world["requests"], seed, gated)
     result = {"part": f"seed{seed}", "world": {"seed": seed, "profile": args.profile, **world},
               "split": params["preprocess"].get("split", "global time cutoff"),
               "simulate": simulated, "pipeline": pipeline, "offline": offline, "online": online}
@@ -375,7 +390,9 @@ def world_checks(result: dict) -> dict:
     winner_alg = (online.get("winner") or {}).get("algorithm")
     row = offline["models"].get(winner_alg, {})
     online_diff = online.get("winner_vs_popularity")
-    return {"winner": winner_alg, "winner_is_personalized": winner_alg not in (None, "popularity", "random"),
+    gated = bool((online.get("winner") or {}).get("gated"))
+    return {"winner": winner_alg if gated else None,
+            "winner_is_personalized": gated and winner_alg not in (None, "popularity", "random"),
             f"beats_popularity_offline_{primary}": excludes_zero_above(row.get("vs_popularity", {}).get(primary)),
             "beats_popularity_online": excludes_zero_above(online_diff),
             f"pipeline_within_{LIMIT_SECONDS:.0f}_s": pipeline["seconds"] <= LIMIT_SECONDS,

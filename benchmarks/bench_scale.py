@@ -48,6 +48,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -115,15 +116,30 @@ class StageMemory:
         self.peaks: dict[str, int] = {}
         self.samples = 0
         self.orchestrator_peak = 0
+        self.cpu: dict[str, float] = {}
+        self.kernel_peaks: dict[str, int] = {}
+        self._cpu_at_start, self._high = 0.0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stage-memory", daemon=True)
 
     def progress(self, line: str) -> None:
-        """The `progress` callback of `run_local`: "[n] stage ..." starts a stage, the next line ends it."""
+        """The `progress` callback of `run_local`: "[n] stage ..." starts a stage, the next line ends it.
+
+        At each end, from the kernel's accounting of the finished (waited-for) step processes:
+        the stage's CPU seconds (user + system; wall time on shared cores is noisy) and, when the
+        step raised it, the high-water mark of a single step process's RSS (`ru_maxrss`)."""
         m = _STAGE_START.match(line.strip())
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu, high = usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+        if self.current is not None and not m:
+            self.cpu[self.current] = round(cpu - self._cpu_at_start, 2)
+            if high > self._high:
+                self.kernel_peaks[self.current] = high
+        self._high = max(self._high, high)
         self.current = m.group(1) if m else None
         if self.current:
             self.peaks.setdefault(self.current, 0)
+            self._cpu_at_start = cpu
 
     def _sample(self) -> None:
         stage = self.current
@@ -194,15 +210,21 @@ def run_pipeline(source: str, store: Path, root: Path, params: dict, poll: float
     with output_to(root.with_name(root.name + ".log")) as console, memory:
         run = run_local(source, str(store.resolve()), str(root), params, deploy="canary", group="bench-scale",
                         progress=progress)
-    stages = {name: {"seconds": seconds, "peak_rss_mb": round(memory.peaks.get(name, 0) / 2**20, 1)}
+    stages = {name: {"seconds": seconds, "cpu_seconds": memory.cpu.get(name),
+                     "peak_rss_mb": round(memory.peaks.get(name, 0) / 2**20, 1),
+                     "kernel_peak_rss_mb": (round(memory.kernel_peaks[name] / 2**20, 1)
+                                            if name in memory.kernel_peaks else None)}
               for name, seconds in run.step_seconds.items()}
     peak = max((s["peak_rss_mb"] for s in stages.values()), default=0.0)
     figures = {"seconds": run.seconds, "stage_seconds_sum": round(sum(run.step_seconds.values()), 2),
+               "cpu_seconds": round(sum(memory.cpu.values()), 2),
                "peak_rss_mb": peak, "stages": stages,
                "orchestrator_peak_rss_mb": round(memory.orchestrator_peak / 2**20, 1),
                "memory_method": StageMemory.method.format(poll=poll) + "; the benchmark's own process (kfp.local's "
                "orchestration, and the simulator's state kept for the online part) is reported apart as "
-               "orchestrator_peak_rss_mb", "samples": memory.samples,
+               "orchestrator_peak_rss_mb; cpu_seconds and kernel_peak_rss_mb (the step process's high-water mark, given "
+               "where a stage raised the run's: null means at most an earlier stage's) are the kernel's getrusage of "
+               "the finished step processes", "samples": memory.samples,
                "winner": run.winner, "published": [{k: p[k] for k in ("version", "algorithm", "candidate", "deployed",
                                                                        "reasons")} for p in run.published]}
     return figures, run
@@ -266,7 +288,19 @@ def pipeline_outputs(root: Path, store: Path) -> tuple[list[dict], dict[str, dic
 
 # -- online: the winner and popularity side by side ------------------------------------------------
 
-def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_requests: int, seed: int) -> dict:
+def served_model(winner: str, offline: dict) -> tuple[str, bool]:
+    """(version, gated) served against popularity online: the pipeline's winner; when no model passed
+    its gate, the best personalized model on the primary metric, marked ungated ("" if none)."""
+    if winner:
+        return winner, True
+    primary = offline["primary_metric"]
+    rows = [row for name, row in offline["models"].items() if name != "popularity" and "version" in row]
+    best = max(rows, key=lambda row: row[primary]["value"], default=None)
+    return (best["version"], False) if best else ("", False)
+
+
+def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_requests: int, seed: int,
+                      gated: bool = True) -> dict:
     from components.core import stats
     from components.core.model_artifact import FactorModel
     from components.core.store import open_store
@@ -276,7 +310,7 @@ def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_r
     from simulator.traffic import Answer
 
     if not winner:
-        return {"skipped": "the pipeline picked no winner (no model passed its gate)"}
+        return {"skipped": "no personalized model to serve"}
     model, card = FactorModel.load(open_store(str(store)), winner)
     popularity = popularity_baseline(Dataset.load(dataset_path))
     arms = {"popularity": lambda user: Answer(popularity.recommend(user, 20)[0], 200, 1),
@@ -289,7 +323,9 @@ def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_r
     result = {"how": "in-process (simulator.side_by_side): each user assigned to one arm by the predictor's "
                      "hashing rule; a hit is a request followed by a watch of a listed movie (the simulated "
                      "users' own decision)", "requests": n_requests, "seconds": round(seconds, 2),
-              "winner": {"version": winner, "algorithm": card.algorithm}, "arms": {}}
+              "winner": {"version": winner, "algorithm": card.algorithm, "gated": gated}, "arms": {}}
+    if not gated:
+        result["winner"]["note"] = "no model passed the pipeline's gate: the best on the primary metric is served"
     for name, share in shares.items():
         est = stats.clustered_interval(share)
         result["arms"][name] = {"users": share.users, "requests": share.requests, "hit_rate": _r(est.value),
@@ -338,7 +374,8 @@ def world_part(seed: int, world: dict, params: dict, args, work: Path) -> dict:
     pipeline, run = run_pipeline(f"file:{folder / 'events.log'}", store, root, params, args.poll)
     evaluations, training, dataset_path = pipeline_outputs(root, store)
     offline = offline_comparison(evaluations, training, args.bootstrap)
-    online = online_comparison(service, store, run.winner, dataset_path, world["requests"], seed)
+    served, gated = served_model(run.winner, offline)
+    online = online_comparison(service, store, served, dataset_path, world["requests"], seed, gated)
     result = {"part": f"seed{seed}", "world": {"seed": seed, "profile": args.profile, **world},
               "split": params["preprocess"].get("split", "global time cutoff"),
               "simulate": simulated, "pipeline": pipeline, "offline": offline, "online": online}
@@ -353,7 +390,9 @@ def world_checks(result: dict) -> dict:
     winner_alg = (online.get("winner") or {}).get("algorithm")
     row = offline["models"].get(winner_alg, {})
     online_diff = online.get("winner_vs_popularity")
-    return {"winner": winner_alg, "winner_is_personalized": winner_alg not in (None, "popularity", "random"),
+    gated = bool((online.get("winner") or {}).get("gated"))
+    return {"winner": winner_alg if gated else None,
+            "winner_is_personalized": gated and winner_alg not in (None, "popularity", "random"),
             f"beats_popularity_offline_{primary}": excludes_zero_above(row.get("vs_popularity", {}).get(primary)),
             "beats_popularity_online": excludes_zero_above(online_diff),
             f"pipeline_within_{LIMIT_SECONDS:.0f}_s": pipeline["seconds"] <= LIMIT_SECONDS,
@@ -478,9 +517,11 @@ def table(title: str, offline: dict, online: dict | None = None) -> str:
 
 
 def stage_table(title: str, pipeline: dict) -> str:
-    rows = [f"| {name} | {s['seconds']} | {s['peak_rss_mb']:.0f} |" for name, s in pipeline["stages"].items()]
-    return "\n".join([f"\n### {title}: pipeline {pipeline['seconds']} s, peak {pipeline['peak_rss_mb']:.0f} MB\n",
-                      "| stage | seconds | peak RSS MB |", "|---|---|---|", *rows])
+    rows = [f"| {name} | {s['seconds']} | {s.get('cpu_seconds', '-')} | {s['peak_rss_mb']:.0f} |"
+            for name, s in pipeline["stages"].items()]
+    return "\n".join([f"\n### {title}: pipeline {pipeline['seconds']} s ({pipeline.get('cpu_seconds', '-')} s CPU), "
+                      f"peak {pipeline['peak_rss_mb']:.0f} MB\n",
+                      "| stage | seconds | CPU seconds | peak RSS MB |", "|---|---|---|---|", *rows])
 
 
 # -- entry point -----------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ def test_quick_run_writes_a_complete_sane_result(tmp_path):
     for name, stage in stages.items():
         # every step is a Python process with numpy and kfp loaded: tens of MB at least, far from GBs
         assert stage["seconds"] > 0 and 30 < stage["peak_rss_mb"] < 4096, (name, stage)
+        assert 0 < stage["cpu_seconds"] < stage["seconds"] * 2 + 1, (name, stage)   # at most both cores
+        assert stage["kernel_peak_rss_mb"] is None or 30 < stage["kernel_peak_rss_mb"] < 4096, (name, stage)
+    assert any(s["kernel_peak_rss_mb"] for s in stages.values())
+    assert pipeline["cpu_seconds"] == pytest.approx(sum(s["cpu_seconds"] for s in stages.values()), abs=0.1)
     assert pipeline["peak_rss_mb"] == max(s["peak_rss_mb"] for s in stages.values())
     assert max(s["seconds"] for s in stages.values()) <= pipeline["stage_seconds_sum"] <= pipeline["seconds"] + 1
     assert pipeline["samples"] > 10 and "RSS" in pipeline["memory_method"]
@@ -120,3 +124,20 @@ def test_against_reference_gives_each_models_change_since_an_earlier_result():
     assert bench_scale.against_reference(result(0.3, 0.5, "new"), None) is None
     ml = {"user_recent": {"offline": {"models": {"svd": {"ndcg@20": {"value": 0.07}}}}}}
     assert bench_scale.against_reference(ml, ml)["models"] == {"user_recent": {"svd": {"ndcg@20": 0.0}}}
+
+
+def test_without_a_gated_winner_the_best_model_is_served_marked_ungated_and_the_checks_fail():
+    offline = {"primary_metric": "ndcg@20", "models": {
+        "popularity": {"ndcg@20": {"value": 0.16}},
+        "svd": {"version": "svd-1", "ndcg@20": {"value": 0.08}, "vs_popularity": {"ndcg@20": {"low": -0.1}}},
+        "svdpp": {"version": "svdpp-1", "ndcg@20": {"value": 0.15}, "vs_popularity": {"ndcg@20": {"low": -0.02}}}}}
+    assert bench_scale.served_model("svd-9", offline) == ("svd-9", True)
+    assert bench_scale.served_model("", offline) == ("svdpp-1", False)
+    assert bench_scale.served_model("", {"primary_metric": "ndcg@20", "models": {"popularity": {}}}) == ("", False)
+    result = {"offline": offline, "pipeline": {"seconds": 100.0, "peak_rss_mb": 900.0},
+              "online": {"winner": {"version": "svdpp-1", "algorithm": "svdpp", "gated": False},
+                         "winner_vs_popularity": {"diff": 0.05, "low": 0.01, "high": 0.09}}}
+    checks = bench_scale.world_checks(result)
+    assert checks["winner"] is None and checks["winner_is_personalized"] is False
+    assert checks["beats_popularity_offline_ndcg@20"] is False and checks["beats_popularity_online"] is True
+    assert checks["pipeline_within_180_s"] and checks["pipeline_within_4_gb"]

@@ -2,7 +2,7 @@
 
 Every world (`simulator.worlds`: heterogeneous users, reloads, own choices that land on the list,
 home-page visits during a movie, failed requests) is analysed twice, looking at every evaluation
-cycle (30 simulated minutes) from the canary's first answer on:
+cycle of a follow run (every 30 simulated seconds, `online-eval --follow`'s interval) from the canary's first answer on:
 
 - ours: `components.online.join.join` (viewing sessions that start after the list) and the
   canary analysis of `components.online.canary` (users as the unit, always-valid mixture SPRT);

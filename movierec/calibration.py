@@ -4,7 +4,9 @@
     movierec calibrate --worlds 20 --scenario equal      # a quick look at the false-decision rate
 
 Each world (`simulator.worlds`) is a canary at the default share with known truth: identical to
-the stable version (`equal`), or followed `effect` more (`better`) or less (`worse`) often. The
+the stable version (`equal`), or with a hit rate `EFFECT_POINTS` (5 points) above (`better`) or
+below (`worse`) it: the canary's users follow a list more (less) often per visit, by the follow
+effect that moves a population's hit rate by exactly that (`follow_effect`). The
 world's event frames go through the platform's own join (`components.online.join.join`), then
 the canary analysis looks at every evaluation cycle of a follow run (`CADENCE`, the interval of
 `online-eval --follow`: every 30 s) from the canary's first answer to the end, on everything
@@ -34,8 +36,9 @@ from components.online.join import DEFAULT_WINDOW, join
 from components.online.run import FOLLOW_INTERVAL_S
 from simulator.worlds import WorldSpec, make_world
 
-EFFECT = 0.10            # per-visit follow probability: about 5 points of hit rate in these worlds
-SCENARIOS = {"equal": 0.0, "better": EFFECT, "worse": -EFFECT}
+EFFECT_POINTS = 0.05     # the stated effect: the canary's hit rate 5 points above (below) the stable one's
+SCENARIOS = {"equal": 0.0, "better": EFFECT_POINTS, "worse": -EFFECT_POINTS}   # in hit-rate points
+EFFECT = 0.10            # a per-visit follow effect of about 5 points (`follow_effect` gives the exact one)
 CADENCE = timedelta(seconds=FOLLOW_INTERVAL_S)   # every evaluation cycle of `online-eval --follow`
 STATE = rollout.RolloutState(stable="stable", canary="canary", canary_percent=WorldSpec().canary_percent)
 POWER_TARGET = 0.8
@@ -145,6 +148,38 @@ def _srm_mismatch(n_canary: np.ndarray, n_stable: np.ndarray, share: float, thre
     return (total > 0) & (chi2.sf(np.nan_to_num(statistic), 1) < threshold)
 
 
+def hit_rate_shift(follow: float, spec: WorldSpec = WorldSpec(), users: int = 20_000, seed: int = 0) -> float:
+    """How much a per-visit follow effect moves the hit rate (sum of hits / answers, as the canary
+    analysis measures it) of a world's population: every user given the effect against the same
+    users without it, on the same random draws (the effect changes no draw), so the sampling
+    noise of one world cancels."""
+    def rate(effect: float) -> float:
+        joined = join(make_world(seed, replace(spec, users=users, canary_percent=100.0, effect=effect)))
+        return float(joined.loc[joined["served"], "hit"].mean())
+    return rate(follow) - rate(0.0)
+
+
+def follow_effect(points: float, spec: WorldSpec = WorldSpec(), tolerance: float = 2e-4) -> float:
+    """The per-visit follow effect whose hit-rate shift is `points` (secant on `hit_rate_shift`),
+    so that a scenario's stated effect is the effect the worlds have."""
+    if points == 0:
+        return 0.0
+    key = (points, spec)
+    if key not in _FOLLOW_EFFECTS:
+        x0, x1 = 0.0, 2 * points
+        f0, f1 = -points, hit_rate_shift(x1, spec) - points
+        for _ in range(8):
+            if abs(f1) <= tolerance or f1 == f0:
+                break
+            x0, f0, x1 = x1, f1, x1 - f1 * (x1 - x0) / (f1 - f0)
+            f1 = hit_rate_shift(x1, spec) - points
+        _FOLLOW_EFFECTS[key] = round(x1, 5)
+    return _FOLLOW_EFFECTS[key]
+
+
+_FOLLOW_EFFECTS: dict[tuple[float, WorldSpec], float] = {}
+
+
 def world_joined(seed: int, effect: float, spec: WorldSpec = WorldSpec(), window: timedelta = DEFAULT_WINDOW
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """A world's event frames and the platform's join of them."""
@@ -204,16 +239,17 @@ def summarise(outcomes: list[WorldOutcome], alpha: float) -> dict:
 def calibrate(worlds: int, scenarios: dict[str, float] = SCENARIOS, spec: WorldSpec = WorldSpec(),
               policy: canary.CanaryPolicy = canary.CanaryPolicy(), first_seed: int = 1,
               progress=None) -> dict:
-    """Run `worlds` worlds per scenario (the same seeds in each) and summarise them."""
+    """Run `worlds` worlds per scenario (the same seeds in each) and summarise them; a scenario's
+    effect is in hit-rate points, turned into the worlds' follow effect by `follow_effect`."""
     started = time.perf_counter()
     result = {"spec": asdict(spec), "policy": asdict(policy), "cadence": str(CADENCE), "scenarios": {}}
-    for name, effect in scenarios.items():
-        outcomes = []
+    for name, points in scenarios.items():
+        effect, outcomes = follow_effect(points, spec), []
         for seed in range(first_seed, first_seed + worlds):
             outcomes.append(run_world(seed, effect, spec, policy))
             if progress:
                 progress(f"{name}: {len(outcomes)}/{worlds} worlds")
-        result["scenarios"][name] = summarise(outcomes, policy.alpha)
+        result["scenarios"][name] = {"effect_points": points, **summarise(outcomes, policy.alpha)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["passed"] = all(s["check"]["passed"] for s in result["scenarios"].values())
     return result

@@ -71,3 +71,14 @@ def test_the_calibration_looks_at_every_cycle_of_a_follow_run():
 
     assert cal.CADENCE == timedelta(seconds=FOLLOW_INTERVAL_S)
     assert inspect.signature(follow).parameters["interval"].default == FOLLOW_INTERVAL_S
+
+
+def test_the_stated_effect_is_the_hit_rate_shift_of_the_follow_effect_chosen(monkeypatch):
+    """`follow_effect` solves hit_rate_shift(effect) = points; here on a known, clipped-looking shift."""
+    monkeypatch.setattr(cal, "_FOLLOW_EFFECTS", {})
+    monkeypatch.setattr(cal, "hit_rate_shift", lambda f, spec=None: 0.42 * f + 0.3 * min(f, 0.0) ** 2)
+    for points in (-0.05, 0.05):
+        effect = cal.follow_effect(points)
+        assert cal.hit_rate_shift(effect) == pytest.approx(points, abs=2e-4)
+    assert cal.follow_effect(0.0) == 0.0
+    assert cal.SCENARIOS == {"equal": 0.0, "better": 0.05, "worse": -0.05}

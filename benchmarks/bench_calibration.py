@@ -2,7 +2,7 @@
 
 Every world (`simulator.worlds`: heterogeneous users, reloads, own choices that land on the list,
 home-page visits during a movie, failed requests) is analysed twice, looking at every evaluation
-cycle (30 simulated minutes) from the canary's first answer on:
+cycle of a follow run (every 30 simulated seconds, `online-eval --follow`'s interval) from the canary's first answer on:
 
 - ours: `components.online.join.join` (viewing sessions that start after the list) and the
   canary analysis of `components.online.canary` (users as the unit, always-valid mixture SPRT);
@@ -97,11 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec, policy = cal.WorldSpec(users=args.users), canary.CanaryPolicy()
     counts = {"equal": args.worlds, "better": args.power_worlds, "worse": args.power_worlds}
     result = {"benchmark": "calibration", "spec": cal.asdict(spec), "policy": cal.asdict(policy),
-              "cadence": str(cal.CADENCE), "effect_follow": cal.EFFECT,
+              "cadence": str(cal.CADENCE), "effect_points": cal.EFFECT_POINTS,
               "first_version": {"min_per_arm_answers": FIRST_MIN_PER_ARM, "planned_canary_answers": FIRST_PLANNED},
               "scenarios": {}, "python": platform.python_version(), "cpus": os.cpu_count()}
     started = time.perf_counter()
-    for name, effect in cal.SCENARIOS.items():
+    for name, points in cal.SCENARIOS.items():
+        effect = cal.follow_effect(points, spec)       # the follow effect that moves the hit rate by `points`
         ours, first, reported = [], [], []
         for seed in range(1, counts[name] + 1):
             frames, joined = cal.world_joined(seed, effect, spec)
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
                       file=sys.stderr, flush=True)
         first_summary = cal.summarise(first, policy.alpha)
         first_summary.pop("analyse_disagreements")
-        result["scenarios"][name] = {"ours": cal.summarise(ours, policy.alpha), "first_version": first_summary}
+        result["scenarios"][name] = {"effect_points": points, "effect_follow": effect,
+                                     "ours": cal.summarise(ours, policy.alpha), "first_version": first_summary}
         mean = np.mean(reported, axis=0)   # the level each join reports: the first one credits running sessions
         result["scenarios"][name]["ours"]["hit_rate_reported_mean"] = round(float(mean[0]), 4)
         result["scenarios"][name]["first_version"]["hit_rate_reported_mean"] = round(float(mean[1]), 4)

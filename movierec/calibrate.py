@@ -18,8 +18,9 @@ def calibrate_command(
     scenario: Annotated[list[str] | None, typer.Option(help="equal, better or worse (repeat; default all).")]
     = None,
     users: Annotated[int, typer.Option(help="Users per world.", min=100)] = 10_000,
-    effect: Annotated[float, typer.Option(help="How much more (less) often canary users follow a list per visit "
-                                               "in the better (worse) worlds.")] = 0.10,
+    effect: Annotated[float, typer.Option(help="The better (worse) canary's hit rate above (below) the stable "
+                                               "one's, in hit-rate points (0.05 = 5 points).", min=0.0, max=0.5)]
+    = 0.05,
     first_seed: Annotated[int, typer.Option(help="Seed of the first world.")] = 1,
     output: Annotated[str | None, typer.Option(help="Also write the JSON summary to this file.")] = None,
 ) -> None:

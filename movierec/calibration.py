@@ -4,10 +4,13 @@
     movierec calibrate --worlds 20 --scenario equal      # a quick look at the false-decision rate
 
 Each world (`simulator.worlds`) is a canary at the default share with known truth: identical to
-the stable version (`equal`), or followed `effect` more (`better`) or less (`worse`) often. The
+the stable version (`equal`), or with a hit rate `EFFECT_POINTS` (5 points) above (`better`) or
+below (`worse`) it: the canary's users follow a list more (less) often per visit, by the follow
+effect that moves a population's hit rate by exactly that (`follow_effect`). The
 world's event frames go through the platform's own join (`components.online.join.join`), then
-the canary analysis looks at every evaluation cycle (`--cadence`, as `online-eval --follow`
-would) from the canary's first answer to the end, on everything since that first answer. The
+the canary analysis looks at every evaluation cycle of a follow run (`CADENCE`, the interval of
+`online-eval --follow`: every 30 s) from the canary's first answer to the end, on everything
+since that first answer (the looks are vectorised: prefix sums per arm over the answers). The
 first look that decides ends the world; at that look (or the last one) the full
 `components.online.canary.analyse` runs too and must agree.
 
@@ -30,11 +33,13 @@ import pandas as pd
 from components.core import rollout, stats
 from components.online import canary
 from components.online.join import DEFAULT_WINDOW, join
+from components.online.run import FOLLOW_INTERVAL_S
 from simulator.worlds import WorldSpec, make_world
 
-EFFECT = 0.10            # per-visit follow probability: about 5 points of hit rate in these worlds
-SCENARIOS = {"equal": 0.0, "better": EFFECT, "worse": -EFFECT}
-CADENCE = timedelta(minutes=30)
+EFFECT_POINTS = 0.05     # the stated effect: the canary's hit rate 5 points above (below) the stable one's
+SCENARIOS = {"equal": 0.0, "better": EFFECT_POINTS, "worse": -EFFECT_POINTS}   # in hit-rate points
+EFFECT = 0.10            # a per-visit follow effect of about 5 points (`follow_effect` gives the exact one)
+CADENCE = timedelta(seconds=FOLLOW_INTERVAL_S)   # every evaluation cycle of `online-eval --follow`
 STATE = rollout.RolloutState(stable="stable", canary="canary", canary_percent=WorldSpec().canary_percent)
 POWER_TARGET = 0.8
 
@@ -67,45 +72,112 @@ def at_look(joined: pd.DataFrame, t: pd.Timestamp, window: timedelta) -> pd.Data
 
 def sequential_decisions(joined: pd.DataFrame, looks: pd.DatetimeIndex, window: timedelta,
                          policy: canary.CanaryPolicy) -> tuple[int, str, int, float | None]:
-    """The canary analysis's decision at each look, vectorised over looks (the answers and users guards, the
-    sample-ratio check and the sequential test of `canary.analyse`; these worlds meet the service objectives): (look
-    index, decision, canary users, difference) of the first look that decides, or of the last look."""
+    """The canary analysis's decision at each look, vectorised over looks and answers (the answers
+    and users guards, the sample-ratio check and the sequential test of `canary.analyse`; these
+    worlds meet the service objectives): (look index, decision, canary users, difference) of the
+    first look that decides, else of the last look the test could run at, else of the last look.
+
+    Each arm's users-as-unit figures (`stats.clustered_share`: users m, hits S, answers N and
+    the sums of s_i^2, s_i n_i, n_i^2 over users) are prefix sums over the answers in the order
+    they close, so a look every 30 seconds for days costs no more than a look every hour."""
     first = joined.loc[joined["version"] == STATE.canary, "time"].min()
     period = joined[joined["time"] >= first]
     times = period["time"].to_numpy()
+    in_canary = (period["version"] == STATE.canary).to_numpy()
     users, user_index = np.unique(period["user_id"].to_numpy(), return_inverse=True)
     is_canary = np.zeros(users.size, dtype=bool)
-    is_canary[user_index[(period["version"] == STATE.canary).to_numpy()]] = True
+    is_canary[user_index[in_canary]] = True
     hit = period["hit"].to_numpy(dtype=float)
     closed_until = np.searchsorted(times, (looks - pd.Timedelta(window)).to_numpy(), side="right")
+    look_times_ = looks.to_numpy().astype(times.dtype)
+
+    # per answer: the user's answers and hits before it (answers close in time order)
+    order = np.lexsort((np.arange(user_index.size), user_index))
+    starts = np.r_[0, np.flatnonzero(np.diff(user_index[order])) + 1]
+    n_before = np.empty(user_index.size)
+    n_before[order] = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+    cum_hits = np.cumsum(hit[order])
+    group_start = np.repeat(cum_hits[starts] - hit[order][starts], np.diff(np.r_[starts, order.size]))
+    s_before = np.empty(user_index.size)
+    s_before[order] = cum_hits - hit[order] - group_start
+    increments = np.stack([n_before == 0, hit, np.ones_like(hit), 2 * s_before * hit + hit * hit,
+                           s_before + hit * n_before + hit, 2 * n_before + 1])       # m, S, N, Sss, Ssn, Snn
+
+    def arm(mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        sums = np.concatenate([np.zeros((6, 1)), np.cumsum(increments * mask, axis=1)], axis=1)
+        m, total_s, total_n, sss, ssn, snn = sums[:, closed_until]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = total_s / total_n
+            var = m / (m - 1) * (sss - 2 * p * ssn + p * p * snn) / total_n ** 2
+        return m, p, var
+
+    user_is_canary = is_canary[user_index]
+    mc, pc, vc = arm(user_is_canary)
+    ms, ps, vs = arm(~user_is_canary)
     first_seen = np.full(users.size, np.datetime64("NaT"), dtype=times.dtype)
     first_seen[user_index[::-1]] = times[::-1]          # earliest answer of each user
-    seen_canary, seen_stable = np.sort(first_seen[is_canary]), np.sort(first_seen[~is_canary])
-    canary_times = times[(period["version"] == STATE.canary).to_numpy()]
-    last = (len(looks) - 1, canary.KEEP, 0, None)
-    for k, n in enumerate(closed_until):
-        t = looks[k].to_datetime64()
-        if np.searchsorted(canary_times, t, side="right") < policy.min_requests:   # objectives not checked yet
-            continue
-        srm = stats.sample_ratio_mismatch(int(np.searchsorted(seen_canary, t, side="right")),
-                                          int(np.searchsorted(seen_stable, t, side="right")),
-                                          STATE.canary_percent / 100, policy.srm_threshold)
-        if srm.mismatch:       # the analysis trusts nothing while the split looks broken
-            continue
-        h = np.bincount(user_index[:n], weights=hit[:n], minlength=users.size)
-        r = np.bincount(user_index[:n], minlength=users.size)
-        cu, su = is_canary & (r > 0), ~is_canary & (r > 0)
-        c_share, s_share = stats.clustered_share(h[cu], r[cu]), stats.clustered_share(h[su], r[su])
-        if min(c_share.users, s_share.users) < policy.min_per_arm:
-            continue
-        d = stats.sequential_difference(s_share, c_share, policy.alpha, policy.mixture_sd)
-        if d is None:
-            continue
-        decision = canary.PROMOTE if d.always_low > 0 else canary.ROLLBACK if d.always_high < 0 else canary.KEEP
-        last = (k, decision, c_share.users, d.diff)
-        if decision != canary.KEEP:
-            return last
-    return last
+    nc = np.searchsorted(np.sort(first_seen[is_canary]), look_times_, side="right")
+    ns = np.searchsorted(np.sort(first_seen[~is_canary]), look_times_, side="right")
+    share = STATE.canary_percent / 100
+    srm = _srm_mismatch(nc, ns, share, policy.srm_threshold)
+    answered = np.searchsorted(times[in_canary], look_times_, side="right") >= policy.min_requests
+    d, v, t2 = pc - ps, vc + vs, policy.mixture_sd ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        always = np.sqrt(2 * v * (v + t2) / t2 * (np.log(1 / policy.alpha) + 0.5 * np.log((v + t2) / v)))
+    valid = answered & ~srm & (np.minimum(mc, ms) >= policy.min_per_arm) & (mc >= 2) & (ms >= 2) & (v > 0)
+    promote, rollback = valid & (d - always > 0), valid & (d + always < 0)
+    decided = np.flatnonzero(promote | rollback)
+    if decided.size:
+        k = int(decided[0])
+        return k, canary.PROMOTE if promote[k] else canary.ROLLBACK, int(mc[k]), float(d[k])
+    tested = np.flatnonzero(valid)
+    if tested.size:
+        k = int(tested[-1])
+        return k, canary.KEEP, int(mc[k]), float(d[k])
+    return len(looks) - 1, canary.KEEP, 0, None
+
+
+def _srm_mismatch(n_canary: np.ndarray, n_stable: np.ndarray, share: float, threshold: float) -> np.ndarray:
+    """`stats.sample_ratio_mismatch` over many looks at once (the same chi-square, 1 dof)."""
+    from scipy.stats import chi2
+
+    total = n_canary + n_stable
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistic = ((n_canary - share * total) ** 2 / (share * total)
+                     + (n_stable - (1 - share) * total) ** 2 / ((1 - share) * total))
+    return (total > 0) & (chi2.sf(np.nan_to_num(statistic), 1) < threshold)
+
+
+def hit_rate_shift(follow: float, spec: WorldSpec = WorldSpec(), users: int = 20_000, seed: int = 0) -> float:
+    """How much a per-visit follow effect moves the hit rate (sum of hits / answers, as the canary
+    analysis measures it) of a world's population: every user given the effect against the same
+    users without it, on the same random draws (the effect changes no draw), so the sampling
+    noise of one world cancels."""
+    def rate(effect: float) -> float:
+        joined = join(make_world(seed, replace(spec, users=users, canary_percent=100.0, effect=effect)))
+        return float(joined.loc[joined["served"], "hit"].mean())
+    return rate(follow) - rate(0.0)
+
+
+def follow_effect(points: float, spec: WorldSpec = WorldSpec(), tolerance: float = 2e-4) -> float:
+    """The per-visit follow effect whose hit-rate shift is `points` (secant on `hit_rate_shift`),
+    so that a scenario's stated effect is the effect the worlds have."""
+    if points == 0:
+        return 0.0
+    key = (points, spec)
+    if key not in _FOLLOW_EFFECTS:
+        x0, x1 = 0.0, 2 * points
+        f0, f1 = -points, hit_rate_shift(x1, spec) - points
+        for _ in range(8):
+            if abs(f1) <= tolerance or f1 == f0:
+                break
+            x0, f0, x1 = x1, f1, x1 - f1 * (x1 - x0) / (f1 - f0)
+            f1 = hit_rate_shift(x1, spec) - points
+        _FOLLOW_EFFECTS[key] = round(x1, 5)
+    return _FOLLOW_EFFECTS[key]
+
+
+_FOLLOW_EFFECTS: dict[tuple[float, WorldSpec], float] = {}
 
 
 def world_joined(seed: int, effect: float, spec: WorldSpec = WorldSpec(), window: timedelta = DEFAULT_WINDOW
@@ -167,16 +239,17 @@ def summarise(outcomes: list[WorldOutcome], alpha: float) -> dict:
 def calibrate(worlds: int, scenarios: dict[str, float] = SCENARIOS, spec: WorldSpec = WorldSpec(),
               policy: canary.CanaryPolicy = canary.CanaryPolicy(), first_seed: int = 1,
               progress=None) -> dict:
-    """Run `worlds` worlds per scenario (the same seeds in each) and summarise them."""
+    """Run `worlds` worlds per scenario (the same seeds in each) and summarise them; a scenario's
+    effect is in hit-rate points, turned into the worlds' follow effect by `follow_effect`."""
     started = time.perf_counter()
     result = {"spec": asdict(spec), "policy": asdict(policy), "cadence": str(CADENCE), "scenarios": {}}
-    for name, effect in scenarios.items():
-        outcomes = []
+    for name, points in scenarios.items():
+        effect, outcomes = follow_effect(points, spec), []
         for seed in range(first_seed, first_seed + worlds):
             outcomes.append(run_world(seed, effect, spec, policy))
             if progress:
                 progress(f"{name}: {len(outcomes)}/{worlds} worlds")
-        result["scenarios"][name] = summarise(outcomes, policy.alpha)
+        result["scenarios"][name] = {"effect_points": points, **summarise(outcomes, policy.alpha)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["passed"] = all(s["check"]["passed"] for s in result["scenarios"].values())
     return result

@@ -171,7 +171,10 @@ def run_once(frames: dict[str, pd.DataFrame], store, *, window: timedelta = DEFA
     return result
 
 
-def follow(tail: LogTail | None, store, *, interval: float = 30.0, keep: timedelta = timedelta(days=2),
+FOLLOW_INTERVAL_S = 30.0   # seconds between two evaluation cycles of a follow run (the calibration looks as often)
+
+
+def follow(tail: LogTail | None, store, *, interval: float = FOLLOW_INTERVAL_S, keep: timedelta = timedelta(days=2),
            cycles: int | None = None, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
            **kwargs) -> dict | None:
     """Evaluate every `interval` seconds what arrived; keep `keep` of events in memory.

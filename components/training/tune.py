@@ -48,6 +48,7 @@ SPACES: dict[str, Space] = {
                       "regularization": t.suggest_float("regularization", 1e-3, 1e3, log=True),
                       "alpha": t.suggest_float("alpha", 0.5, 100.0, log=True),
                       "rating_weight": t.suggest_float("rating_weight", 0.0, 4.0),
+                      "popularity_weight": t.suggest_float("popularity_weight", 0.0, 1.0),
                       "iterations": t.suggest_int("iterations", 5, 30)},
     "bpr": lambda t: {"factors": t.suggest_int("factors", 8, 256, log=True),
                       "learning_rate": t.suggest_float("learning_rate", 1e-3, 0.3, log=True),

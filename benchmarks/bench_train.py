@@ -16,7 +16,17 @@ One 80/20 random split (seed 0) serves both sides:
   The loop is timed on a seeded sample of users (`--loop-users`; SVD++'s `predict` recomputes
   the implicit term at every call) and extrapolated to every user; `top_k` runs for every user.
 
+Ranking (`--parts ranking`, written to `benchmarks/results/train_ranking.json`): each user's
+newest 20% of ratings held out (by time; ties by movie id), NDCG@20 and recall@20 with the
+offline evaluation of the pipeline (relevant: held-out ratings of 4 or more) for popularity,
+SVD and SVD++ (Surprise), ALS and BPR (implicit), each first with its configured values
+(params.yaml; Surprise's defaults for SVD and SVD++) and then tuned the way the pipeline's
+search mode tunes (Optuna on an earlier time fold of the train part, `--trials` trials and
+`--tune-seconds` seconds per model; popularity has nothing to tune). Every model's per-user
+difference to popularity is paired on the same users, with a 95% t interval.
+
     python -m benchmarks.bench_train            # writes benchmarks/results/train.json
+    python -m benchmarks.bench_train --parts ranking --trials 15 --tune-seconds 90
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
+RANKING_RESULTS = RESULTS.with_name("train_ranking.json")
+RANKING_MODELS = ("popularity", "svd", "svdpp", "als", "bpr")
 PUBLISHED_RMSE = {"svd": 0.934, "svdpp": 0.919}   # Surprise's README, 5-fold CV on ml-100k
 K = 20
 
@@ -99,6 +111,83 @@ def platform_top_k(rec, users: list[int]) -> tuple[dict[int, list[str]], float]:
     return lists, time.perf_counter() - started
 
 
+def user_recent_split(ratings: pd.DataFrame, share: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's newest `share` of ratings (at least one) held out, by time then movie id."""
+    r = ratings.assign(time=pd.to_datetime(ratings["timestamp"], unit="s")).sort_values(
+        ["user_id", "time", "movie_id"], kind="stable")
+    newest_first = r.groupby("user_id").cumcount(ascending=False)
+    held = newest_first < np.ceil(share * r.groupby("user_id")["movie_id"].transform("size"))
+    return r[~held], r[held]
+
+
+def per_user_metrics(model, dataset, targets, k: int = K) -> dict[str, np.ndarray]:
+    """NDCG@k and recall@k of every evaluated user (the pipeline's lists and definitions)."""
+    from components.training.dataset import index_of
+    from components.training.evaluate import evaluate, top_k_lists
+
+    evaluation = evaluate(model, dataset, {}, targets=targets)
+    lists = top_k_lists(model, index_of(model.user_ids, targets.users), k)
+    relevant = targets.pairs.groupby("user_id")["movie_id"].apply(set)
+    recall = np.array([len(relevant[u] & set(model.movie_ids[lists[n][lists[n] >= 0]])) / len(relevant[u])
+                       for n, u in enumerate(targets.users)])
+    return {"ndcg@20": evaluation.ndcg_per_user, "recall@20": recall}
+
+
+def ranking(ratings: pd.DataFrame, trials: int, tune_seconds: float) -> dict:
+    """The ranking comparison of the module docstring."""
+    from components.core.params import validate
+    from components.core.stats import mean_ci
+    from components.training.evaluate import relevant_targets
+    from components.training.preprocess import from_ratings
+    from components.training.train import train
+    from components.training.tune import tune_all
+
+    train_part, test_part = user_recent_split(ratings)
+    dataset = from_ratings(train_part.assign(movie_id=train_part["movie_id"].astype(str)),
+                           test_part.assign(movie_id=test_part["movie_id"].astype(str)),
+                           snapshot="ml-100k-user-newest-20")
+    configured = validate({"train": {"tune": {"mode": "fixed"}}})
+    search = validate({"train": {"tune": {"mode": "search", "n_trials": trials, "timeout_seconds": tune_seconds}}})
+    targets = relevant_targets(dataset, configured)
+    out: dict = {"split": "each user's newest 20% of ratings held out (time, then movie id)",
+                 "train_ratings": len(train_part), "test_ratings": len(test_part),
+                 "evaluated_users": len(targets.users), "relevant": "held-out rating >= 4",
+                 "tuning": {"n_trials": trials, "timeout_seconds": tune_seconds,
+                            "fold": "newest 20% (by time) of the train part"}, "models": {}}
+    started = time.perf_counter()
+    tuned = tune_all(dataset, list(RANKING_MODELS), search)
+    out["tuning"]["seconds"] = round(time.perf_counter() - started, 1)
+    per_user = {}
+    for name in RANKING_MODELS:
+        for variant, params in (("configured", configured), ("tuned", configured)):
+            if variant == "tuned":
+                if not tuned[name]["searched"]:
+                    continue
+                params = validate({**configured, "train": {**configured["train"], name: tuned[name]["best_params"]}})
+            rec, card = train(dataset, name, params)
+            per_user[(name, variant)] = values = per_user_metrics(rec.fitted, dataset, targets)
+            entry = {"fit_seconds": card.training_seconds, "params": card.params,
+                     **{m: round(float(v.mean()), 4) for m, v in values.items()}}
+            if variant == "tuned":
+                entry["tune_fold_ndcg@20"] = tuned[name]["best_score"]
+                entry["tune_fold_configured_ndcg@20"] = tuned[name]["configured_score"]
+                entry["trials_done"] = tuned[name]["trials_done"]
+            out["models"][f"{name}:{variant}"] = entry
+    base = per_user[("popularity", "configured")]
+    for (name, variant), values in per_user.items():
+        if name == "popularity":
+            continue
+        entry = out["models"][f"{name}:{variant}"]
+        for metric in values:
+            ci = mean_ci(values[metric] - base[metric])
+            entry[f"{metric}_minus_popularity"] = {"mean": round(ci.value, 4), "low": round(ci.low, 4),
+                                                   "high": round(ci.high, 4), "users": ci.n,
+                                                   "excludes_0": bool(ci.low > 0 or ci.high < 0)}
+    out["tune_fold_scores"] = {name: tuned[name]["best_score"] for name in RANKING_MODELS}
+    out["chosen_on_fold"] = max(out["tune_fold_scores"], key=out["tune_fold_scores"].get)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
@@ -109,7 +198,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2,
                         help="fits per side, alternating; the fastest is reported (the CPUs are shared)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON path")
+    parser.add_argument("--parts", default="rmse,ranking",
+                        help="comma-separated: rmse (Surprise against the platform, 80/20 random), ranking")
+    parser.add_argument("--trials", type=int, default=15, help="ranking: tuning trials per model")
+    parser.add_argument("--tune-seconds", type=float, default=90.0, help="ranking: tuning seconds per model")
+    parser.add_argument("--ranking-out", type=Path, default=RANKING_RESULTS, help="ranking result JSON path")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
 
     from components.core.params import load_params
     from components.ingest.movielens import ML100K_MEMBER, ML100K_WHEEL, fetch_ml100k, read_ratings
@@ -117,6 +212,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     ratings = read_ratings(fetch_ml100k(args.cache), "inter")
+    if "ranking" in parts:
+        ranked = {"dataset": "ml-100k", "source": f"{RECBOLE}:{MEMBER}", "k": K,
+                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                  **ranking(ratings, args.trials, args.tune_seconds)}
+        args.ranking_out.parent.mkdir(parents=True, exist_ok=True)
+        args.ranking_out.write_text(json.dumps(ranked, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in ranked["models"].items()}, indent=1), flush=True)
+        print(f"ranking results in {args.ranking_out}")
+    if "rmse" not in parts:
+        return {}
     train, test = split(ratings, seed=0)
     dataset = from_ratings(train.assign(movie_id=train["movie_id"].astype(str)),
                            test.assign(movie_id=test["movie_id"].astype(str)), snapshot="ml-100k-80-20-seed0")

@@ -107,6 +107,9 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     result = evaluate_with_baseline(candidate, data, all_params, name=card.version,
                                     references=reference_models(st, data, card.version))
     result["gate"] = decide(st, result, all_params, card.version).to_dict()   # what publish will decide
+    if card.tuning:                                   # the search's own score, before the validation window
+        result["tuning"] = {key: card.tuning[key] for key in ("metric", "best_score", "configured_score",
+                                                                "trials_done", "fold_cutoff") if key in card.tuning}
     with open(evaluation.path, "w") as f:
         json.dump(result, f)
     evaluation.metadata.update(version=card.version, primary_metric=result["primary_metric"])
@@ -177,9 +180,15 @@ def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTM
     for ev in sets:
         metrics.log_metric(f"{ev['candidate']['name']}:{primary}", ev["candidate"]["metrics"].get(primary, 0.0))
     metrics.log_metric(f"popularity:{primary}", sets[0]["baseline"]["metrics"].get(primary, 0.0))
-    note = f"winner on {primary} among gated candidates: {winner or 'none (no model passed the gate)'}"
+    notes = [f"winner on {primary} among gated candidates: {winner or 'none (no model passed the gate)'}"]
+    fold = {ev["candidate"]["name"]: ev["tuning"]["best_score"] for ev in sets if "tuning" in ev}
+    if fold:                                          # hyper-parameters searched: the fold's own ranking
+        for name, score in fold.items():
+            metrics.log_metric(f"{name}:tune_fold_{primary}", score)
+        notes.append(f"on the tuning fold (the train period's newest part, before the validation window), {primary}: "
+                     + ", ".join(f"{name} {score:.4f}" for name, score in sorted(fold.items(), key=lambda x: -x[1])))
     with open(report.path, "w") as f:
-        f.write(render_html(sets, title="Offline evaluation: models side by side", notes=[note]))
+        f.write(render_html(sets, title="Offline evaluation: models side by side", notes=notes))
     return winner
 
 

@@ -57,11 +57,12 @@ class SurpriseSVDpp(Surprise):
 
 class ImplicitALS(Section):
     """implicit's ALS on watches and good ratings (components/training/implicit_models.py)."""
-    factors: int = Field(64, ge=1, le=10_000)
-    regularization: float = Field(0.05, ge=0)
-    alpha: float = Field(10.0, ge=0)          # confidence c = 1 + alpha * (share watched + rating_weight * good rating)
-    rating_weight: float = Field(1.0, ge=0)
-    iterations: int = Field(15, ge=1, le=10_000)
+    factors: int = Field(32, ge=1, le=10_000)
+    regularization: float = Field(200.0, ge=0)
+    alpha: float = Field(80.0, ge=0)          # confidence c = 1 + alpha * (share watched + rating_weight * good rating)
+    rating_weight: float = Field(1.5, ge=0)
+    popularity_weight: float = Field(0.8, ge=0)   # item bias = weight * standardized log popularity
+    iterations: int = Field(18, ge=1, le=10_000)
     threads: int = Field(0, ge=0)             # 0: every core
     random_state: int | None = 0
 

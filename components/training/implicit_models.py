@@ -14,8 +14,11 @@ user watched or rated in the train period:
 Both export to the serving format unchanged: `score(u) = Q @ p_u` with a zero global mean and
 zero biases (BPR's item bias is a factor column of `implicit` itself, matched by a column of
 ones in the user factors), so the exported artifact scores every movie exactly as the library
-does and ranks exactly as its `recommend` (a unit test checks). These models rank; they do not
-predict stars, so their RMSE is not meaningful.
+does and ranks exactly as its `recommend` (a unit test checks). ALS may add a popularity prior,
+`popularity_weight` times the standardized log popularity of the movie, as the artifact's item
+bias (0 by default; the search tunes it): where users mostly follow what is popular, it orders a
+personalized candidate list the way they do. These models rank; they do not predict stars, so
+their RMSE is not meaningful.
 
     rec = make_recommender("als", params["train"]["als"]).fit(dataset)
 """
@@ -46,6 +49,12 @@ def confidence_signal(dataset: Dataset, rating_weight: float) -> sp.csr_matrix:
     return signal
 
 
+def popularity_prior(dataset: Dataset) -> np.ndarray:
+    """Per movie, the standardized log of how many train users rated or watched it."""
+    pop = np.log1p(dataset.movie_popularity().astype(np.float64))
+    return (pop - pop.mean()) / (pop.std() or 1.0)
+
+
 def _threads(value) -> int:
     """0 means every core the library sees."""
     return int(value or 0)
@@ -60,6 +69,13 @@ class _ImplicitFactorization(Recommender):
     def _user_items(self, dataset: Dataset) -> sp.csr_matrix:
         raise NotImplementedError
 
+    def _item_bias(self, dataset: Dataset) -> np.ndarray:
+        """`popularity_weight` times the standardized log popularity of each movie (0: none)."""
+        weight = float(self.params.get("popularity_weight", 0.0))
+        if weight == 0.0:
+            return np.zeros(dataset.n_movies)
+        return weight * popularity_prior(dataset)
+
     def fit(self, dataset: Dataset) -> _ImplicitFactorization:
         import implicit.cpu.als  # noqa: F401  (loads the BLAS the limit below applies to)
         from threadpoolctl import threadpool_limits
@@ -72,7 +88,7 @@ class _ImplicitFactorization(Recommender):
         self.algo, self.user_items = algo, user_items
         user_factors = np.asarray(algo.user_factors, dtype=np.float32)
         item_factors = np.asarray(algo.item_factors, dtype=np.float32)
-        self.model = build_model(dataset, 0.0, np.zeros(dataset.n_users), np.zeros(dataset.n_movies),
+        self.model = build_model(dataset, 0.0, np.zeros(dataset.n_users), self._item_bias(dataset),
                                  user_factors, item_factors)
         self.fit_timings = {"fit_seconds": time.perf_counter() - started}
         return self

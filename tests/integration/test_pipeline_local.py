@@ -130,6 +130,7 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
     (run_dir,) = list(root.glob("movierec-training-*"))
     for report in (run_dir / "compare" / "report", run_dir / "evaluate" / "report"):
         assert report.read_text().count("data:image/png;base64,") == 3
+    assert "on the tuning fold" in (run_dir / "compare" / "report").read_text()
     cutoff = json.loads((run_dir / "preprocess" / "dataset" / "dataset.json").read_text())["cutoff"]
     assert all(card.tuning["fold_cutoff"] < cutoff for card in cards.values()), "tuned on the validation window"
 

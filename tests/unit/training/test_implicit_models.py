@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.training.implicit_models import confidence_signal
+from components.training.implicit_models import confidence_signal, popularity_prior
 from components.training.preprocess import build_dataset
 from components.training.train import make_recommender, train
 from tests.synthetic_events import synthetic_events
@@ -26,6 +26,15 @@ def test_exported_artifact_ranks_exactly_as_the_library(dataset, algorithm):
         ids, scores = rec.algo.recommend(u, rec.user_items[u], N=15, filter_already_liked_items=True)
         assert rec.fitted.top_k(u, 15).tolist() == ids.tolist()
         np.testing.assert_array_equal(rec.fitted.scores(u)[ids], scores)
+
+
+def test_a_popularity_prior_is_the_item_bias_on_top_of_the_library_scores(dataset):
+    rec = make_recommender("als", {**PARAMS["als"], "popularity_weight": 0.3}).fit(dataset)
+    prior = (0.3 * popularity_prior(dataset)).astype(np.float32)
+    np.testing.assert_array_equal(rec.fitted.item_bias, prior)
+    for u in range(0, dataset.n_users, 7):
+        library = rec.algo.item_factors @ rec.algo.user_factors[u]
+        np.testing.assert_allclose(rec.fitted.scores(u), library + prior, rtol=1e-6, atol=1e-6)
 
 
 def test_confidence_grows_with_the_share_watched_and_good_ratings(dataset):

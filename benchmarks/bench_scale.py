@@ -411,9 +411,9 @@ def user_recent_split(ratings, share: float = 0.2):
 def movielens_part(params: dict, args, work: Path) -> dict:
     import pandas as pd
 
-    from benchmarks.bench_train import MEMBER, RECBOLE, fetch_ml100k
     from components.core.params import DEFAULTS, validate
-    from components.ingest.movielens import convert, movie_slug, read_ratings
+    from components.ingest.movielens import (ML100K_MEMBER, ML100K_WHEEL, convert, fetch_ml100k, movie_slug,
+                                             read_ratings)
     from components.training.evaluate import evaluate_with_baseline
     from components.training.preprocess import from_ratings
     from components.training.train import train
@@ -425,7 +425,7 @@ def movielens_part(params: dict, args, work: Path) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     convert(path, f"file:{folder / 'events.log'}", "inter")
-    result = {"part": "ml100k", "dataset": {"name": "ml-100k", "source": f"{RECBOLE}:{MEMBER}",
+    result = {"part": "ml100k", "dataset": {"name": "ml-100k", "source": f"{ML100K_WHEEL}:{ML100K_MEMBER}",
                                             "ratings": len(ratings), "users": int(ratings["user_id"].nunique()),
                                             "movies": int(ratings["movie_id"].nunique())}}
 

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     ratings = read_ratings(fetch_ml100k(args.cache), "inter")
     if "ranking" in parts:
-        ranked = {"dataset": "ml-100k", "source": f"{RECBOLE}:{MEMBER}", "k": K,
+        ranked = {"dataset": "ml-100k", "source": f"{ML100K_WHEEL}:{ML100K_MEMBER}", "k": K,
                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                   **ranking(ratings, args.trials, args.tune_seconds)}
         args.ranking_out.parent.mkdir(parents=True, exist_ok=True)

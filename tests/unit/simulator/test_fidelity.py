@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from movierec.cli import app
 from movierec.fidelity import (
+    RATIO_TOLERANCE,
     Sample,
     compare,
     from_lines,
@@ -25,6 +26,11 @@ from movierec.fidelity import (
     statistics,
     top_share,
 )
+from movierec.fidelity_report import simulated_sample
+
+# MovieLens-100k as `movierec fidelity` measures it (ratings per user over the median, head, mean).
+ML100K = {"p90/median": 244.4 / 65, "p99/median": 442.54 / 65, "max/median": 685.06 / 65,
+          "top1pct_movie_share": 0.07634, "gini_movie_ratings": 0.6290, "mean_rating": 3.52986, "users": 943}
 
 
 def test_gini_and_head_share_of_known_shapes():
@@ -61,6 +67,33 @@ def test_the_uniform_world_is_out_of_tolerance():
     assert rows["ratings per user p90 / median"].passed is False
     assert rows["share of ratings on the top 1% of movies"].passed is False
     assert rows["KS ratings per user (/ median)"].passed is False
+
+
+@pytest.fixture(scope="module")
+def small_course_world():
+    sample, service = simulated_sample("course", seed=0, users=20_000, movies=1_000)
+    return sample, service, statistics(sample, reference_users=ML100K["users"])["scalars"]
+
+
+def test_a_small_course_world_is_within_tolerance_of_ml100k(small_course_world):
+    """The course profile at a tenth of its users and movies (the same users per movie and traffic per
+    user). The share of ratings on the top 1% of movies is left to the course-scale report: here the
+    top 1% are 10 movies, and their share runs high (0.11 against 0.076)."""
+    _, _, s = small_course_world
+    simulated = {"p90/median": s["ratings_per_user_p90"] / s["ratings_per_user_median"],
+                 "p99/median": s["ratings_per_user_p99"] / s["ratings_per_user_median"],
+                 "max/median": s["ratings_per_user_max_size_matched"] / s["ratings_per_user_median"],
+                 "gini_movie_ratings": s["gini_movie_ratings"],
+                 "mean_rating": s["mean_rating"]}
+    off = {k: round(v / ML100K[k] - 1, 3) for k, v in simulated.items() if abs(v / ML100K[k] - 1) > RATIO_TOLERANCE}
+    assert not off, f"out of {RATIO_TOLERANCE:.0%} of ml-100k: {off}"
+
+
+def test_a_course_world_is_dominated_by_watching(small_course_world):
+    sample, service, s = small_course_world
+    assert service.counts["watch"] > 50 * service.counts["rate"]     # the log is watch minutes
+    assert service.ratings_after_watch > 0.3 * service.counts["rate"]
+    assert s["users_who_watched"] > 0.5 * service.population.n_users
 
 
 def test_fidelity_command_writes_table_and_plot(tmp_path):

@@ -20,6 +20,7 @@ from components.core.settings import load_settings
 from components.core.store import StoreError
 from movierec.calibrate import calibrate_command
 from movierec.demo import demo
+from movierec.fidelity_report import fidelity
 from pipelines.cli import app as pipeline_app
 from predictor.cli import rollout_app, serve
 from simulator.cli import simulate
@@ -40,6 +41,7 @@ app.command("serve")(serve)
 app.add_typer(rollout_app, name="rollout", help="Stable and canary model versions: canary, promote, rollback.")
 app.command("demo")(demo)
 app.command("calibrate")(calibrate_command)
+app.command("fidelity")(fidelity)
 
 
 def main() -> None:

@@ -47,3 +47,24 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert result.exit_code == 2 and "kafka://HOST:PORT/TOPIC" in result.output
     result = runner.invoke(app, ["simulate", "--help"])
     assert result.exit_code == 0 and "--recommend-url" in result.output
+
+
+def test_a_profile_sets_the_world_and_flags_override_it(tmp_path):
+    from simulator.profiles import PROFILES, get_profile
+
+    course = get_profile("course")
+    assert (course.users, course.movies, course.days) == (200_000, 10_000, 14)
+    small = course.scaled(2000, 100)
+    assert small.sessions_per_day == round(2000 * course.sessions_per_user_day)  # traffic per user kept
+    assert PROFILES["demo"].sessions_per_day == 110  # the default world is the one the demo always had
+    path = tmp_path / "events.log"
+    result = CliRunner().invoke(app, ["simulate", "--to", f"file:{path}", "--profile", "course", "--users", "300",
+                                      "--movies", "50", "--days", "1", "--start", "2026-03-01"])
+    assert result.exit_code == 0, result.output
+    users = {parse_line(line).user_id for line in path.read_text().splitlines()}
+    assert max(users) <= 300
+
+
+def test_an_unknown_profile_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["simulate", "--to", f"file:{tmp_path}/x.log", "--profile", "huge"])
+    assert result.exit_code == 2 and "--profile" in result.output and "course" in result.output

@@ -100,6 +100,9 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
     assert run["winner"] == (max(candidates, key=candidates.get) if candidates else "")
     assert set(run["step_seconds"]) == {"ingest", "preprocess", "train-svd", "train-svdpp", "evaluate-svd",
                                         "evaluate-svdpp", "publish-svd", "publish-svdpp", "compare"}
+    # each step's own peak memory: at least the interpreter with pandas, not the runner's
+    assert set(run["step_peak_mb"]) == set(run["step_seconds"])
+    assert all(40 < mb < 4096 for mb in run["step_peak_mb"].values()), run["step_peak_mb"]
 
     # The dashboard's artifacts: HTML reports with plots, and the dataset between the steps.
     (run_dir,) = list(root.glob("movierec-training-*"))

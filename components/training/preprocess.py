@@ -32,7 +32,8 @@ __all__ = ["Dataset", "prepare", "build_dataset", "from_ratings", "snapshot_hash
 
 def prepare(store: ArtifactStore, params: dict | None = None) -> Dataset:
     """Read the rate and watch snapshots of `store` and build the dataset (params: the full params dict)."""
-    return build_dataset(read_events(store, "rate"), read_events(store, "watch"), params)
+    return build_dataset(read_events(store, "rate", categorical=True), read_events(store, "watch", categorical=True),
+                         params)
 
 
 def snapshot_hash(rates: pd.DataFrame, watches: pd.DataFrame) -> str:

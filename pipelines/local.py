@@ -6,7 +6,7 @@ Python, so the project must be installed in it (`pip install -e .`): the bodies 
 kfp.local logs "Executing task ..." / "Task ... finished" through the root logger; a filter on
 that logger turns those lines into timed progress callbacks, so `movierec pipeline run` can show
 where the time goes, and each step's process runs under `pipelines.peak_memory`, which reports
-its peak resident memory (kfp.local runs one step process at a time).
+its peak resident memory and CPU seconds (kfp.local runs one step process at a time).
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ class LocalRun:
     seconds: float
     pipeline_root: str
     step_peak_mb: dict[str, float] = field(default_factory=dict)  # peak resident memory of each step's process
+    step_cpu_seconds: dict[str, float] = field(default_factory=dict)  # user + system CPU of each step
 
     def to_dict(self) -> dict[str, Any]:
         return {"winner": self.winner, "published": self.published, "step_seconds": self.step_seconds,
-                "seconds": self.seconds, "pipeline_root": self.pipeline_root, "step_peak_mb": self.step_peak_mb}
+                "seconds": self.seconds, "pipeline_root": self.pipeline_root, "step_peak_mb": self.step_peak_mb,
+                "step_cpu_seconds": self.step_cpu_seconds}
 
 
 @dataclass
@@ -60,14 +62,16 @@ class _StepTimer(logging.Filter):
     started: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_mb: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     last_peak_mb: float | None = None   # of the step process reaped last (set by `_measured_steps`)
+    last_cpu_seconds: float | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = _ANSI.sub("", record.getMessage())
         if m := _START.search(text):
             name = self.names.get(m.group(1), m.group(1))
             self.started[name] = time.perf_counter()
-            self.last_peak_mb = None
+            self.last_peak_mb = self.last_cpu_seconds = None
             self.progress(f"[{len(self.seconds) + 1}] {name} ...")
         elif m := _END.search(text):
             name = self.names.get(m.group(1), m.group(1))
@@ -75,8 +79,8 @@ class _StepTimer(logging.Filter):
             self.seconds[name] = round(took, 2)
             peak = ""
             if self.last_peak_mb is not None:
-                self.peak_mb[name] = self.last_peak_mb
-                peak = f", peak memory {self.last_peak_mb:.0f} MB"
+                self.peak_mb[name], self.cpu_seconds[name] = self.last_peak_mb, self.last_cpu_seconds
+                peak = f" ({self.last_cpu_seconds:.1f} s CPU), peak memory {self.last_peak_mb:.0f} MB"
             self.progress(f"    {name}: {m.group(2)} in {took:.1f} s{peak}")
         return True
 
@@ -102,8 +106,9 @@ def _measured_steps(timer: _StepTimer) -> Iterator[None]:
                     print(line, end="")
                 print("\n")
                 code = process.wait()
-            text = Path(peak_file).read_text().strip()
-            timer.last_peak_mb = round(int(text) / 1024, 1) if text else None
+            figures = Path(peak_file).read_text().split()
+            if len(figures) == 2:
+                timer.last_peak_mb, timer.last_cpu_seconds = round(int(figures[0]) / 1024, 1), float(figures[1])
             return code
         finally:
             os.unlink(peak_file)
@@ -155,7 +160,7 @@ def run_local(source: str, store: str, pipeline_root: str, params: dict | None =
                           "metrics": card.metrics})
     return LocalRun(winner=str(task.output or ""), published=published, step_seconds=dict(timer.seconds),
                     seconds=seconds, pipeline_root=str(Path(pipeline_root).resolve()),
-                    step_peak_mb=dict(timer.peak_mb))
+                    step_peak_mb=dict(timer.peak_mb), step_cpu_seconds=dict(timer.cpu_seconds))
 
 
 def copy_offline_report(pipeline_root: str | Path, to: str | Path) -> Path | None:

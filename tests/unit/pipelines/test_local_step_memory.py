@@ -32,4 +32,5 @@ def test_each_step_gets_the_peak_memory_of_its_own_process(capsys):
     assert "step output" in capsys.readouterr().out           # the step's own output still shows
     assert 300 < timer.peak_mb["ingest"] < 400                 # the 300 MB it touched, plus the interpreter
     assert timer.peak_mb["train"] < 100                        # not the earlier step's peak
+    assert set(timer.cpu_seconds) == {"ingest", "train"} and all(0 < s < 30 for s in timer.cpu_seconds.values())
     assert lines[1].startswith("    ingest: SUCCESS in ") and lines[1].endswith(" MB")

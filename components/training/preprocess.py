@@ -153,7 +153,8 @@ class _Pairs:
 def _distinct(values: pd.Series) -> np.ndarray:
     """The distinct values of a str or categorical column, as an object array."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return np.asarray(values.cat.categories[np.unique(values.cat.codes.to_numpy())], dtype=object)
+        used = np.bincount(values.cat.codes.to_numpy(), minlength=len(values.cat.categories)) > 0
+        return np.asarray(values.cat.categories[used], dtype=object)
     return pd.unique(values.to_numpy(dtype=object)).astype(object)
 
 
@@ -194,7 +195,7 @@ def _watch_minutes(key: np.ndarray, watches: pd.DataFrame, rows: np.ndarray, p: 
 
 def _history(ids: _Ids, train_r: _Pairs, train_w: _Pairs) -> np.ndarray:
     """Per user code, how many distinct movies the user rated or watched in the train period."""
-    pairs = np.unique(np.concatenate([train_r.key, train_w.key]))
+    pairs = pd.unique(np.concatenate([train_r.key, train_w.key]))   # hashing: np.unique sorts
     return np.bincount(ids.user(pairs), minlength=len(ids.users)).astype(np.int64)
 
 
@@ -227,7 +228,8 @@ def _filter(ids: _Ids, train_r: _Pairs, train_w: _Pairs, p: dict, stats: dict) -
 def _validation(ids: _Ids, valid_r: _Pairs, valid_w: _Pairs, history: np.ndarray, p: dict,
                 stats: dict) -> tuple[_Pairs, _Pairs]:
     """Keep validation rows of users with history before the cutoff; optionally sample users (seeded)."""
-    window = np.unique(ids.user(np.concatenate([valid_r.key, valid_w.key])))
+    window = np.flatnonzero(np.bincount(ids.user(np.concatenate([valid_r.key, valid_w.key])),
+                                        minlength=len(ids.users)))
     eligible_codes = window[history[window] > 0]
     eligible = ids.users[eligible_codes]
     if p.get("valid_max_users") is not None and len(eligible) > int(p["valid_max_users"]):
@@ -247,7 +249,10 @@ def _frame(ids: _Ids, pairs: _Pairs, value: str, user_index: np.ndarray, movie_i
     """One frame of the dataset, rows in (u, i, user_id, movie_id) order."""
     user, movie = ids.user(pairs.key), ids.movie(pairs.key)
     u, i = user_index[user], movie_index[movie]
-    order = np.lexsort((movie, user, i, u))
+    if len(u) and u.min() >= 0 and i.min() >= 0:  # indices grow with the codes: the key's order
+        order = np.argsort(pairs.key, kind="stable")
+    else:
+        order = np.lexsort((movie, user, i, u))
     user, movie = user[order], movie[order]
     out = pd.DataFrame({"user_id": ids.users[user], "movie_id": ids.movies[movie], "u": u[order], "i": i[order],
                         value: pairs.value[order], "time": pairs.time[order]})

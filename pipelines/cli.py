@@ -118,6 +118,11 @@ def run_command(
         typer.echo(f"offline report (open in a browser): {offline}")
     typer.echo("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in result.step_seconds.items())
                + f"; total {result.seconds:.1f}")
+    if result.step_peak_mb:
+        typer.echo("CPU seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in result.step_cpu_seconds.items())
+                   + f"; total {sum(result.step_cpu_seconds.values()):.1f}")
+        typer.echo("peak memory per step (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in result.step_peak_mb.items())
+                   + f"; largest {max(result.step_peak_mb.values()):.0f}")
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")

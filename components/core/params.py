@@ -24,6 +24,8 @@ PARAMS_FILE = "params.yaml"
 LIST_METRICS = ("precision", "recall", "ndcg", "hit_rate")  # per-user list metrics, @k; higher is better
 Algorithm = Literal["svd", "svdpp", "als", "bpr", "popularity", "random"]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__
+Split = Literal["time", "user_recent"]
+SPLITS: tuple[str, ...] = Split.__args__
 
 
 class Section(BaseModel):
@@ -34,6 +36,7 @@ class Preprocess(Section):
     min_user_ratings: int = Field(2, ge=0)
     min_movie_ratings: int = Field(2, ge=0)
     min_watch_minutes: int = Field(1, ge=1)
+    split: Split = "time"
     valid_days: float | None = Field(None, ge=0)
     valid_fraction: float = Field(0.2, ge=0, lt=1)
     valid_max_users: int | None = Field(None, ge=1)
@@ -164,10 +167,12 @@ def _describe(error: dict) -> str:
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "none"
         return f"unknown key {key} (allowed here: {allowed})"
-    if error["type"] == "literal_error" and "algorithms" not in loc:
-        return f"{key}: {error['input']!r} is not one of {error['ctx']['expected']}"
-    if error["type"] == "literal_error":
+    if error["type"] == "literal_error" and "algorithms" in loc:
         return f"{key}: unknown algorithm {error['input']!r} (allowed: {', '.join(ALGORITHMS)})"
+    if error["type"] == "literal_error":
+        parent = _model_at(loc[:-1])
+        choices = parent.model_fields[loc[-1]].annotation.__args__ if parent else ()
+        return f"{key}: unknown choice {error['input']!r} (allowed: {', '.join(choices)})"
     if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{key} = {error['input']!r} is out of range (allowed: {_allowed_range(loc)})"
     if error["type"] == "value_error":

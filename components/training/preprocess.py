@@ -1,10 +1,12 @@
 """Preprocess: event snapshots -> a `Dataset` split by time, with counts of what each step kept.
 
-The split is by time, for every user at once: one cutoff, train on everything before it,
-validate on the window after it. A global cutoff means no model ever sees an interaction that
-happened after one it is asked to predict, from any user (a per-user random split would leak
-the future through the other users' factors). Only users with history before the cutoff are
-validated; users and movies too sparse to learn (thresholds in params.yaml) leave the id maps
+The split is by time, for every user at once (`split: time`, the default): one cutoff, train on
+everything before it, validate on the window after it. A global cutoff means no model ever sees an
+interaction that happened after one it is asked to predict, from any user (a per-user split leaks
+the future through the other users' factors). `split: user_recent` holds out each user's newest
+`valid_fraction` of events (or last `valid_days`) instead, the setting of the literature: on a
+short log such as MovieLens 100k a global cutoff leaves only about a hundred users in the window,
+too few to tell two models apart. Only users with history before their cutoff are validated; users and movies too sparse to learn (thresholds in params.yaml) leave the id maps
 but their validation rows stay, with index -1, so the evaluation counts what the model cannot
 know instead of hiding it.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,7 +27,7 @@ from components.core.attribution import DEFAULT_WINDOW, caused_pairs
 from components.core.params import section
 from components.core.snapshots import read_events, snapshot_days
 from components.core.store import ArtifactStore
-from components.training.dataset import RATING_COLUMNS, WATCH_COLUMNS, Dataset, index_of
+from components.training.dataset import RATING_COLUMNS, Dataset, index_of
 
 __all__ = ["Dataset", "prepare", "build_dataset", "from_ratings", "snapshot_hash"]
 
@@ -33,13 +36,13 @@ def prepare(store: ArtifactStore, params: dict | None = None) -> Dataset:
     """Read the rate and watch snapshots of `store` and build the dataset (params: the full params
     dict); the served recommendations from the validation window's days mark which of its watches
     the platform's own lists caused (`mark_caused`)."""
-    return build_dataset(read_events(store, "rate"), read_events(store, "watch"), params,
-                         recommendations=lambda cutoff: recommendations_since(store, cutoff))
+    return build_dataset(read_events(store, "rate", categorical=True), read_events(store, "watch", categorical=True),
+                         params, recommendations=lambda since: recommendations_since(store, since))
 
 
-def recommendations_since(store: ArtifactStore, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """The served recommendations of the days that can cause a watch after `cutoff`."""
-    first = (cutoff - pd.Timedelta(DEFAULT_WINDOW)).strftime("%Y-%m-%d")
+def recommendations_since(store: ArtifactStore, since: pd.Timestamp) -> pd.DataFrame:
+    """The served recommendations of the days that can cause a watch at or after `since`."""
+    first = (since - pd.Timedelta(DEFAULT_WINDOW)).strftime("%Y-%m-%d")
     days = [d for d in snapshot_days(store).get("recommendation", []) if d >= first]
     return read_events(store, "recommendation", days) if days else pd.DataFrame()
 
@@ -56,62 +59,74 @@ def mark_caused(valid_w: pd.DataFrame, watches: pd.DataFrame, recommendations: p
 
 
 def snapshot_hash(rates: pd.DataFrame, watches: pd.DataFrame) -> str:
-    """A content hash of the input events, independent of how they were batched into files."""
+    """A content hash of the input events, independent of how they were batched into files.
+
+    Rows are hashed in (source, offset) order; a categorical column hashes as its values do."""
     h = hashlib.sha256()
     for kind, frame in (("rate", rates), ("watch", watches)):
-        frame = frame.sort_values(["source", "offset"], kind="stable")
         h.update(f"{kind}:{len(frame)}:{','.join(frame.columns)};".encode())
         if len(frame):
-            h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+            order = np.lexsort((frame["offset"].to_numpy(), _sorted_codes(frame["source"])))
+            h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy()[order].tobytes())
     return h.hexdigest()
 
 
 def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | None = None,
                   recommendations: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame] | None = None) -> Dataset:
-    """The whole preprocess step on in-memory frames (the schemas of `components.core.snapshots`);
-    `recommendations` (served answers, or a function of the cutoff giving them) mark the
-    validation watches the platform caused."""
+    """The whole preprocess step on in-memory frames (the schemas of `components.core.snapshots`;
+    `movie_id` and `source` may be categorical, as `prepare` reads them). `recommendations` (served
+    answers, or a function of the validation window's first instant giving them) mark the
+    validation watches the platform caused.
+
+    Works on integer codes throughout: users and movies are numbered once (in id order), a
+    (user, movie) pair is one int64 key, and the frames of the dataset are built at the end."""
     p = section(params, "preprocess")
     stats: dict[str, int | float] = {"events_rate": len(rates), "events_watch": len(watches)}
     if rates.empty:
         raise ValueError("no rate events in the snapshot: nothing to train on")
     digest = snapshot_hash(rates, watches)
 
-    cutoff = _cutoff(rates["time"], watches["time"], p)
-    train_r, valid_r = _latest_ratings(rates[rates["time"] < cutoff]), _latest_ratings(rates[rates["time"] >= cutoff])
-    train_w, valid_w = (_watch_minutes(watches[watches["time"] < cutoff], p),
-                        _watch_minutes(watches[watches["time"] >= cutoff], p))
+    cutoff, in_train_r, in_train_w = _split(rates, watches, p)
+    ids = _Ids.of(rates, watches)
+    r_key, w_key = ids.keys(rates), ids.keys(watches)
+    r_rows = _log_order(rates)                           # latest rating wins (in log order) on each side
+    r_rows = r_rows[~pd.Series(r_key[r_rows] * 2 + in_train_r[r_rows]).duplicated(keep="last").to_numpy()]
+    rating = rates["rating"].to_numpy().astype(np.float32)
+    r_time = rates["time"].to_numpy()
+    train_r = _Pairs.take(r_key, r_rows[in_train_r[r_rows]], rating, r_time)
+    valid_r = _Pairs.take(r_key, r_rows[~in_train_r[r_rows]], rating, r_time)
+    train_w = _watch_minutes(w_key, watches, np.flatnonzero(in_train_w), p)
+    valid_w = _watch_minutes(w_key, watches, np.flatnonzero(~in_train_w), p)
     stats.update(train_rating_pairs=len(train_r), valid_rating_pairs=len(valid_r),
                  train_watch_pairs=len(train_w), valid_watch_pairs=len(valid_w),
                  duplicate_ratings_dropped=len(rates) - len(train_r) - len(valid_r))
-    if train_r.empty:
+    if not len(train_r):
         raise ValueError(f"no ratings before the validation cutoff {cutoff}: history too short for the split")
 
-    history = _history(train_r, train_w)
-    users, movies = _filter(train_r, train_w, p, stats)
-    train_r = train_r[train_r["user_id"].isin(users) & train_r["movie_id"].isin(movies)]
-    train_w = train_w[train_w["user_id"].isin(users) & train_w["movie_id"].isin(movies)]
-    if train_r.empty:
+    history = _history(ids, train_r, train_w)
+    user_ok, movie_ok = _filter(ids, train_r, train_w, p, stats)
+    train_r = train_r.where(user_ok[ids.user(train_r.key)] & movie_ok[ids.movie(train_r.key)])
+    train_w = train_w.where(user_ok[ids.user(train_w.key)] & movie_ok[ids.movie(train_w.key)])
+    if not len(train_r):
         raise ValueError("every rating was filtered out: lower min_user_ratings / min_movie_ratings")
+    valid_r, valid_w = _validation(ids, valid_r, valid_w, history, p, stats)
 
-    user_ids = np.sort(np.asarray(users, dtype=np.int64))
-    movie_ids = np.sort(np.asarray(movies, dtype=str))
-    valid_r, valid_w = _validation(valid_r, valid_w, history, p, stats)
+    user_index = np.where(user_ok, np.cumsum(user_ok) - 1, -1).astype(np.int32)
+    movie_index = np.where(movie_ok, np.cumsum(movie_ok) - 1, -1).astype(np.int32)
+    frames = {name: _frame(ids, pairs, value, user_index, movie_index, history if valid else None)
+              for name, pairs, value, valid in (("train_ratings", train_r, "rating", False),
+                                                ("train_watches", train_w, "minutes", False),
+                                                ("valid_ratings", valid_r, "rating", True),
+                                                ("valid_watches", valid_w, "minutes", True))}
     if recommendations is not None:
-        recs = recommendations(cutoff) if callable(recommendations) else recommendations
-        valid_w = mark_caused(valid_w, watches[watches["time"] >= cutoff], recs)
-        stats.update(valid_watch_pairs_caused=int(valid_w["caused"].sum()))
-    ds = Dataset(user_ids=user_ids, movie_ids=movie_ids, train_ratings=train_r, train_watches=train_w,
-                 valid_ratings=valid_r, valid_watches=valid_w, cutoff=cutoff.isoformat(),
-                 snapshot_hash=digest, stats=stats, params={"preprocess": p})
-    for name, cols in (("train_ratings", RATING_COLUMNS), ("train_watches", WATCH_COLUMNS),
-                       ("valid_ratings", RATING_COLUMNS + ["history"]),
-                       ("valid_watches", WATCH_COLUMNS + ["history"])):
-        frame = getattr(ds, name).copy()
-        cols = cols + [c for c in ("caused",) if c in frame]
-        frame["u"] = ds.user_index(frame["user_id"].to_numpy()).astype(np.int32)
-        frame["i"] = ds.movie_index(frame["movie_id"].to_numpy()).astype(np.int32)
-        setattr(ds, name, frame[cols].sort_values(["u", "i", "user_id", "movie_id"]).reset_index(drop=True))
+        held_out = watches.iloc[np.flatnonzero(~in_train_w)]
+        held_out = held_out.assign(movie_id=held_out["movie_id"].astype(str))
+        recs = (recommendations(held_out["time"].min()) if callable(recommendations) and len(held_out)
+                else recommendations if not callable(recommendations) else pd.DataFrame())
+        frames["valid_watches"] = mark_caused(frames["valid_watches"], held_out, recs)
+        stats.update(valid_watch_pairs_caused=int(frames["valid_watches"]["caused"].sum()))
+    ds = Dataset(user_ids=ids.users[user_ok], movie_ids=np.asarray(ids.movies[movie_ok], dtype=str), **frames,
+                 cutoff=cutoff, snapshot_hash=digest, stats=stats, params={"preprocess": p})
     stats.update(users=ds.n_users, movies=ds.n_movies, train_ratings=len(ds.train_ratings),
                  train_watches=len(ds.train_watches), valid_ratings=len(ds.valid_ratings),
                  valid_watches=len(ds.valid_watches), seen_pairs=int(ds.seen_csr.nnz),
@@ -120,6 +135,208 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
                  valid_unknown_movie_rows=int((ds.valid_ratings["i"] < 0).sum()
                                               + (ds.valid_watches["i"] < 0).sum()))
     return ds
+
+
+@dataclass
+class _Ids:
+    """Every user and movie of the snapshot numbered in id order; a (user, movie) pair is the key
+    user code * number of movies + movie code."""
+
+    users: np.ndarray        # int64, ascending
+    movies: np.ndarray       # str objects, ascending
+
+    @classmethod
+    def of(cls, rates: pd.DataFrame, watches: pd.DataFrame) -> _Ids:
+        users = np.unique(np.concatenate([pd.unique(rates["user_id"].to_numpy(np.int64)),
+                                          pd.unique(watches["user_id"].to_numpy(np.int64))]))
+        movies = np.unique(np.concatenate([_distinct(rates["movie_id"]), _distinct(watches["movie_id"])]))
+        return cls(users, movies)
+
+    def keys(self, frame: pd.DataFrame) -> np.ndarray:
+        user = np.searchsorted(self.users, frame["user_id"].to_numpy(np.int64))
+        return user * len(self.movies) + _codes_in(frame["movie_id"], self.movies)
+
+    def user(self, key: np.ndarray) -> np.ndarray:
+        return key // len(self.movies)
+
+    def movie(self, key: np.ndarray) -> np.ndarray:
+        return key % len(self.movies)
+
+
+@dataclass
+class _Pairs:
+    """One row per (user, movie) key: a value (rating or minutes) and a time."""
+
+    key: np.ndarray
+    value: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def take(cls, key: np.ndarray, rows: np.ndarray, value: np.ndarray, time: np.ndarray) -> _Pairs:
+        return cls(key[rows], value[rows], time[rows])
+
+    def where(self, mask: np.ndarray) -> _Pairs:
+        return _Pairs(self.key[mask], self.value[mask], self.time[mask])
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+
+def _distinct(values: pd.Series) -> np.ndarray:
+    """The distinct values of a str or categorical column, as an object array."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        used = np.bincount(values.cat.codes.to_numpy(), minlength=len(values.cat.categories)) > 0
+        return np.asarray(values.cat.categories[used], dtype=object)
+    return pd.unique(values.to_numpy(dtype=object)).astype(object)
+
+
+def _codes_in(values: pd.Series, ordered: np.ndarray) -> np.ndarray:
+    """Position of each value of a str or categorical column in `ordered` (which holds them all)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        where = np.searchsorted(ordered, np.asarray(values.cat.categories, dtype=object))
+        return where[values.cat.codes.to_numpy()]
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    return np.searchsorted(ordered, uniques.astype(object))[codes]
+
+
+def _sorted_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes that sort as the values of a str or categorical column do."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        rank = np.argsort(np.argsort(np.asarray(values.cat.categories, dtype=object), kind="stable"))
+        return rank[values.cat.codes.to_numpy()]
+    return pd.factorize(values.to_numpy(dtype=object), sort=True)[0]
+
+
+def _log_order(frame: pd.DataFrame) -> np.ndarray:
+    """Row positions in (time, source, offset) order."""
+    return np.lexsort((frame["offset"].to_numpy(), _sorted_codes(frame["source"]), frame["time"].to_numpy()))
+
+
+def _watch_minutes(key: np.ndarray, watches: pd.DataFrame, rows: np.ndarray, p: dict) -> _Pairs:
+    """One row per (user, movie): distinct minutes streamed and the last time (at least
+    `min_watch_minutes` of them)."""
+    key = key[rows]
+    minute = watches["minute"].to_numpy()[rows]
+    time = watches["time"].to_numpy()[rows]
+    first = ~pd.DataFrame({"k": key, "m": minute}).duplicated().to_numpy()
+    g = pd.DataFrame({"k": key, "n": first.astype(np.int32), "t": time}).groupby("k", sort=True)
+    out = pd.DataFrame({"n": g["n"].sum(), "t": g["t"].max()})
+    out = out[out["n"] >= int(p["min_watch_minutes"])]
+    return _Pairs(out.index.to_numpy(np.int64), out["n"].to_numpy(np.int32), out["t"].to_numpy())
+
+
+def _history(ids: _Ids, train_r: _Pairs, train_w: _Pairs) -> np.ndarray:
+    """Per user code, how many distinct movies the user rated or watched in the train period."""
+    pairs = pd.unique(np.concatenate([train_r.key, train_w.key]))   # hashing: np.unique sorts
+    return np.bincount(ids.user(pairs), minlength=len(ids.users)).astype(np.int64)
+
+
+def _filter(ids: _Ids, train_r: _Pairs, train_w: _Pairs, p: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Drop too-sparse movies and users (by train ratings), repeating until both thresholds hold;
+    return which user and movie codes stay."""
+    min_u, min_m = int(p["min_user_ratings"]), int(p["min_movie_ratings"])
+    n_users, n_movies = len(ids.users), len(ids.movies)
+    present = np.concatenate([train_r.key, train_w.key])
+    users = np.bincount(ids.user(present), minlength=n_users) > 0
+    movies = np.bincount(ids.movie(present), minlength=n_movies) > 0
+    all_users, all_movies = int(users.sum()), int(movies.sum())
+    ru, rm = ids.user(train_r.key), ids.movie(train_r.key)
+    for _ in range(50):
+        movies_next = movies & (np.bincount(rm, minlength=n_movies) >= min_m)
+        keep = movies_next[rm]
+        ru, rm = ru[keep], rm[keep]
+        users_next = users & (np.bincount(ru, minlength=n_users) >= min_u)
+        keep = users_next[ru]
+        ru, rm = ru[keep], rm[keep]
+        if (users_next == users).all() and (movies_next == movies).all():
+            break
+        users, movies = users_next, movies_next
+    stats.update(filter_users_in=all_users, filter_users_dropped=all_users - int(users.sum()),
+                 filter_movies_in=all_movies, filter_movies_dropped=all_movies - int(movies.sum()),
+                 filter_ratings_dropped=len(train_r) - len(ru))
+    return users, movies
+
+
+def _validation(ids: _Ids, valid_r: _Pairs, valid_w: _Pairs, history: np.ndarray, p: dict,
+                stats: dict) -> tuple[_Pairs, _Pairs]:
+    """Keep validation rows of users with history before the cutoff; optionally sample users (seeded)."""
+    window = np.flatnonzero(np.bincount(ids.user(np.concatenate([valid_r.key, valid_w.key])),
+                                        minlength=len(ids.users)))
+    eligible_codes = window[history[window] > 0]
+    eligible = ids.users[eligible_codes]
+    if p.get("valid_max_users") is not None and len(eligible) > int(p["valid_max_users"]):
+        rng = np.random.default_rng(int(p["seed"]))
+        eligible = np.sort(rng.choice(eligible, size=int(p["valid_max_users"]), replace=False))
+    keep = np.zeros(len(ids.users), dtype=bool)
+    keep[np.searchsorted(ids.users, eligible)] = True
+    out = [pairs.where(keep[ids.user(pairs.key)]) for pairs in (valid_r, valid_w)]
+    stats.update(valid_window_users=len(window), valid_users=len(eligible),
+                 valid_users_dropped_no_history=len(window) - len(eligible_codes),
+                 valid_rows_dropped=len(valid_r) + len(valid_w) - len(out[0]) - len(out[1]))
+    return out[0], out[1]
+
+
+def _frame(ids: _Ids, pairs: _Pairs, value: str, user_index: np.ndarray, movie_index: np.ndarray,
+           history: np.ndarray | None) -> pd.DataFrame:
+    """One frame of the dataset, rows in (u, i, user_id, movie_id) order."""
+    user, movie = ids.user(pairs.key), ids.movie(pairs.key)
+    u, i = user_index[user], movie_index[movie]
+    if len(u) and u.min() >= 0 and i.min() >= 0:  # indices grow with the codes: the key's order
+        order = np.argsort(pairs.key, kind="stable")
+    else:
+        order = np.lexsort((movie, user, i, u))
+    user, movie = user[order], movie[order]
+    out = pd.DataFrame({"user_id": ids.users[user], "movie_id": ids.movies[movie], "u": u[order], "i": i[order],
+                        value: pairs.value[order], "time": pairs.time[order]})
+    if history is not None:
+        out["history"] = history[user]
+    return out
+
+
+def _split(rates: pd.DataFrame, watches: pd.DataFrame, p: dict) -> tuple[str, np.ndarray, np.ndarray]:
+    """The split: a description of the cutoff, and per rate and per watch event whether it trains.
+
+    `time` (the default): one cutoff for everyone (`_cutoff`). `user_recent`: the same rule per
+    user, over that user's own events: the newest `valid_fraction` of them (or their last
+    `valid_days`) are held out, so every user with enough history is validated."""
+    if p.get("split", "time") == "user_recent":
+        users = np.concatenate([rates["user_id"].to_numpy(np.int64), watches["user_id"].to_numpy(np.int64)])
+        times = np.concatenate([_micros(rates["time"]), _micros(watches["time"])])
+        train = times < _user_cutoffs(users, times, p)
+        return "per user", train[:len(rates)], train[len(rates):]
+    cutoff = _cutoff(rates["time"], watches["time"], p)
+    return (cutoff.isoformat(), (rates["time"] < cutoff).to_numpy(), (watches["time"] < cutoff).to_numpy())
+
+
+def _micros(times: pd.Series) -> np.ndarray:
+    return times.to_numpy().astype("datetime64[us]").view(np.int64)
+
+
+def _user_cutoffs(users: np.ndarray, times: np.ndarray, p: dict) -> np.ndarray:
+    """Per event, the first instant of its user's validation window (microseconds), by the rule of
+    `_cutoff` applied to the user's events alone: the user's newest time minus `valid_days`, or the
+    user's event time at quantile 1 - `valid_fraction` (the higher one; events at that time are held
+    out). 0 days or a 0 fraction put everything in train."""
+    order = np.lexsort((times, users))
+    sorted_users, sorted_times = users[order], times[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    newest = sorted_times[starts + counts - 1]
+    if p.get("valid_days") is not None:
+        days = float(p["valid_days"])
+        per_user = newest + 1 if days <= 0 else newest - int(round(days * 86_400_000_000))
+    else:
+        fraction = float(p["valid_fraction"])
+        if fraction == 0.0:
+            per_user = newest + 1
+        else:
+            # index ceil((1 - f) * (n - 1)) of the user's sorted times, as (n - 1) - floor(f * (n - 1))
+            # so that 0.2 * 5 is 1, not 0.9999...
+            held = np.floor(fraction * (counts - 1) + 1e-9).astype(np.int64)
+            per_user = sorted_times[starts + counts - 1 - held]
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.repeat(per_user, counts)
+    return out
 
 
 def _cutoff(rate_times: pd.Series, watch_times: pd.Series, p: dict) -> pd.Timestamp:
@@ -136,76 +353,6 @@ def _cutoff(rate_times: pd.Series, watch_times: pd.Series, p: dict) -> pd.Timest
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1), got {fraction}")
     return pd.Timestamp(times.quantile(1.0 - fraction, interpolation="higher"))
-
-
-def _latest_ratings(rates: pd.DataFrame) -> pd.DataFrame:
-    """One row per (user, movie): the most recent rating (log order breaks time ties)."""
-    latest = rates.sort_values(["time", "source", "offset"], kind="stable").drop_duplicates(
-        ["user_id", "movie_id"], keep="last")
-    return pd.DataFrame({"user_id": latest["user_id"].astype(np.int64).to_numpy(),
-                         "movie_id": latest["movie_id"].astype(str).to_numpy(),
-                         "rating": latest["rating"].astype(np.float32).to_numpy(),
-                         "time": latest["time"].to_numpy()})
-
-
-def _watch_minutes(watches: pd.DataFrame, p: dict) -> pd.DataFrame:
-    """One row per (user, movie): distinct minutes streamed and the last time."""
-    if watches.empty:
-        return pd.DataFrame({"user_id": pd.Series(dtype=np.int64), "movie_id": pd.Series(dtype=str),
-                             "minutes": pd.Series(dtype=np.int32), "time": pd.Series(dtype="datetime64[us]")})
-    g = watches.groupby(["user_id", "movie_id"], sort=True)
-    out = pd.DataFrame({"minutes": g["minute"].nunique().astype(np.int32), "time": g["time"].max()}).reset_index()
-    out = out[out["minutes"] >= int(p["min_watch_minutes"])]
-    out["user_id"] = out["user_id"].astype(np.int64)
-    out["movie_id"] = out["movie_id"].astype(str)
-    return out[["user_id", "movie_id", "minutes", "time"]].reset_index(drop=True)
-
-
-def _history(train_r: pd.DataFrame, train_w: pd.DataFrame) -> pd.Series:
-    pairs = pd.concat([train_r[["user_id", "movie_id"]], train_w[["user_id", "movie_id"]]]).drop_duplicates()
-    return pairs.groupby("user_id").size()
-
-
-def _filter(train_r: pd.DataFrame, train_w: pd.DataFrame, p: dict, stats: dict) -> tuple[list, list]:
-    """Drop too-sparse movies and users (by train ratings), repeating until both thresholds hold."""
-    min_u, min_m = int(p["min_user_ratings"]), int(p["min_movie_ratings"])
-    all_users = set(train_r["user_id"]) | set(train_w["user_id"])
-    all_movies = set(train_r["movie_id"]) | set(train_w["movie_id"])
-    users, movies, r = set(all_users), set(all_movies), train_r
-    for _ in range(50):
-        per_movie = r.groupby("movie_id").size()
-        movies_next = {m for m in movies if per_movie.get(m, 0) >= min_m}
-        r = r[r["movie_id"].isin(movies_next)]
-        per_user = r.groupby("user_id").size()
-        users_next = {u for u in users if per_user.get(u, 0) >= min_u}
-        r = r[r["user_id"].isin(users_next)]
-        if users_next == users and movies_next == movies:
-            break
-        users, movies = users_next, movies_next
-    stats.update(filter_users_in=len(all_users), filter_users_dropped=len(all_users) - len(users),
-                 filter_movies_in=len(all_movies), filter_movies_dropped=len(all_movies) - len(movies),
-                 filter_ratings_dropped=len(train_r) - len(r))
-    return sorted(users), sorted(movies)
-
-
-def _validation(valid_r: pd.DataFrame, valid_w: pd.DataFrame, history: pd.Series, p: dict,
-                stats: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keep validation rows of users with history before the cutoff; optionally sample users (seeded)."""
-    window_users = set(valid_r["user_id"]) | set(valid_w["user_id"])
-    eligible = np.array(sorted(u for u in window_users if u in history.index), dtype=np.int64)
-    if p.get("valid_max_users") is not None and len(eligible) > int(p["valid_max_users"]):
-        rng = np.random.default_rng(int(p["seed"]))
-        eligible = np.sort(rng.choice(eligible, size=int(p["valid_max_users"]), replace=False))
-    keep = set(eligible.tolist())
-    out = []
-    for frame in (valid_r, valid_w):
-        frame = frame[frame["user_id"].isin(keep)].copy()
-        frame["history"] = frame["user_id"].map(history).astype(np.int64)
-        out.append(frame)
-    stats.update(valid_window_users=len(window_users), valid_users=len(keep),
-                 valid_users_dropped_no_history=len(window_users) - len(set(history.index) & window_users),
-                 valid_rows_dropped=len(valid_r) + len(valid_w) - len(out[0]) - len(out[1]))
-    return out[0], out[1]
 
 
 def from_ratings(train: pd.DataFrame, valid: pd.DataFrame | None = None, snapshot: str = "") -> Dataset:

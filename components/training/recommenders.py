@@ -35,6 +35,8 @@ from components.training.dataset import Dataset, index_of
 RATING_SCALE = (1.0, 5.0)
 
 
+_PREDICT_CHUNK = 1 << 16  # pairs per block in `predict`: two (block x factors) copies, not millions of rows
+
 class Recommender(ABC):
     """A movie recommender. Subclasses implement `fit`, which must set `self.model`."""
 
@@ -82,8 +84,10 @@ class Recommender(ABC):
         est = np.full(len(users), m.global_mean, dtype=np.float64)
         est[ku] += m.user_bias[u[ku]]
         est[ki] += m.item_bias[i[ki]]
-        both = ku & ki
-        est[both] += np.einsum("ij,ij->i", m.user_factors[u[both]], m.item_factors[i[both]])
+        both = np.flatnonzero(ku & ki)
+        for start in range(0, len(both), _PREDICT_CHUNK):  # chunks: factor rows per pair, not per rating set
+            rows = both[start:start + _PREDICT_CHUNK]
+            est[rows] += np.einsum("ij,ij->i", m.user_factors[u[rows]], m.item_factors[i[rows]])
         return np.clip(est, *RATING_SCALE) if clip else est
 
     def recommend(self, user_id: int, k: int = 20) -> list[str]:

@@ -125,6 +125,10 @@ def test_pipeline_run_publishes_gated_versions(tmp_path):
     assert run["winner"] == (max(candidates, key=candidates.get) if candidates else "")
     assert set(run["step_seconds"]) == {"ingest", "preprocess", "compare", *(
         f"{step}-{a}" for step in ("train", "evaluate", "publish") for a in ("svd", "svdpp", "als"))}
+    # each step's own peak memory: at least the interpreter with pandas, not the runner's
+    assert set(run["step_peak_mb"]) == set(run["step_seconds"])
+    assert all(40 < mb < 4096 for mb in run["step_peak_mb"].values()), run["step_peak_mb"]
+    assert set(run["step_cpu_seconds"]) == set(run["step_seconds"]) and all(v > 0 for v in run["step_cpu_seconds"].values())
 
     # The dashboard's artifacts: HTML reports with plots, and the dataset between the steps.
     (run_dir,) = list(root.glob("movierec-training-*"))

@@ -68,5 +68,5 @@ def test_search_mode_trains_with_the_chosen_values_and_cards_the_search(dataset)
 
 
 def test_a_misspelled_mode_is_one_clear_line():
-    with pytest.raises(UserError, match=r"train.tune.mode: 'serch' is not one of 'fixed' or 'search'"):
+    with pytest.raises(UserError, match=r"train.tune.mode: unknown choice 'serch' \(allowed: fixed, search\)"):
         validate({"train": {"tune": {"mode": "serch"}}})

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_the_whole_loop_and_personalized_versions_beat_popularity(tmp_path):
+def test_demo_runs_the_whole_loop_and_the_winner_beats_popularity(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "movierec.cli", "demo", "--output", str(out), "--users", "1200",

@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -116,30 +115,15 @@ class StageMemory:
         self.peaks: dict[str, int] = {}
         self.samples = 0
         self.orchestrator_peak = 0
-        self.cpu: dict[str, float] = {}
-        self.kernel_peaks: dict[str, int] = {}
-        self._cpu_at_start, self._high = 0.0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stage-memory", daemon=True)
 
     def progress(self, line: str) -> None:
-        """The `progress` callback of `run_local`: "[n] stage ..." starts a stage, the next line ends it.
-
-        At each end, from the kernel's accounting of the finished (waited-for) step processes:
-        the stage's CPU seconds (user + system; wall time on shared cores is noisy) and, when the
-        step raised it, the high-water mark of a single step process's RSS (`ru_maxrss`)."""
+        """The `progress` callback of `run_local`: "[n] stage ..." starts a stage, the next line ends it."""
         m = _STAGE_START.match(line.strip())
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu, high = usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
-        if self.current is not None and not m:
-            self.cpu[self.current] = round(cpu - self._cpu_at_start, 2)
-            if high > self._high:
-                self.kernel_peaks[self.current] = high
-        self._high = max(self._high, high)
         self.current = m.group(1) if m else None
         if self.current:
             self.peaks.setdefault(self.current, 0)
-            self._cpu_at_start = cpu
 
     def _sample(self) -> None:
         stage = self.current
@@ -210,21 +194,19 @@ def run_pipeline(source: str, store: Path, root: Path, params: dict, poll: float
     with output_to(root.with_name(root.name + ".log")) as console, memory:
         run = run_local(source, str(store.resolve()), str(root), params, deploy="canary", group="bench-scale",
                         progress=progress)
-    stages = {name: {"seconds": seconds, "cpu_seconds": memory.cpu.get(name),
+    stages = {name: {"seconds": seconds, "cpu_seconds": run.step_cpu_seconds.get(name),
                      "peak_rss_mb": round(memory.peaks.get(name, 0) / 2**20, 1),
-                     "kernel_peak_rss_mb": (round(memory.kernel_peaks[name] / 2**20, 1)
-                                            if name in memory.kernel_peaks else None)}
+                     "kernel_peak_rss_mb": run.step_peak_mb.get(name)}
               for name, seconds in run.step_seconds.items()}
     peak = max((s["peak_rss_mb"] for s in stages.values()), default=0.0)
     figures = {"seconds": run.seconds, "stage_seconds_sum": round(sum(run.step_seconds.values()), 2),
-               "cpu_seconds": round(sum(memory.cpu.values()), 2),
+               "cpu_seconds": round(sum(run.step_cpu_seconds.values()), 2),
                "peak_rss_mb": peak, "stages": stages,
                "orchestrator_peak_rss_mb": round(memory.orchestrator_peak / 2**20, 1),
                "memory_method": StageMemory.method.format(poll=poll) + "; the benchmark's own process (kfp.local's "
                "orchestration, and the simulator's state kept for the online part) is reported apart as "
-               "orchestrator_peak_rss_mb; cpu_seconds and kernel_peak_rss_mb (the step process's high-water mark, given "
-               "where a stage raised the run's: null means at most an earlier stage's) are the kernel's getrusage of "
-               "the finished step processes", "samples": memory.samples,
+               "orchestrator_peak_rss_mb; cpu_seconds and kernel_peak_rss_mb are each step process's own getrusage "
+               "(user + system CPU, ru_maxrss), as the pipeline's step launcher reports them (pipelines/peak_memory.py)", "samples": memory.samples,
                "winner": run.winner, "published": [{k: p[k] for k in ("version", "algorithm", "candidate", "deployed",
                                                                        "reasons")} for p in run.published]}
     return figures, run

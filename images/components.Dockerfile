@@ -21,6 +21,12 @@ LABEL org.opencontainers.image.title="movierec-components"
 RUN groupadd --system --gid 10001 movierec \
  && useradd --system --uid 10001 --gid movierec --home-dir /home/movierec --create-home movierec
 COPY --from=build /opt/movierec /opt/movierec
+# implicit's ALS and BPR are built with OpenMP: the steps need its runtime (libgomp1), which the slim
+# Python image lacks. A base that has it already (the tests' image from Debian packages) installs
+# nothing; the version is the base's Debian release's.
+# hadolint ignore=DL3008
+RUN python -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('gomp') is None)" \
+ || (apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*)
 # Kubeflow's launcher command runs `pip install kfp==<version>`: kfp is installed, so pip is
 # satisfied without an index (PIP_NO_INDEX keeps it from ever reaching for one). Runs with a
 # read-only root file system: everything written goes to /tmp and the pipeline root's volume.

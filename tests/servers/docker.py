@@ -30,7 +30,8 @@ from tests.servers._process import ServerError, ServerProcess, require_executabl
 
 CACHE = Path(os.environ.get("MOVIEREC_CACHE", Path.home() / ".cache" / "movierec"))
 BASE_SUITE = "bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
+# libgomp1: the OpenMP runtime of implicit's ALS/BPR (the component image installs it when its base lacks it)
+BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "libgomp1")
 BASE_PYTHON = "3.11"  # the minor version of the pinned official base image (python:3.11.7-slim-bookworm)
 BASE_REPO = "movierec-base"
 _INSTALL_HINT = "install Debian's container engine: apt-get install docker.io mmdebstrap"

@@ -158,7 +158,13 @@ def fidelity(
     from components.core.errors import NotFound
     from components.ingest.movielens import fetch_ml100k, read_ratings
     from movierec.fidelity import from_lines
+    from simulator.profiles import PROFILES
 
+    if log is None and profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}: choose from {', '.join(PROFILES)}",
+                                 param_hint="--profile")
+    if real is not None and not real.is_file():      # before minutes of simulating
+        raise NotFound(f"{real}: no such MovieLens file (u.data, ratings.dat, ratings.csv or ml-100k.inter)")
     if log is not None:
         path = Path(log.removeprefix("file:"))
         if not path.is_file():
@@ -167,11 +173,6 @@ def fidelity(
             sample = from_lines(f)
         sim_label = path.name
     else:
-        from simulator.profiles import PROFILES
-
-        if profile not in PROFILES:
-            raise typer.BadParameter(f"unknown profile {profile!r}: choose from {', '.join(PROFILES)}",
-                                     param_hint="--profile")
         typer.echo(f"simulating the {profile} profile in memory ...", err=True)
         sample, _ = simulated_sample(profile, seed, users, movies)
         sim_label = f"simulated {profile}" + (f" ({users} users)" if users else "")

@@ -152,33 +152,17 @@ class StageMemory:
 
 
 @contextlib.contextmanager
-def output_to(log_path: Path):
-    """File descriptors 1 and 2 (this process and kfp.local's step processes) to `log_path`; yields a
-    writer to the terminal for progress lines. On an error the log's tail is shown."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    failed = False
+def output_to_log(log_path: Path):
+    """`movierec.console.output_to`, and on an error the log's tail on stderr."""
+    from movierec.console import output_to
+
     try:
-        yield console
+        with output_to(log_path) as console:
+            yield console
     except BaseException:
-        failed = True
+        tail = log_path.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(tail), file=sys.stderr)
         raise
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        console.close()
-        if failed:
-            tail = log_path.read_text(errors="replace").splitlines()[-40:]
-            print("\n".join(tail), file=sys.stderr)
 
 
 def run_pipeline(source: str, store: Path, root: Path, params: dict, poll: float) -> tuple[dict, object]:
@@ -191,7 +175,7 @@ def run_pipeline(source: str, store: Path, root: Path, params: dict, poll: float
         console.write(f"  {line}\n")
 
     memory = StageMemory(poll)
-    with output_to(root.with_name(root.name + ".log")) as console, memory:
+    with output_to_log(root.with_name(root.name + ".log")) as console, memory:
         run = run_local(source, str(store.resolve()), str(root), params, deploy="canary", group="bench-scale",
                         progress=progress)
     stages = {name: {"seconds": seconds, "cpu_seconds": run.step_cpu_seconds.get(name),

@@ -17,7 +17,6 @@ and the demo exits non-zero.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import textwrap
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from movierec.console import output_to
 
 STAGES: dict[str, float] = {}
 _console = None  # the terminal while stdout and stderr go to demo.log
@@ -54,30 +55,18 @@ def explain(text: str) -> None:
 
 @contextmanager
 def console_to(log_path: Path):
-    """Send file descriptors 1 and 2 (this process and every subprocess: kfp.local's steps, the
-    server) to `log_path`; `say` still reaches the terminal. Restored before any error surfaces."""
+    """The libraries' output (this process and every subprocess) to `log_path`; `say` still
+    reaches the terminal. Restored before any error surfaces."""
     global _console
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    _console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    except BaseException:
-        say(f"   (the libraries' output is in {log_path})")
-        raise
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        _console.close()
-        _console = None
+    with output_to(log_path) as console:
+        _console = console
+        try:
+            yield
+        except BaseException:
+            say(f"   (the libraries' output is in {log_path})")
+            raise
+        finally:
+            _console = None
 
 
 def drive(service, url: str, log, n_requests: int, concurrency: int, label: str) -> dict:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -316,10 +315,11 @@ def simulate_world(seed: int, world: dict, path: Path, profile: str | None):
 
     kwargs = {"seed": seed, "n_users": world["users"], "n_movies": world["movies"],
               "corrupt_rate": world["corrupt_rate"]}
-    if profile is not None:
-        if "profile" not in inspect.signature(StreamingService).parameters:
-            raise SystemExit("--profile: this simulator has no profiles; leave the option out")
-        kwargs["profile"] = profile
+    if profile is not None:                       # the profile's behaviour; sizes come from `world`
+        from simulator.profiles import get_profile
+
+        chosen = get_profile(profile)
+        kwargs.update(signup_ratings=chosen.signup_ratings, legacy_share=chosen.legacy_share)
     service = StreamingService(**kwargs)
     started = time.perf_counter()
     with open_event_log(f"file:{path}") as log:
@@ -498,6 +498,25 @@ def stage_table(title: str, pipeline: dict) -> str:
 
 # -- entry point -----------------------------------------------------------------------------------
 
+def world_of(args) -> dict:
+    """The simulated world's sizes: the course run (or the quick one), or the `--profile`'s (scaled to
+    the quick world's users and movies with `--quick`, keeping its traffic per user); flags win."""
+    from components.core.errors import UserError
+
+    defaults = dict(QUICK if args.quick else COURSE)
+    if args.profile is not None:
+        from simulator.profiles import get_profile
+
+        try:
+            chosen = get_profile(args.profile)
+        except ValueError as exc:
+            raise UserError(f"--profile: {exc}") from None
+        scaled = chosen.scaled(defaults["users"], defaults["movies"]) if args.quick else chosen
+        defaults.update(users=scaled.users, movies=scaled.movies, days=scaled.days,
+                        sessions_per_day=scaled.sessions_per_day)
+    return {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -509,7 +528,10 @@ def main(argv: list[str] | None = None) -> dict:
                             help=f"default {value:,} (quick: {QUICK[key]:,})")
     parser.add_argument("--ml100k", action=argparse.BooleanOptionalAction, default=None,
                         help="also ml-100k (default: on, off with --quick)")
-    parser.add_argument("--profile", default=None, help="simulator profile, if the simulator has profiles")
+    parser.add_argument("--profile", default=None,
+                        help="simulator profile (demo, course): its users' behaviour and its sizes (quick: the "
+                             "quick world's users and movies, the profile's traffic per user); the flags above win. "
+                             "Default: the course run of the flags above with the demo profile's behaviour")
     parser.add_argument("--split", default=None,
                         help="preprocess.split of the simulated worlds' pipeline runs (e.g. user_recent), if the "
                              "params schema has one (default: params.yaml's)")
@@ -530,8 +552,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from components.core.params import load_params
 
-    defaults = QUICK if args.quick else COURSE
-    world = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
+    world = world_of(args)
     seeds = args.seeds if args.seeds is not None else ([3] if args.quick else [3, 7])
     with_ml = args.ml100k if args.ml100k is not None else not args.quick
     args.bootstrap = args.bootstrap or (500 if args.quick else 2000)

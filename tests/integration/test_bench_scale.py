@@ -7,6 +7,7 @@ ml-100k is left out here (it downloads a data set); its split is checked on a ta
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import bench_scale
+from components.core.errors import UserError
 
 STAGES = {"ingest", "preprocess", "compare"}
 
@@ -141,3 +143,32 @@ def test_without_a_gated_winner_the_best_model_is_served_marked_ungated_and_the_
     assert checks["winner"] is None and checks["winner_is_personalized"] is False
     assert checks["beats_popularity_offline_ndcg@20"] is False and checks["beats_popularity_online"] is True
     assert checks["pipeline_within_180_s"] and checks["pipeline_within_4_gb"]
+
+
+def _args(**given):
+    return argparse.Namespace(**{**dict.fromkeys(bench_scale.COURSE), "quick": False, "profile": None, **given})
+
+
+def test_the_world_is_the_course_run_or_the_profiles_and_flags_win():
+    from simulator.profiles import get_profile
+
+    assert bench_scale.world_of(_args()) == bench_scale.COURSE
+    course = get_profile("course")
+    world = bench_scale.world_of(_args(profile="course", sessions_per_day=8000))
+    assert (world["users"], world["movies"], world["days"]) == (course.users, course.movies, course.days)
+    assert world["sessions_per_day"] == 8000 and world["requests"] == bench_scale.COURSE["requests"]
+    quick = bench_scale.world_of(_args(quick=True, profile="course"))
+    assert quick["users"] == bench_scale.QUICK["users"]
+    assert quick["sessions_per_day"] == course.scaled(bench_scale.QUICK["users"]).sessions_per_day
+    with pytest.raises(UserError, match="--profile: unknown profile 'coarse'"):
+        bench_scale.world_of(_args(profile="coarse"))
+
+
+def test_a_profile_gives_the_simulated_service_its_behaviour(tmp_path):
+    from simulator.profiles import get_profile
+
+    world = {**bench_scale.QUICK, "users": 200, "movies": 60, "days": 1, "sessions_per_day": 20}
+    service, simulated = bench_scale.simulate_world(1, world, tmp_path / "events.log", "course")
+    course = get_profile("course")
+    assert (service.signup_ratings, service.legacy_share) == (course.signup_ratings, course.legacy_share)
+    assert simulated["lines"] > 0 and (tmp_path / "events.log").exists()

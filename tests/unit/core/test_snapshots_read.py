@@ -61,3 +61,27 @@ def test_empty_store_reads_empty_categorical_frames(local_store):
     frame = read_events(local_store, "rate", categorical=True)
     assert frame.empty and list(frame.columns) == SCHEMAS["rate"].names
     assert isinstance(frame["movie_id"].dtype, pd.CategoricalDtype)
+
+
+def test_a_position_written_twice_reads_as_its_latest_copy(local_store):
+    first = [(o, WatchEvent(T0 + timedelta(minutes=o), 1, "movie+1", 10)) for o in range(5)]
+    write_batch(local_store, "kafka-0", 0, 4, first, [])
+    write_batch(local_store, "kafka-0", 2, 3, [(o, WatchEvent(T0 + timedelta(minutes=o), 1, "movie+1", 77))
+                                               for o in (2, 3)], [])
+    frame = read_events(local_store, "watch", categorical=True)
+    assert frame["offset"].tolist() == [0, 1, 2, 3, 4] and frame["minute"].tolist() == [10, 10, 77, 77, 10]
+
+
+def test_last_of_each_position_by_sorting_and_by_hashing_agree():
+    import numpy as np
+
+    from components.core.snapshots import _last_of_each_position
+
+    rng = np.random.default_rng(0)
+    src, offset = rng.integers(0, 3, 5000), rng.integers(0, 2000, 5000)
+    expected = np.flatnonzero(~pd.DataFrame({"s": src, "o": offset}).duplicated(keep="last").to_numpy())
+    assert np.array_equal(_last_of_each_position(src, offset), expected)
+    assert _last_of_each_position(np.zeros(4, np.int64), np.arange(4)) is None       # every position once
+    assert _last_of_each_position(np.zeros(0, np.int64), np.zeros(0, np.int64)) is None
+    huge = np.array([0, 2**61, 0])                    # no room for one int64 key: the pairs are hashed
+    assert np.array_equal(_last_of_each_position(np.array([0, 5, 0]), huge), [1, 2])

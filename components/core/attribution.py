@@ -38,7 +38,7 @@ def watch_sessions(watches: pd.DataFrame, movies: pd.Index) -> pd.DataFrame:
     """Viewing sessions of listed movies: one row per (user, movie, run of minute lines with gaps <= SESSION_GAP).
 
     Columns: user_id, movie (code in `movies`), start, end, minutes (distinct minute numbers)."""
-    codes = movies.get_indexer(watches["movie_id"].astype(str)) if len(watches) else np.empty(0, dtype=np.int64)
+    codes = _codes_of(watches["movie_id"], movies) if len(watches) else np.empty(0, dtype=np.int64)
     w = watches.loc[codes >= 0, ["time", "user_id", "minute"]].assign(movie=codes[codes >= 0].astype("int64"))
     if w.empty:
         return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "movie": pd.Series(dtype="int64"),
@@ -53,6 +53,15 @@ def watch_sessions(watches: pd.DataFrame, movies: pd.Index) -> pd.DataFrame:
     return pd.DataFrame({"user_id": g["user_id"].first(), "movie": g["movie"].first(), "start": g["time"].min(),
                          "end": g["time"].max(), "minutes": g["minute"].nunique().astype("int64")}
                         ).reset_index(drop=True)
+
+
+def _codes_of(movie_ids: pd.Series, movies: pd.Index) -> np.ndarray:
+    """Each row's code in `movies` (-1: not listed); a categorical column is looked up once per
+    category, not once per row (millions of watch lines)."""
+    if isinstance(movie_ids.dtype, pd.CategoricalDtype):
+        where = np.append(movies.get_indexer(movie_ids.cat.categories.astype(str)), -1)
+        return where[movie_ids.cat.codes.to_numpy()]              # code -1 (missing) -> the appended -1
+    return movies.get_indexer(movie_ids.astype(str))
 
 
 def credit(sessions: pd.DataFrame, items: pd.DataFrame, window: timedelta = DEFAULT_WINDOW) -> pd.DataFrame:

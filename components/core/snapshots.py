@@ -165,7 +165,7 @@ def _read_tables(store: ArtifactStore, keys: list[str], schema: pa.Schema, sort:
     del tables
     src = _sorted_codes(table["source"])
     offset = table["offset"].to_numpy()
-    rows = _last_of_each_position(src, offset)
+    rows = _last_of_each_position(src, offset) if _ranges_overlap(keys) else None
     if rows is not None:                           # a position ingested twice: keep its latest copy
         src, offset = src[rows], offset[rows]
     first = offset if sort == "offset" else table[sort].to_numpy()
@@ -184,6 +184,21 @@ def _read_tables(store: ArtifactStore, keys: list[str], schema: pa.Schema, sort:
         frame[name] = column.take(order).to_pandas()
         del column
     return pd.DataFrame(frame, copy=False)
+
+
+def _ranges_overlap(keys: list[str]) -> bool:
+    """Whether two snapshots of different batches cover a common log position (a replay after a
+    crash): only then can a position be there twice. One batch's snapshots of different days share
+    their range but not their rows; a key of another shape counts as overlapping."""
+    ranges = {layout.range_of_key(k) for k in keys}
+    if None in ranges:
+        return True
+    end: dict[str, int] = {}
+    for source, first, last in sorted(ranges):
+        if first <= end.get(source, -1):
+            return True
+        end[source] = last
+    return False
 
 
 def _last_of_each_position(src: np.ndarray, offset: np.ndarray) -> np.ndarray | None:

@@ -85,3 +85,16 @@ def test_last_of_each_position_by_sorting_and_by_hashing_agree():
     assert _last_of_each_position(np.zeros(0, np.int64), np.zeros(0, np.int64)) is None
     huge = np.array([0, 2**61, 0])                    # no room for one int64 key: the pairs are hashed
     assert np.array_equal(_last_of_each_position(np.array([0, 5, 0]), huge), [1, 2])
+
+
+def test_positions_can_repeat_only_where_two_batches_ranges_overlap():
+    from components.core.snapshots import _ranges_overlap
+
+    def key(source, first, last, day="2026-03-18"):
+        return layout.snapshot_key("watch", day, source, first, last)
+
+    one_batch_two_days = [key("kafka-0", 0, 99), key("kafka-0", 0, 99, "2026-03-19"), key("kafka-0", 100, 199)]
+    assert not _ranges_overlap(one_batch_two_days + [key("kafka-1", 0, 99)])   # other source, same offsets
+    assert _ranges_overlap(one_batch_two_days + [key("kafka-0", 150, 250)])    # a replay from 150
+    assert _ranges_overlap([key("kafka-0", 0, 99), key("kafka-0", 99, 120)])
+    assert _ranges_overlap([key("kafka-0", 0, 99), "events/kind=watch/day=2026-03-18/other.parquet"])

@@ -91,3 +91,11 @@ def test_course_world_is_the_calibrate_default_and_legacy_one_flag_away(monkeypa
     assert COURSE_WORLD.visits_shape > 0 and COURSE_WORLD != WorldSpec()
     result = CliRunner().invoke(app, ["calibrate", "--world", "mars", "--worlds", "1"])
     assert result.exit_code == 2 and "unknown world 'mars'" in result.output and "Traceback" not in result.output
+
+
+def test_the_canary_analysis_reads_course_worlds_as_it_reads_the_first_ones():
+    """On fitted worlds the vectorised looks of the calibration agree with `canary.analyse`."""
+    from movierec import calibration
+
+    outcomes = [calibration.run_world(seed, 0.0, COURSE_WORLD) for seed in (1, 2)]
+    assert all(o.analyse_agrees for o in outcomes) and all(o.looks > 50 for o in outcomes)

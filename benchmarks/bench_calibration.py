@@ -15,7 +15,7 @@ It reports, per scenario, the false-decision rate of identical versions (A/A) wi
 interval, the share of worlds a better (worse) canary is promoted (rolled back) and after how many
 canary users, and the wrong-way decisions.
 
-    python -m benchmarks.bench_calibration [--worlds 200] [--power-worlds 100]
+    python -m benchmarks.bench_calibration [--worlds 200] [--power-worlds 100] [--world legacy|course]
     # writes benchmarks/results/calibration.json
 """
 
@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from components.core import stats
 from components.online import canary
 from components.online.join import DEFAULT_WINDOW
 from movierec import calibration as cal
+from simulator.worlds import WORLDS
 
 RESULTS = Path(os.environ.get("MOVIEREC_CALIBRATION_RESULTS", Path(__file__).resolve().parent / "results" / "calibration.json"))
 FIRST_MIN_PER_ARM, FIRST_PLANNED = 300, 5000
@@ -93,10 +95,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--worlds", type=int, default=200, help="A/A worlds (identical versions)")
     parser.add_argument("--power-worlds", type=int, default=100, help="worlds with a better and with a worse canary")
     parser.add_argument("--users", type=int, default=cal.WorldSpec().users, help="users per world")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="legacy",
+                        help="users' behaviour: legacy (hand-set, this benchmark's figures) or course (fitted)")
     args = parser.parse_args(argv)
-    spec, policy = cal.WorldSpec(users=args.users), canary.CanaryPolicy()
+    spec, policy = replace(WORLDS[args.world](), users=args.users), canary.CanaryPolicy()
     counts = {"equal": args.worlds, "better": args.power_worlds, "worse": args.power_worlds}
-    result = {"benchmark": "calibration", "spec": cal.asdict(spec), "policy": cal.asdict(policy),
+    result = {"benchmark": "calibration", "world": args.world, "spec": cal.asdict(spec), "policy": cal.asdict(policy),
               "cadence": str(cal.CADENCE), "effect_points": cal.EFFECT_POINTS,
               "first_version": {"min_per_arm_answers": FIRST_MIN_PER_ARM, "planned_canary_answers": FIRST_PLANNED},
               "scenarios": {}, "python": platform.python_version(), "cpus": os.cpu_count()}
@@ -124,8 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["scenarios"][name]["ours"]["hit_rate_reported_mean"] = round(float(mean[0]), 4)
         result["scenarios"][name]["first_version"]["hit_rate_reported_mean"] = round(float(mean[1]), 4)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    path = RESULTS if args.world == "legacy" else RESULTS.with_name(f"{RESULTS.stem}-{args.world}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 

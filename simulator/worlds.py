@@ -44,12 +44,35 @@ class WorldSpec:
     movies: int = 300
     list_length: int = 10
     visits_mean: float = 2.0         # mean visits per user over the world (lognormal spread, heavy tail)
+    visits_shape: float = 0.0        # > 0: visits are Poisson(visits_mean * Gamma(shape)) given >= 1 instead
     follow_mean: float = 0.3         # mean per-user chance of following a list on a visit
     follow_concentration: float = 2.0   # Beta(a, b) with a + b = this: low = users differ a lot
     reload_mean: float = 0.4         # mean extra reloads per visit (per-user rate)
     own_choice: float = 0.5          # chance a visit that did not follow the list still starts a movie
     mid_session_visit: float = 0.3   # chance a user opens the home page during a movie
     failure_rate: float = 0.005      # requests that fail (status 0, no list)
+    zipf: float = 0.9                # popularity exponent of listed movies and own choices
+
+    @classmethod
+    def legacy(cls) -> WorldSpec:
+        """The first worlds: user behaviour set by hand (`movierec calibrate --world legacy`)."""
+        return cls()
+
+    @classmethod
+    def calibrated(cls) -> WorldSpec:
+        """Worlds whose users behave as the calibrated simulator's (`COURSE_WORLD`)."""
+        return COURSE_WORLD
+
+
+# Worlds fitted to the calibrated simulator (`simulator/world_fit.py`), measured with
+#   python -m benchmarks.bench_world_fit      (course profile scaled to 20,000 users and 1,000 movies, seed 3)
+# (benchmarks/results/world-fit.json): visitors come 1.44 times in two days (p99 5), a visit reloads
+# 0.35 times, nobody opens the home page mid-movie, a popularity list is followed 43% of the time
+# (users alike: concentration 11.5), half the others watch an own choice, 9.6% of those on the list.
+COURSE_WORLD = WorldSpec(list_length=20, visits_mean=0.3355, visits_shape=0.582, follow_mean=0.4333,
+                         follow_concentration=11.474, reload_mean=0.3467, own_choice=0.4987,
+                         mid_session_visit=0.0, zipf=0.448)
+WORLDS = {"course": WorldSpec.calibrated, "legacy": WorldSpec.legacy}
 
 
 def make_world(seed: int, spec: WorldSpec = WorldSpec()) -> dict[str, pd.DataFrame]:
@@ -63,15 +86,12 @@ def make_world(seed: int, spec: WorldSpec = WorldSpec()) -> dict[str, pd.DataFra
     a = spec.follow_mean * spec.follow_concentration
     follow = rng.beta(a, spec.follow_concentration - a, n)
     follow = np.clip(np.where(canary, follow + spec.effect, follow), 0.0, 1.0)
-    visits = rng.poisson(spec.visits_mean * rng.lognormal(-0.5, 1.0, n)) + 1
+    visits = _visits(rng, spec, n)
     reload_rate = spec.reload_mean * rng.exponential(1.0, n)
 
     # lists: per user and arm a list of popular-leaning movies (Gumbel top-k on Zipf weights)
-    weights = 1.0 / np.arange(1, spec.movies + 1) ** 0.9
-    logw = np.log(weights / weights.sum())
-    keys = logw + rng.gumbel(size=(n, spec.movies))
-    top = np.argpartition(-keys, spec.list_length, axis=1)[:, :spec.list_length]
-    lists = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
+    weights = _weights(spec)
+    lists = _lists(rng, spec, n)
 
     # visits -> requests (first request of a visit, then reloads of the same list)
     v_user = np.repeat(np.arange(n), visits)
@@ -125,6 +145,40 @@ def make_world(seed: int, spec: WorldSpec = WorldSpec()) -> dict[str, pd.DataFra
     rates = pd.DataFrame({"time": pd.Series(dtype="datetime64[ns]"), "user_id": pd.Series(dtype="int64"),
                           "movie_id": pd.Series(dtype=object), "rating": pd.Series(dtype="int64")})
     return {"recommendation": recs, "watch": watches, "rate": rates}
+
+
+def _visits(rng: np.random.Generator, spec: WorldSpec, n: int) -> np.ndarray:
+    """Visits per user: a lognormal-spread Poisson plus one (legacy), or a zero-truncated
+    Poisson-Gamma (users differ by Gamma(visits_shape) activity; only users who visit are in the world)."""
+    if spec.visits_shape <= 0:
+        return rng.poisson(spec.visits_mean * rng.lognormal(-0.5, 1.0, n)) + 1
+    visits = np.zeros(n, dtype=np.int64)
+    todo = np.arange(n)
+    while todo.size:          # redraw users with no visit (activity and count together): truncation at 1
+        k = spec.visits_shape
+        visits[todo] = rng.poisson(spec.visits_mean * rng.gamma(k, 1.0 / k, todo.size))
+        todo = todo[visits[todo] == 0]
+    return visits
+
+
+def _weights(spec: WorldSpec) -> np.ndarray:
+    """Chance of each movie as an own choice (Zipf over the catalogue)."""
+    weights = 1.0 / np.arange(1, spec.movies + 1) ** spec.zipf
+    return weights / weights.sum()
+
+
+def _lists(rng: np.random.Generator, spec: WorldSpec, n: int) -> np.ndarray:
+    """Per user a list of popular-leaning movies (Gumbel top-k on the Zipf weights), best first."""
+    keys = np.log(_weights(spec)) + rng.gumbel(size=(n, spec.movies))
+    top = np.argpartition(-keys, spec.list_length, axis=1)[:, :spec.list_length]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
+
+
+def own_choice_on_list(spec: WorldSpec, rows: int = 4000, seed: int = 0) -> float:
+    """The chance that a user's own choice is a movie of their list, in worlds of this spec."""
+    rng = np.random.default_rng([seed, 1702])
+    lists = _lists(rng, spec, rows)
+    return float(_weights(spec)[lists].sum(axis=1).mean())
 
 
 def _times(seconds: np.ndarray) -> np.ndarray:

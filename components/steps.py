@@ -152,10 +152,10 @@ def release(store: str, winner: str, best: str, params: str, deploy: str, canary
 
     from components.core.params import section
     from components.core.store import open_store
-    from components.training.publish import refit_whole_snapshot
+    from components.training.publish import refit_whole_snapshot, to_release
     from components.training.publish import release as run_release
 
-    version = winner or (best if force else "")
+    version = to_release(winner, best, force)
     if not version:
         print("no model passed the gate: nothing released")
         return ""

@@ -234,6 +234,12 @@ def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluatio
                          rollout=rollout.load(store).to_dict())
 
 
+def to_release(winner: str, best: str, force: bool) -> str:
+    """The version a pipeline run releases: the compare winner (the best model that passed the
+    gate); without one, the best model on the primary metric when `force`, else none ("")."""
+    return winner or (best if force else "")
+
+
 def release(store: ArtifactStore, version: str, params: dict | None = None, *, deploy: str = "none",
             canary_percent: float | None = None, force: bool = False, pipeline_run: str = "",
             refit_with: Callable[[ModelCard], tuple[FactorModel, ModelCard]] | None = None) -> PublishResult:

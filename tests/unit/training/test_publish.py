@@ -9,7 +9,7 @@ import pytest
 from components.core import rollout
 from components.core.model_artifact import ArtifactError, FactorModel, ModelCard, list_versions, load_card
 from components.core.store import LocalStore
-from components.training.publish import gate, publish, release, resolve_model, stable_reference
+from components.training.publish import gate, publish, release, resolve_model, stable_reference, to_release
 
 
 def test_beats_baseline_without_stable():
@@ -126,6 +126,12 @@ def test_rejected_model_is_published_but_not_released(tmp_path):
     forced = release(store, "svd-3", deploy="canary", force=True)
     assert forced.deployed == "canary" and load_card(store, "svd-3").gate["candidate"] is False
     assert "forced past the publish gate" in rollout.load(store).history[-1]["reason"]
+
+
+def test_a_run_releases_the_winner_or_with_force_the_best_past_its_gate():
+    assert to_release("svd-2", "svdpp-1", force=False) == to_release("svd-2", "svdpp-1", force=True) == "svd-2"
+    assert to_release("", "svdpp-1", force=False) == ""
+    assert to_release("", "svdpp-1", force=True) == "svdpp-1"
 
 
 def test_bad_deploy_mode_and_model_resolution(tmp_path):

@@ -13,6 +13,11 @@ building the Arrow tables; building and writing the snapshots) and profiles one 
 cProfile, grouping time by where it is spent. Ours runs three times per mode (median reported).
 
     python -m benchmarks.bench_ingest [--events 200000]   # writes benchmarks/results/ingest.json
+
+The parse comparison alone (per-line path before, vectorised path after, CPU seconds, same output
+checked), on an event log such as `movierec simulate` writes, without Kafka:
+
+    python -m benchmarks.bench_ingest --log events.log   # writes benchmarks/results/ingest_parse.json
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+PARSE_RESULTS = RESULTS.with_name("ingest_parse.json")
 PARTITIONS = 4
 RUNS = 3  # runs of ours per mode; the median is reported
 
@@ -158,6 +164,7 @@ def stage_rates(bootstrap: str, topic: str, lines: list[bytes], workdir: Path) -
     for line in lines:
         parse_line(line)
     parse = time.perf_counter() - started
+    per_line = parse_paths(lines, step)["per_line"]
     started = time.perf_counter()
     parsed = [parse_columns(lines[a:a + step]) for a in range(0, n, step)]
     bulk = time.perf_counter() - started
@@ -171,8 +178,53 @@ def stage_rates(bootstrap: str, topic: str, lines: list[bytes], workdir: Path) -
         write_parsed(store, "bench-0", list(range(a, min(a + step, n))), p)
     write = time.perf_counter() - started
     return {"kafka_client_fetch_decode": round(n / fetch), "parse_line_one_by_one": round(n / parse),
+            "parse_columns_per_line": round(n / per_line["parse_cpu_seconds"]),
             "parse_columns_bulk": round(n / bulk), "arrow_tables_from_columns": round(n / build),
             "snapshot_build_and_write": round(n / write)}
+
+
+def parse_paths(lines: list, step: int = 20_000) -> dict:
+    """The writer's CPU seconds for parsing `lines` in ingest batches of `step` and building their
+    snapshot tables, on the per-line path (before) and the vectorised path (after), one after the
+    other in this process; and whether both give the same rows and rejections."""
+    from components.core.event_columns import parse_columns
+    from components.core.snapshots import parsed_to_tables
+
+    out, kept = {}, {}
+    for name, vectorised in (("per_line", False), ("vectorised", True)):
+        parse_columns(lines[:step], vectorised=vectorised)            # imports and first-call costs out
+        started = time.process_time()
+        parsed = [parse_columns(lines[a:a + step], vectorised=vectorised) for a in range(0, len(lines), step)]
+        parse = time.process_time() - started
+        started = time.process_time()
+        tables = [parsed_to_tables(p, list(range(a, a + step)), "bench-0")
+                  for a, p in zip(range(0, len(lines), step), parsed, strict=True)]
+        build = time.process_time() - started
+        kept[name] = (tables, [p.rejections for p in parsed])
+        out[name] = {"parse_cpu_seconds": round(parse, 3), "tables_cpu_seconds": round(build, 3),
+                     "lines_per_cpu_second": round(len(lines) / (parse + build))}
+    same_tables = all(a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)
+                      for a, b in zip(kept["per_line"][0], kept["vectorised"][0], strict=True))
+    out["same_output"] = same_tables and kept["per_line"][1] == kept["vectorised"][1]
+    out["speedup_parse_and_tables"] = round(out["vectorised"]["lines_per_cpu_second"]
+                                            / out["per_line"]["lines_per_cpu_second"], 2)
+    return out
+
+
+def parse_only(path: Path, limit: int | None, output: Path) -> dict:
+    """`--log`: the parse comparison alone on an event log file (no Kafka), lines as the file source reads them."""
+    lines = path.read_bytes().split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    lines = lines[:limit] if limit else lines
+    result = {"benchmark": "ingest parse: per-line path vs vectorised path (CPU seconds, one process, in turn)",
+              "log": path.name, "lines": len(lines), **parse_paths(lines),
+              "machine": {"cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
+                          "python": platform.python_version()}}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -225,7 +277,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--events", type=int, default=int(os.environ.get("MOVIEREC_BENCH_INGEST_EVENTS", 200_000)),
                         help="events to produce and ingest")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON result")
+    parser.add_argument("--log", type=Path, help="only compare the parse paths on this event log file (no Kafka); "
+                                                 "writes benchmarks/results/ingest_parse.json unless --output")
+    parser.add_argument("--lines", type=int, help="with --log: its first LINES lines only")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    if args.log is not None:
+        return parse_only(args.log, args.lines, args.output if args.output != RESULTS else PARSE_RESULTS)
     import logging
 
     logging.getLogger("kafka").setLevel(logging.ERROR)

@@ -30,7 +30,7 @@ SOURCES = ("pyproject.toml", "constraints.txt", "README.md", "components", "pipe
 STEP_IMPORTS = """
 import ast, inspect, textwrap
 from components import steps
-for name in ("ingest", "preprocess", "train", "evaluate", "publish", "compare", "online_eval"):
+for name in ("ingest", "preprocess", "train", "evaluate", "publish", "compare", "release", "online_eval"):
     tree = ast.parse(textwrap.dedent(inspect.getsource(getattr(steps, name).python_func)))
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -361,7 +361,14 @@ def publish_command(
     from components.core.store import open_store
     from components.training.dataset import Dataset
     from components.training.evaluate import evaluate_with_baseline
-    from components.training.publish import publish, reference_models, refit_whole_snapshot, resolve_model
+    from components.training.publish import (
+        DEPLOY_MODES,
+        publish,
+        reference_models,
+        refit_whole_snapshot,
+        release,
+        resolve_model,
+    )
 
     all_params, data, target = load_params(params), Dataset.load(dataset), open_store(store)
     fitted, card = resolve_model(model, target)
@@ -369,8 +376,11 @@ def publish_command(
                                         references=reference_models(target, data, card.version))
     try:
         refit = refit_whole_snapshot(target, all_params) if all_params["evaluate"]["refit"] else None
-        result = publish(target, fitted, card, evaluation, all_params, deploy=deploy,
-                         canary_percent=canary_percent, force=force, seen=data.serving_seen_csr, refit_with=refit)
+        if deploy not in DEPLOY_MODES:
+            raise ValueError(f"deploy must be one of {', '.join(DEPLOY_MODES)}, got {deploy!r}")
+        published = publish(target, fitted, card, evaluation, all_params, seen=data.serving_seen_csr)
+        result = release(target, published.version, all_params, deploy=deploy, canary_percent=canary_percent,
+                         force=force, refit_with=refit)
     except (ValueError, rollout.RolloutError) as exc:
         typer.echo(f"publish failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -4,7 +4,7 @@ Kubeflow ships each body as source into a fresh interpreter (a pod from `MOVIERE
 cluster, the project's venv under `kfp.local`), so every body imports what it needs, parses its
 arguments, calls one core function of `components` and writes its outputs. Nothing here holds
 logic a test would want to reach: that lives in `components.ingest.run`, `preprocess`, `train`,
-`evaluate`, `publish` and `report`.
+`evaluate`, `publish` (`publish`, `release`) and `report`.
 
 What travels between steps: the prepared dataset as a KFP `Dataset` directory
 (`Dataset.save/load`), each trained model as a KFP `Model` directory that is the model's version
@@ -123,43 +123,60 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
 
 @dsl.component(base_image=IMAGE)
 def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dataset], store: str, params: str,
-            deploy: str,
-            canary_percent: float, force: bool, run_name: str
-            ) -> NamedTuple("Published", version=str, candidate=bool, deployed=str, reasons=str):
-    """Gate the model and write it with its metrics and decision to the store; once it passes,
-    refit it on the whole snapshot (`evaluate.refit`) and publish the refit too; deploy if asked
-    (the refit, when there is one)."""
+            run_name: str) -> NamedTuple("Published", version=str, candidate=bool, reasons=str):
+    """Gate the model and write it with its metrics and decision to the store (deployed by `release`)."""
     import json
     from collections import namedtuple
 
     from components.core.model_artifact import FactorModel
-    from components.core.params import section
     from components.core.store import open_store
     from components.training.dataset import Dataset as PreparedDataset
     from components.training.publish import publish as run_publish
-    from components.training.publish import refit_whole_snapshot
 
     fitted, card = FactorModel.load_dir(model.path)
+    with open(evaluation.path) as f:
+        result = run_publish(open_store(store), fitted, card, json.load(f), json.loads(params), pipeline_run=run_name,
+                             seen=PreparedDataset.load(dataset.path).serving_seen_csr)
+    print(json.dumps(result.to_dict(), indent=2))
+    published = namedtuple("Published", ["version", "candidate", "reasons"])
+    return published(result.version, result.decision.candidate, "; ".join(result.decision.reasons))
+
+
+@dsl.component(base_image=IMAGE)
+def release(store: str, winner: str, best: str, params: str, deploy: str, canary_percent: float, force: bool,
+            run_name: str) -> str:
+    """Release the compare winner: refit it on the whole snapshot (`evaluate.refit`), publish the
+    refit, deploy it if asked. Without a winner, `force` releases the best model the gate rejected.
+    Returns the version deployed or, with deploy "none", the one that would be ("" if none)."""
+    import json
+
+    from components.core.params import section
+    from components.core.store import open_store
+    from components.training.publish import refit_whole_snapshot, to_release
+    from components.training.publish import release as run_release
+
+    version = to_release(winner, best, force)
+    if not version:
+        print("no model passed the gate: nothing released")
+        return ""
     st, all_params = open_store(store), json.loads(params)
     refit = refit_whole_snapshot(st, all_params) if section(all_params, "evaluate")["refit"] else None
-    with open(evaluation.path) as f:
-        result = run_publish(st, fitted, card, json.load(f), all_params, deploy=deploy,
-                             canary_percent=canary_percent, force=force, pipeline_run=run_name,
-                             seen=PreparedDataset.load(dataset.path).serving_seen_csr, refit_with=refit)
+    result = run_release(st, version, all_params, deploy=deploy, canary_percent=canary_percent, force=force,
+                         pipeline_run=run_name, refit_with=refit)
     print(json.dumps(result.to_dict(), indent=2))
-    published = namedtuple("Published", ["version", "candidate", "deployed", "reasons"])
-    return published(result.version, result.decision.candidate, result.deployed or "",
-                     "; ".join(result.decision.reasons))
+    return result.served
 
 
 @dsl.component(base_image=IMAGE)
 def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTML], metrics: Output[Metrics],
             evaluation_b: Input[Artifact] = None, candidate_b: bool = False,
             evaluation_c: Input[Artifact] = None, candidate_c: bool = False,
-            evaluation_d: Input[Artifact] = None, candidate_d: bool = False) -> str:
-    """Put the models (one to four: `COMPARE_SLOTS`) side by side; return the winner: the best
-    gated candidate ("" if none)."""
+            evaluation_d: Input[Artifact] = None, candidate_d: bool = False
+            ) -> NamedTuple("Compared", winner=str, best=str):
+    """Put the models (one to four: `COMPARE_SLOTS`) side by side; return the winner, the best
+    gated candidate ("" if none), and the best of all on the primary metric, gated or not."""
     import json
+    from collections import namedtuple
 
     from components.training.evaluate import pick_winner
     from components.training.report import render_html
@@ -177,6 +194,7 @@ def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTM
     gated = {ev["candidate"]["name"]: ev["candidate"]["metrics"]
              for ev, ok in zip(sets, gated_flags, strict=True) if ok}
     winner = pick_winner(gated, primary)
+    best = pick_winner({ev["candidate"]["name"]: ev["candidate"]["metrics"] for ev in sets}, primary)
     for ev in sets:
         metrics.log_metric(f"{ev['candidate']['name']}:{primary}", ev["candidate"]["metrics"].get(primary, 0.0))
     metrics.log_metric(f"popularity:{primary}", sets[0]["baseline"]["metrics"].get(primary, 0.0))
@@ -189,7 +207,7 @@ def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTM
                      + ", ".join(f"{name} {score:.4f}" for name, score in sorted(fold.items(), key=lambda x: -x[1])))
     with open(report.path, "w") as f:
         f.write(render_html(sets, title="Offline evaluation: models side by side", notes=notes))
-    return winner
+    return namedtuple("Compared", ["winner", "best"])(winner, best)
 
 
 COMPARE_SLOTS = ("a", "b", "c", "d")   # the models `compare` takes: evaluation_<slot>, candidate_<slot>

@@ -26,10 +26,11 @@ Source = Annotated[str, typer.Option(envvar="MOVIEREC_EVENTS",
                                      help="Event log the ingest step reads: file:PATH or kafka://HOST:PORT/TOPIC.")]
 Params = Annotated[Path | None, typer.Option(help="params.yaml to use (default: $MOVIEREC_PARAMS or ./params.yaml, "
                                                   "else built-in defaults).")]
-Deploy = Annotated[str, typer.Option(help="After the gate: none, canary (a candidate becomes the canary, or "
-                                          "stable if nothing is deployed) or stable.")]
+Deploy = Annotated[str, typer.Option(help="What the release step does with the winner (refit on the whole "
+                                          "snapshot): none, canary (stable if nothing is deployed) or stable.")]
 CanaryPercent = Annotated[float, typer.Option(help="Share of users (%) a canary gets.")]
-ForceDeploy = Annotated[bool, typer.Option(help="Deploy even models the gate rejected (recorded in their cards).")]
+ForceDeploy = Annotated[bool, typer.Option(help="When no model passed the gate, deploy the best one anyway "
+                                                "(recorded in the rollout history).")]
 Group = Annotated[str, typer.Option(help="Kafka consumer group of the ingest step.")]
 
 

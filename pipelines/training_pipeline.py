@@ -5,6 +5,7 @@
         -> train svd    -> evaluate -> publish --+
         -> train svdpp  -> evaluate -> publish --+
         -> train als    -> evaluate -> publish --+-> compare (side-by-side report, the winner)
+                                                      -> release (refit the winner, publish it, deploy)
 
 The models are `train.algorithms` of params.yaml (one to four), fixed when the pipeline is
 compiled (`pipeline_for`); `training_pipeline` is the one for the default list. Each train step
@@ -18,8 +19,14 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and, optionally, AWS_ENDPOINT_URL), thr
 kfp-kubernetes; kfp.local ignores that and uses the caller's environment.
 
 Every model is published as a version, with its offline metrics and its gate decision in its
-card, in the order of the list; with `deploy="canary"` the first (SVD by default) becomes stable
-when nothing is deployed yet and a later candidate becomes the canary. The steps are the thin
+card; none is deployed there. `compare` picks the winner (the best gated candidate on the primary
+metric) and `release` alone refits it on the whole snapshot (`evaluate.refit`), publishes the refit
+(its card names the evaluated version, `gate.refit_of`) and deploys the refit (the winner itself
+without refit): with `deploy="canary"` it becomes the canary, or stable when nothing is deployed
+yet; with `deploy="stable"` it replaces the stable version. One model is deployed per run (before,
+each passing model was refit and deployed in list order, the first stable, the last the canary).
+Without a winner nothing is released, unless `force_deploy`: then the best model on the primary
+metric is deployed past its gate, as the rollout history records. The steps are the thin
 components of `components.steps`; this file only wires them.
 
     python -m pipelines.training_pipeline build/pipeline.yaml     # compile
@@ -32,7 +39,7 @@ from kfp import compiler, dsl
 
 from components.core.errors import UserError
 from components.core.params import DEFAULTS, check_algorithms, complete
-from components.steps import COMPARE_SLOTS, compare, evaluate, ingest, preprocess, publish, train
+from components.steps import COMPARE_SLOTS, compare, evaluate, ingest, preprocess, publish, release, train
 
 PIPELINE_NAME = "movierec-training"
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -49,8 +56,8 @@ def with_store_credentials(task, secret):
 
 
 def pipeline_for(algorithms: tuple[str, ...] | list[str]):
-    """The pipeline training `algorithms` (one to four, distinct; train.algorithms of params.yaml),
-    published in that order (the first becomes stable when nothing is deployed yet)."""
+    """The pipeline training `algorithms` (one to four, distinct; train.algorithms of params.yaml);
+    the winner among them is released."""
     algorithms = tuple(check_algorithms(list(algorithms), where="train.algorithms"))
     if not 1 <= len(algorithms) <= len(COMPARE_SLOTS) or len(set(algorithms)) != len(algorithms):
         raise UserError(f"train.algorithms: give 1 to {len(COMPARE_SLOTS)} distinct algorithms, got "
@@ -58,7 +65,7 @@ def pipeline_for(algorithms: tuple[str, ...] | list[str]):
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description=f"Ingest the event log, train {', '.join(algorithms)}, evaluate offline against a "
-                              "popularity baseline, publish gated model versions to the artifact store.")
+                              "popularity baseline, publish gated model versions to the artifact store, release the winner.")
     def training_pipeline(source: str = "file:events.log", store: str = ".movierec/store", params: str = "{}",
                           group: str = "movierec-ingest", deploy: str = "none", canary_percent: float = 10.0,
                           force_deploy: bool = False, s3_secret: str = "movierec-s3-pipeline") -> str:
@@ -78,24 +85,27 @@ def pipeline_for(algorithms: tuple[str, ...] | list[str]):
                                             s3_secret)
             scored.set_caching_options(False)             # compares with whatever is stable now
             scored.set_display_name(f"evaluate-{algorithm}")
-            released = publish(model=trained.outputs["model"], evaluation=scored.outputs["evaluation"],
-                               dataset=prepared.outputs["dataset"], store=store,
-                               params=params, deploy=deploy, canary_percent=canary_percent, force=force_deploy,
+            recorded = publish(model=trained.outputs["model"], evaluation=scored.outputs["evaluation"],
+                               dataset=prepared.outputs["dataset"], store=store, params=params,
                                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-            with_store_credentials(released, s3_secret)
-            released.set_display_name(f"publish-{algorithm}")
-            released.set_caching_options(False)           # it writes the registry and the rollout state
-            if published:
-                released.after(published[-1])             # one writer of the rollout state at a time
-            published.append(released)
+            with_store_credentials(recorded, s3_secret)
+            recorded.set_display_name(f"publish-{algorithm}")
+            recorded.set_caching_options(False)           # it writes the registry
+            published.append(recorded)
             evaluations.append(scored)
         slots = {}
-        for slot, scored, released in zip(COMPARE_SLOTS, evaluations, published, strict=False):
+        for slot, scored, recorded in zip(COMPARE_SLOTS, evaluations, published, strict=False):
             slots[f"evaluation_{slot}"] = scored.outputs["evaluation"]
-            slots[f"candidate_{slot}"] = released.outputs["candidate"]
-        winner = compare(**slots)
-        winner.set_display_name("compare")
-        return winner.outputs["Output"]
+            slots[f"candidate_{slot}"] = recorded.outputs["candidate"]
+        compared = compare(**slots)
+        compared.set_display_name("compare")
+        released = with_store_credentials(release(store=store, winner=compared.outputs["winner"],
+                                                  best=compared.outputs["best"], params=params, deploy=deploy,
+                                                  canary_percent=canary_percent, force=force_deploy,
+                                                  run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), s3_secret)
+        released.set_display_name("release")
+        released.set_caching_options(False)               # refits on the store's snapshot, writes the rollout state
+        return compared.outputs["winner"]
 
     return training_pipeline
 

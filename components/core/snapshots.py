@@ -87,9 +87,11 @@ def parsed_to_tables(parsed: ParsedLines, offsets: list[int], source: str) -> di
         if not positions:
             continue
         schema = SCHEMAS[kind]
-        arrays = [pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=False)]
+        arrays = [c.cast(f.type) if isinstance(c, pa.Array) else pa.array(c, type=f.type)   # Arrow from the bulk path
+                  for c, f in zip(cols, schema, strict=False)]
         arrays += [pa.array([source] * len(positions), pa.string()),
-                   pa.array(offsets, pa.int64()).take(pa.array(positions, pa.int64()))]
+                   pa.array(offsets, pa.int64()).take(positions if isinstance(positions, pa.Array)
+                                                      else pa.array(positions, pa.int64()))]
         table = pa.Table.from_arrays(arrays, schema=schema)
         days = pc.cast(table["time"], pa.date32())
         first, last = (d.as_py() for d in pc.min_max(days).values())

@@ -21,11 +21,13 @@ does not flatter it):
 Without per-user figures (an evaluation set written before the comparisons existed) the gate
 falls back to point estimates and says so.
 The decision and its reasons go into the card (`ModelCard.gate`) together with the offline
-metrics, so the trace and the reports can show why a version exists. The version is written
-once, before any deployment; `deploy="canary"` then starts a canary for a candidate (or makes it
-stable if nothing is deployed yet) and `deploy="stable"` replaces the stable version. Both are
-recorded with their reason in the rollout history (`movierec rollout status`), never in the
-card. A rejected model is never deployed unless `force=True`, which the history records too.
+metrics, so the trace and the reports can show why a version exists (`publish`). The version is
+written once, before any deployment. `release` then takes the one version chosen among those
+published (the pipeline's `compare` winner), refits it on the whole snapshot when it passed, and
+deploys it: `deploy="canary"` starts a canary (or makes it stable if nothing is deployed yet) and
+`deploy="stable"` replaces the stable version. Both are recorded with their reason in the rollout
+history (`movierec rollout status`), never in the card. A rejected model is never deployed unless
+`force=True`, which the history records too.
 """
 
 from __future__ import annotations
@@ -208,29 +210,18 @@ def stable_reference(store: ArtifactStore, evaluation: dict[str, Any]) -> tuple[
 
 
 def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluation: dict[str, Any],
-            params: dict | None = None, *, deploy: str = "none", canary_percent: float | None = None,
-            force: bool = False, pipeline_run: str = "", seen=None,
-            refit_with: Callable[[ModelCard], tuple[FactorModel, ModelCard]] | None = None) -> PublishResult:
-    """Gate `model` on its evaluation set (from `components.training.evaluate.evaluate_with_baseline`), write
-    it to the store as `card.version` with metrics and decision in its card, and deploy it if asked.
+            params: dict | None = None, *, pipeline_run: str = "", seen=None) -> PublishResult:
+    """Gate `model` on its evaluation set (from `components.training.evaluate.evaluate_with_baseline`) and
+    write it to the store as `card.version`, with its metrics and the decision in its card. Nothing
+    is deployed: that is `release`, for the one model chosen among those published.
 
     `seen` (a users x movies CSR, `Dataset.serving_seen_csr`) replaces the train-period mask the
     model was evaluated with, so the served model never recommends what its users watched in the
-    validation window either.
-
-    `refit_with` (e.g. `refit_whole_snapshot` bound to the store and params): once the model
-    passes the gate, it is refit with the same hyper-parameters on the whole snapshot, the refit
-    is published as a version of its own, and the refit is what is deployed. Both cards say so:
-    the evaluated one names its refit (`gate.refit`), the refit names what was evaluated
-    (`gate.refit_of`) and carries its offline metrics and decision."""
+    validation window either."""
     if seen is not None:
         model = model.with_seen(seen)
-    if deploy not in DEPLOY_MODES:
-        raise ValueError(f"deploy must be one of {', '.join(DEPLOY_MODES)}, got {deploy!r}")
-    p = section(params, "evaluate")
     metrics = dict(evaluation["candidate"]["metrics"])
     decision = decide(store, evaluation, params, card.version)
-
     card.metrics = {**card.metrics, **metrics,
                     **{f"baseline_{k}": v for k, v in evaluation["baseline"]["metrics"].items()}}
     card.metrics.update({f"{group}_{k}": v for group, values in evaluation["candidate"].get("by_activity", {}).items()
@@ -238,12 +229,38 @@ def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluatio
     if pipeline_run:
         card.pipeline_run = pipeline_run
     card.gate = decision.to_dict()
-    served = card.version
-    refit = refit_with(card) if refit_with is not None and decision.candidate else None
-    if refit is not None:
-        refit_model, refit_card = refit
-        served = refit_card.version
-        card.gate["refit"] = served
+    model.save(store, card)                      # published once (checksums last)
+    return PublishResult(version=card.version, decision=decision, served=card.version,
+                         rollout=rollout.load(store).to_dict())
+
+
+def to_release(winner: str, best: str, force: bool) -> str:
+    """The version a pipeline run releases: the compare winner (the best model that passed the
+    gate); without one, the best model on the primary metric when `force`, else none ("")."""
+    return winner or (best if force else "")
+
+
+def release(store: ArtifactStore, version: str, params: dict | None = None, *, deploy: str = "none",
+            canary_percent: float | None = None, force: bool = False, pipeline_run: str = "",
+            refit_with: Callable[[ModelCard], tuple[FactorModel, ModelCard]] | None = None) -> PublishResult:
+    """Release a published `version` (the one `compare` chose): refit it, publish the refit, deploy.
+
+    `refit_with` (e.g. `refit_whole_snapshot` bound to the store and params): when the version
+    passed its gate, it is refit with the same hyper-parameters on the whole snapshot and the refit
+    is published as a version of its own, which is what is deployed. The refit's card names what
+    was evaluated (`gate.refit_of`) and carries its offline metrics and decision; the evaluated
+    card, written once before the choice was made, is left as it is.
+
+    `deploy`: "none" deploys nothing; "canary" starts a canary of the released version, or makes it
+    stable when nothing is deployed yet; "stable" makes it stable. A version its gate rejected is
+    neither refit nor deployed unless `force`, which the rollout history records."""
+    if deploy not in DEPLOY_MODES:
+        raise ValueError(f"deploy must be one of {', '.join(DEPLOY_MODES)}, got {deploy!r}")
+    card = load_card(store, version)
+    decision = GateDecision(**{k: v for k, v in card.gate.items() if k in GateDecision.__dataclass_fields__})
+    served = version
+    if refit_with is not None and decision.candidate:
+        refit_model, refit_card = refit_with(card)
         refit_card.metrics = {**refit_card.metrics, **{k: v for k, v in card.metrics.items() if k != "train_rmse"}}
         refit_card.gate = {**decision.to_dict(), "refit_of": card.version,
                            "reasons": [*decision.reasons, f"refit of {card.version} (which these figures are of) "
@@ -254,15 +271,12 @@ def publish(store: ArtifactStore, model: FactorModel, card: ModelCard, evaluatio
                                        + "; the refit is what is served"]}
         if pipeline_run:
             refit_card.pipeline_run = pipeline_run
-    model.save(store, card)                      # published once (checksums last), before any deploy
-    if refit is not None:
-        refit_model.save(store, refit_card)
-
+        served = refit_model.save(store, refit_card)
     deployed = None
     if deploy != "none" and (decision.candidate or force):
-        deployed = _deploy(store, served, deploy, canary_percent if canary_percent is not None
-                           else float(p["canary_percent"]), decision)
-    return PublishResult(version=card.version, decision=decision, deployed=deployed, served=served,
+        percent = canary_percent if canary_percent is not None else float(section(params, "evaluate")["canary_percent"])
+        deployed = _deploy(store, served, deploy, percent, decision)
+    return PublishResult(version=version, decision=decision, deployed=deployed, served=served,
                          rollout=rollout.load(store).to_dict())
 
 

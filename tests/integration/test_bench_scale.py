@@ -17,7 +17,7 @@ import pytest
 from benchmarks import bench_scale
 from components.core.errors import UserError
 
-STAGES = {"ingest", "preprocess", "compare"}
+STAGES = {"ingest", "preprocess", "compare", "release"}
 
 
 def _interval(x: dict, lo: float = 0.0, hi: float = 1.0) -> None:

@@ -1,4 +1,5 @@
-"""The bulk parser says exactly what `parse_line` says of every line: same events, same rejections."""
+"""The bulk parser says exactly what `parse_line` says of every line: same events, same rejections,
+on its vectorised path (Arrow, the default) as on its per-line path."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ T = "2026-03-18T06:12:47"
 
 
 def assert_same_as_parse_line(lines: list) -> None:
-    parsed = parse_columns(lines)
+    for vectorised in (True, False):
+        _assert_same_as_parse_line(lines, vectorised)
+
+
+def _assert_same_as_parse_line(lines: list, vectorised: bool) -> None:
+    parsed = parse_columns(lines, vectorised=vectorised)
     got = dict(parsed.events())
     for i, rejection in parsed.rejections:
         assert i not in got
@@ -25,7 +31,8 @@ def assert_same_as_parse_line(lines: list) -> None:
     assert sorted(got) == list(range(len(lines)))
     for i, want in enumerate(expected):
         assert type(got[i]) is type(want) and got[i] == want, (lines[i], got[i], want)
-    for kind, (positions, *cols) in parsed.columns.items():
+    for kind, columns in parsed.columns.items():
+        positions, *cols = (c if isinstance(c, list) else c.to_pylist() for c in columns)   # Arrow on the fast path
         assert positions == sorted(positions)  # rows keep the log's order
         assert len(cols) == len(FIELDS[kind]) and all(len(c) == len(positions) for c in cols)
     assert parsed.counts() == {k: n for k in FIELDS if (n := sum(1 for e in expected if e.kind == k))}
@@ -141,6 +148,39 @@ def test_snapshot_tables_match_the_per_event_path(batch, start):
     assert sorted(got) == sorted(expected)
     for key, table in expected.items():
         assert got[key].equals(table), key
+
+
+def test_vectorised_and_per_line_paths_write_the_same_bytes_for_the_simulators_lines():
+    """The simulator's traffic with corrupted lines (invalid UTF-8 among them), as the file source
+    (bytes) and as text: the same events, rejections (reason, detail) and Parquet bytes either way."""
+    from components.core.snapshots import rejections_to_table, table_bytes
+    from simulator.service import StreamingService
+
+    service = StreamingService(seed=5, n_users=120, n_movies=50, corrupt_rate=0.05)
+    text = list(service.history(days=3, sessions_per_day=40, start=datetime(2026, 3, 1)))
+    raw = [line.encode("utf-8", "surrogateescape") for line in text]
+    assert service.corrupted > 50 and len(text) > 3000
+    assert any(not _utf8(line) for line in raw)
+    text = [line.decode("utf-8", "replace") for line in raw]        # what a text reader would hold
+    for lines in (raw, text, raw[:1] + text[1:]):
+        offsets = list(range(10**6, 10**6 + len(lines)))
+        written = []
+        for vectorised in (True, False):
+            parsed = parse_columns(lines, vectorised=vectorised)
+            tables = parsed_to_tables(parsed, offsets, "topic-0")
+            dead = rejections_to_table(((offsets[i], r) for i, r in parsed.rejections), "topic-0")
+            written.append(({key: table_bytes(t) for key, t in tables.items()}, table_bytes(dead),
+                            parsed.events(), parsed.rejections, parsed.counts()))
+        assert written[0] == written[1]
+        assert len(written[0][3]) == service.corrupted
+
+
+def _utf8(line: bytes) -> bool:
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def test_snapshot_tables_split_days():

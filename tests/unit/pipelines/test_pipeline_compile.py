@@ -43,16 +43,20 @@ def _tasks(spec: dict) -> dict[str, dict]:
 def test_steps_and_wiring(spec):
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME == "movierec-training"
     tasks = _tasks(spec)
-    assert set(tasks) == {"ingest", "preprocess", "compare",
+    assert set(tasks) == {"ingest", "preprocess", "compare", "release",
                           *(f"{step}-{a}" for step in ("train", "evaluate", "publish") for a in ("svd", "svdpp", "als"))}
     by_key = {key: t["taskInfo"]["name"] for key, t in spec["root"]["dag"]["tasks"].items()}
     deps = {name: {by_key[d] for d in t.get("dependentTasks", [])} for name, t in tasks.items()}
     assert deps["preprocess"] == {"ingest"}
     assert deps["train-svd"] == {"preprocess"}
     assert deps["evaluate-svdpp"] == {"preprocess", "train-svdpp"}
-    assert "publish-svd" in deps["publish-svdpp"]              # one writer of the rollout state at a time
-    assert "publish-svdpp" in deps["publish-als"]
+    assert "publish-svd" not in deps["publish-svdpp"]          # publish deploys nothing: no order among them
     assert {f"{step}-{a}" for step in ("evaluate", "publish") for a in ("svd", "svdpp", "als")} <= deps["compare"]
+    assert deps["release"] == {"compare"}                      # the one writer of the rollout state, once
+    released = tasks["release"]["inputs"]["parameters"]
+    assert {released[k]["taskOutputParameter"]["outputParameterKey"] for k in ("winner", "best")} == {"winner", "best"}
+    assert released["deploy"]["componentInputParameter"] == "deploy"
+    assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
     slots = tasks["compare"]["inputs"]
     assert set(slots["artifacts"]) == {"evaluation_a", "evaluation_b", "evaluation_c"}
     assert set(slots["parameters"]) == {"candidate_a", "candidate_b", "candidate_c"}
@@ -76,7 +80,7 @@ def test_too_many_or_repeated_models_are_one_clear_error(tmp_path, algorithms):
 
 def test_caching_off_where_inputs_are_live(spec):
     tasks = _tasks(spec)
-    for name in ("ingest", "preprocess", "evaluate-svd", "publish-svd", "publish-svdpp"):
+    for name in ("ingest", "preprocess", "evaluate-svd", "publish-svd", "publish-svdpp", "release"):
         assert not tasks[name].get("cachingOptions", {}).get("enableCache", False), name
     assert tasks["train-svd"]["cachingOptions"]["enableCache"] is True
 
@@ -85,7 +89,8 @@ def test_store_steps_get_s3_credentials_from_a_secret(spec):
     executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {name for name, e in executors.items() if e.get("secretAsEnv")}
     assert with_secret == {"exec-ingest", "exec-preprocess", "exec-evaluate", "exec-evaluate-2", "exec-evaluate-3",
-                           "exec-publish", "exec-publish-2", "exec-publish-3"}   # train and compare never touch the store
+                           "exec-publish", "exec-publish-2", "exec-publish-3", "exec-release"}
+    # train and compare never touch the store
     envs = {m["envVar"]: m["secretKey"] for s in executors["exec-publish"]["secretAsEnv"] for m in s["keyToEnv"]}
     assert envs == {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
     assert {s["secretNameParameter"]["componentInputParameter"] for s in executors["exec-ingest"]["secretAsEnv"]} \

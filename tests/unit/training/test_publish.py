@@ -1,4 +1,5 @@
-"""The publish gate's decisions, and what publish writes: the version, its card, the rollout state."""
+"""The publish gate's decisions, what publish writes (the version and its card) and what release
+does with the chosen one (refit, deploy: the rollout state)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from components.core import rollout
 from components.core.model_artifact import ArtifactError, FactorModel, ModelCard, list_versions, load_card
 from components.core.store import LocalStore
-from components.training.publish import gate, publish, resolve_model, stable_reference
+from components.training.publish import gate, publish, release, resolve_model, stable_reference, to_release
 
 
 def test_beats_baseline_without_stable():
@@ -67,36 +68,41 @@ def _evaluation(value: float, baseline: float = 0.2, stable: tuple[str, float] |
     return ev
 
 
-def test_publish_writes_card_and_deploys_first_as_stable_then_canary(tmp_path):
+def test_publish_writes_the_card_and_release_deploys_first_as_stable_then_canary(tmp_path):
     store = LocalStore(tmp_path)
     first = publish(store, _model(), ModelCard(version="svd-1", algorithm="svd", data_snapshot="s1"),
-                    _evaluation(0.30), deploy="canary", canary_percent=25, pipeline_run="run-1")
-    assert first.decision.candidate and first.deployed == "stable"
+                    _evaluation(0.30), pipeline_run="run-1")
+    assert first.decision.candidate and first.deployed is None and rollout.load(store).stable is None
     card = load_card(store, "svd-1")
     assert card.metrics["ndcg@20"] == 0.30 and card.metrics["baseline_ndcg@20"] == 0.2
     assert card.metrics["heavy_ndcg@20"] == 0.30
     assert card.gate["candidate"] and "deployed" not in card.gate and card.pipeline_run == "run-1"
     assert FactorModel.load(store, "svd-1")[1].gate == card.gate
+    released = release(store, "svd-1", deploy="canary", canary_percent=25)
+    assert released.deployed == "stable" and released.served == "svd-1" and released.decision.candidate
     assert rollout.deployment_of(rollout.load(store), "svd-1") == "stable"   # the history says, not the card
 
     # The next model is compared with the stable one's card (same snapshot) and becomes the canary.
     assert stable_reference(store, _evaluation(0.3)) == ("svd-1", card.metrics, "its card, same data snapshot")
-    second = publish(store, _model(1), ModelCard(version="svdpp-1", algorithm="svdpp"), _evaluation(0.295),
-                     deploy="canary", canary_percent=25)
-    assert second.decision.candidate and second.deployed == "canary"
+    second = publish(store, _model(1), ModelCard(version="svdpp-1", algorithm="svdpp"), _evaluation(0.295))
+    assert second.decision.candidate and second.decision.stable_version == "svd-1"
+    assert release(store, "svdpp-1", deploy="canary", canary_percent=25).deployed == "canary"
     state = rollout.load(store)
     assert (state.stable, state.canary, state.canary_percent) == ("svd-1", "svdpp-1", 25.0)
     assert rollout.deployment_of(state, "svdpp-1") == "canary"
     assert [h["action"] for h in rollout.history_of(state, "svdpp-1")] == ["canary"]
+    assert release(store, "svdpp-1", deploy="stable").deployed == "stable"
+    assert rollout.load(store).stable == "svdpp-1"
 
 
-def test_publish_writes_each_file_once(tmp_path, monkeypatch):
+def test_publish_and_release_write_each_file_once(tmp_path, monkeypatch):
     """Deploying after publishing rewrites nothing: a predictor polling in between reads one consistent version."""
     store = LocalStore(tmp_path)
     writes = []
     put = store.put_bytes
     monkeypatch.setattr(store, "put_bytes", lambda key, data: (writes.append(key), put(key, data))[1])
-    publish(store, _model(), ModelCard(version="svd-1", algorithm="svd"), _evaluation(0.3), deploy="canary")
+    publish(store, _model(), ModelCard(version="svd-1", algorithm="svd"), _evaluation(0.3))
+    release(store, "svd-1", deploy="canary")
     model_writes = [k for k in writes if k.startswith("models/")]
     assert len(model_writes) == len(set(model_writes)) and model_writes[-1].endswith("checksums.json")
     assert rollout.load(store).stable == "svd-1"
@@ -104,27 +110,36 @@ def test_publish_writes_each_file_once(tmp_path, monkeypatch):
         publish(store, _model(), ModelCard(version="svd-1", algorithm="svd"), _evaluation(0.31))
 
 
-def test_rejected_model_is_published_but_not_deployed(tmp_path):
+def test_rejected_model_is_published_but_not_released(tmp_path):
     store = LocalStore(tmp_path)
     rollout.set_stable(store, "svd-1")
     result = publish(store, _model(), ModelCard(version="svd-2", algorithm="svd"),
-                     _evaluation(0.25, stable=("svd-1", 0.30)), deploy="canary")
-    assert not result.decision.candidate and result.deployed is None
+                     _evaluation(0.25, stable=("svd-1", 0.30)))
+    assert not result.decision.candidate
     assert result.decision.stable_source == "re-evaluated on this split"
     assert list_versions(store) == ["svd-2"]
     assert load_card(store, "svd-2").gate["candidate"] is False
+    assert release(store, "svd-2", deploy="canary").deployed is None
     assert rollout.load(store).canary is None
 
-    forced = publish(store, _model(), ModelCard(version="svd-3", algorithm="svd"),
-                     _evaluation(0.1), deploy="canary", force=True)
+    publish(store, _model(), ModelCard(version="svd-3", algorithm="svd"), _evaluation(0.1))
+    forced = release(store, "svd-3", deploy="canary", force=True)
     assert forced.deployed == "canary" and load_card(store, "svd-3").gate["candidate"] is False
     assert "forced past the publish gate" in rollout.load(store).history[-1]["reason"]
 
 
+def test_a_run_releases_the_winner_or_with_force_the_best_past_its_gate():
+    assert to_release("svd-2", "svdpp-1", force=False) == to_release("svd-2", "svdpp-1", force=True) == "svd-2"
+    assert to_release("", "svdpp-1", force=False) == ""
+    assert to_release("", "svdpp-1", force=True) == "svdpp-1"
+
+
 def test_bad_deploy_mode_and_model_resolution(tmp_path):
     store = LocalStore(tmp_path / "store")
+    publish(store, _model(), ModelCard(version="v", algorithm="svd"), _evaluation(0.3))
     with pytest.raises(ValueError, match="deploy"):
-        publish(store, _model(), ModelCard(version="v", algorithm="svd"), _evaluation(0.3), deploy="everywhere")
+        release(store, "v", deploy="everywhere")
+    assert rollout.load(store).stable is None
     _model().save_dir(tmp_path / "folder", ModelCard(version="svd-8", algorithm="svd"))
     assert resolve_model(str(tmp_path / "folder"), store)[1].version == "svd-8"
     _model().save(store, ModelCard(version="svd-7", algorithm="svd"))
@@ -268,12 +283,13 @@ def test_a_model_that_passes_is_refit_on_the_whole_snapshot_and_the_refit_is_ser
     rec, card = train(data, "svd", params)
     evaluation = evaluate_with_baseline(rec.fitted, data, params, name=card.version)
     evaluation["comparisons"]["by_role"]["popularity"].update(low=0.01)      # let it pass, whatever the noise
-    result = publish(store, rec.fitted, card, evaluation, params, deploy="canary", seen=data.serving_seen_csr,
-                     refit_with=refit_whole_snapshot(store, params))
+    publish(store, rec.fitted, card, evaluation, params, seen=data.serving_seen_csr)
+    result = release(store, card.version, params, deploy="canary", refit_with=refit_whole_snapshot(store, params))
     assert result.decision.candidate and result.served != card.version and result.deployed == "stable"
-    assert rollout.load(store).stable == result.served
+    assert rollout.load(store).stable == result.served and result.version == card.version
     evaluated, refit = load_card(store, card.version), load_card(store, result.served)
-    assert evaluated.gate["refit"] == result.served and refit.gate["refit_of"] == card.version
+    assert refit.gate["refit_of"] == card.version and "refit" not in evaluated.gate     # written once, before
+    assert rollout.history_of(rollout.load(store), result.served)[0]["reason"].startswith("publish gate")
     assert "whole snapshot" in refit.gate["reasons"][-1] and "the one the split was cut from" in refit.gate["reasons"][-1]
     assert refit.params == evaluated.params and refit.metrics["ndcg@20"] == evaluated.metrics["ndcg@20"]
     whole = FactorModel.load(store, result.served)[0]
@@ -294,9 +310,11 @@ def test_a_model_that_passes_is_refit_on_the_whole_snapshot_and_the_refit_is_ser
 
 
 
-def test_a_rejected_model_is_not_refit(tmp_path):
+def test_a_rejected_model_is_not_refit_even_when_forced(tmp_path):
     calls = []
-    result = publish(LocalStore(tmp_path), _model(), ModelCard(version="svd-9", algorithm="svd"),
-                     _evaluation(0.1), refit_with=lambda card: calls.append(card) or (_model(1), card))
+    store = LocalStore(tmp_path)
+    publish(store, _model(), ModelCard(version="svd-9", algorithm="svd"), _evaluation(0.1))
+    result = release(store, "svd-9", deploy="stable", force=True,
+                     refit_with=lambda card: calls.append(card) or (_model(1), card))
     assert not result.decision.candidate and calls == [] and result.served == "svd-9"
-    assert "refit" not in load_card(LocalStore(tmp_path), "svd-9").gate
+    assert list_versions(store) == ["svd-9"] and rollout.load(store).stable == "svd-9"

@@ -26,7 +26,7 @@ USER_BIAS_STD = 0.35
 TASTE_STD = 1.0         # std of the personal part taste . factors: what a recommender can learn
 INITIAL_SHARE = 0.6     # users who already have an account on the first simulated day
 RATER_SHARE = 0.75      # users who ever rate what they watched
-RATE_ACTIVITY = 0.5     # engaged users also rate more of what they watch: propensity ~ activity ** this
+RATE_ACTIVITY = 0.35    # engaged users also rate more of what they watch: propensity ~ activity ** this
 # How often a user comes back, relative to others (mean 1): Gamma(0.7), a little heavier than an
 # exponential (whose p90, p99 and p99.9 over the median, 3.3, 6.6 and 10, are close to MovieLens-100k's
 # ratings per user, 3.8, 6.8, 10.5) because counting a few ratings per user in two weeks, and

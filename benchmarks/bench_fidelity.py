@@ -73,6 +73,7 @@ def run(spec: dict, simulator_root: Path | None = None) -> dict:
     expected = (simulator_root or ROOT) / "simulator"
     if Path(result["simulator"]).resolve() != expected.resolve():
         raise RuntimeError(f"ran the simulator in {result['simulator']}, expected {expected}")
+    result["simulator"] = "the baseline revision" if simulator_root else "this checkout"  # no machine path
     return result
 
 

@@ -26,15 +26,19 @@ USER_BIAS_STD = 0.35
 TASTE_STD = 1.0         # std of the personal part taste . factors: what a recommender can learn
 INITIAL_SHARE = 0.6     # users who already have an account on the first simulated day
 RATER_SHARE = 0.75      # users who ever rate what they watched
+RATE_ACTIVITY = 0.35    # engaged users also rate more of what they watch: propensity ~ activity ** this
 # How often a user comes back, relative to others (mean 1): Gamma(0.7), a little heavier than an
 # exponential (whose p90, p99 and p99.9 over the median, 3.3, 6.6 and 10, are close to MovieLens-100k's
 # ratings per user, 3.8, 6.8, 10.5) because counting a few ratings per user in two weeks, and
 # keeping only users with one, compresses the tail again (see `movierec fidelity`).
 ACTIVITY_SHAPE = 0.7
+# Choosing on their own, users pick what they like; how often a movie is picked over all users goes
+# as its exposure to a power (see `choice_base`), whatever its quality: exposure says how often,
+# taste says by whom. Without that, quality multiplied the exposure's head (top-1% share 0.14).
 CHOICE_BETA = 1.8       # how strongly users pick what they like when choosing on their own
-EXPOSURE_POWER = 0.7    # how much being well known draws users to a movie
+EXPOSURE_POWER = 0.8    # how much being well known draws users to a movie
 KNOWN_BETA = 0.5        # ... and how much taste shaped the movies they saw before joining
-KNOWN_POWER = 0.4       # ... and being well known (older movies were known through other channels)
+KNOWN_POWER = 0.7       # ... and being well known (older movies were known through other channels)
 RATING_CENTER, RATING_SCALE, RATING_NOISE = 2.55, 0.9, 0.6
 FINISH_AT = 0.6         # interest above which a movie is watched to the end
 DISLIKE_AT = -0.8       # affinity below which a movie is disliked strongly (and rated more often)
@@ -43,6 +47,10 @@ FOLLOW_BETA = 1.5       # taste sensitivity when looking at a recommendation lis
 FOLLOW_SLOPE, FOLLOW_THRESHOLD = 1.4, 3.5
 ATTENTION = 3.0         # list positions: the top few get most of a user's attention
 SEEN_WEIGHT, STARTED_WEIGHT = 0.02, 0.3  # how much less users pick movies seen / abandoned
+
+
+# E[activity ** RATE_ACTIVITY] of the Gamma(ACTIVITY_SHAPE, 1 / ACTIVITY_SHAPE) activity
+_MEAN_ACTIVITY_POWER = math.gamma(ACTIVITY_SHAPE + RATE_ACTIVITY) / math.gamma(ACTIVITY_SHAPE) / ACTIVITY_SHAPE ** RATE_ACTIVITY
 
 
 class Population:
@@ -81,17 +89,27 @@ def user_traits(seed: int, user_id: int) -> tuple[float, np.ndarray, float, floa
     taste = rng.normal(0.0, TASTE_STD / math.sqrt(N_FACTORS), N_FACTORS)
     activity = rng.gamma(ACTIVITY_SHAPE, 1.0 / ACTIVITY_SHAPE)
     rate = rng.beta(2.0, 2.0) if rng.random() < RATER_SHARE else 0.0
+    rate *= (activity ** RATE_ACTIVITY) / _MEAN_ACTIVITY_POWER  # the same mean propensity
     join = rng.random()
     return bias, taste, activity, rate, join
 
 
 # -- behaviour: from affinity to what the log shows ----------------------------------------------
 
-def choice_weights(affinity: np.ndarray, exposure: np.ndarray, seen_weight: dict[int, float],
-                   beta: float | None = None, power: float | None = None) -> np.ndarray:
-    """Unnormalised odds that a user picks each movie on their own: known, liked, not yet seen."""
-    beta = CHOICE_BETA if beta is None else beta
-    w = exposure ** (EXPOSURE_POWER if power is None else power) * np.exp(beta * affinity)
+def choice_base(catalogue: Catalogue, beta: float = CHOICE_BETA, power: float = EXPOSURE_POWER) -> np.ndarray:
+    """Log-odds of picking each movie before a user's affinity: `power` log exposure, minus the log of
+    exp(beta * affinity) averaged over the users (beta * quality + beta^2 * the variance of the
+    taste part / 2). A user's odds are exp(base + beta * affinity): over all users a movie's share of
+    picks goes as exposure ** power, and a user picks the movies they like more than others do."""
+    spread = TASTE_STD ** 2 / N_FACTORS * (catalogue.factors ** 2).sum(axis=1)
+    return power * np.log(catalogue.exposure) - beta * catalogue.quality - beta ** 2 * spread / 2
+
+
+def choice_weights(affinity: np.ndarray, base: np.ndarray, seen_weight: dict[int, float],
+                   beta: float = CHOICE_BETA) -> np.ndarray:
+    """Unnormalised odds that a user picks each movie on their own: known, liked, not yet seen
+    (`base` from `choice_base` with the same beta)."""
+    w = np.exp(base + beta * (affinity - affinity.max()))
     for m, factor in seen_weight.items():
         w[m] *= factor
     return w

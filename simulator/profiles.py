@@ -41,7 +41,7 @@ PROFILES = {
                     legacy_share=0.15),
     # The course's service: 200k users, 10k movies, two weeks, a log dominated by watch minutes.
     "course": Profile("course", users=200_000, movies=10_000, days=14, sessions_per_user_day=0.15,
-                      signup_ratings=1.0, legacy_share=0.1),
+                      signup_ratings=0.4, legacy_share=0.05),
 }
 DEFAULT_PROFILE = "demo"
 

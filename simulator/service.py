@@ -52,6 +52,8 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         self.population = Population(seed, n_users)
         self.signup_ratings = signup_ratings
         self.legacy_share = legacy_share
+        self._choice_base = behaviour.choice_base(self.catalogue)
+        self._known_base = behaviour.choice_base(self.catalogue, behaviour.KNOWN_BETA, behaviour.KNOWN_POWER)
         self._rnd = random.Random(f"movierec-behaviour-{seed}")
         self._np = np.random.default_rng([seed, 2])
         self._corrupt = Corruptor(corrupt_rate, random.Random(f"movierec-corruption-{seed}"))
@@ -161,8 +163,7 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         if n == 0:
             return
         affinity = self.population.affinity(self.catalogue, user)
-        w = behaviour.choice_weights(affinity, self.catalogue.exposure, {}, behaviour.KNOWN_BETA,
-                                    behaviour.KNOWN_POWER)
+        w = behaviour.choice_weights(affinity, self._known_base, {}, behaviour.KNOWN_BETA)
         known = self._np.choice(len(w), size=n, replace=False, p=w / w.sum())
         seen = self.seen.setdefault(user, {})
         for m in known:
@@ -176,7 +177,7 @@ class StreamingService(LiveTrafficMixin, RecommendersMixin):
         (PASSED_OVER_WEIGHT), not impossible: a well-known movie a user would have watched anyway is
         often on the list too, and the log then shows a "hit" the list did not cause - the attribution
         bias of real data, which online evaluation has to live with."""
-        w = behaviour.choice_weights(affinity, self.catalogue.exposure, self.seen.get(user, {}))
+        w = behaviour.choice_weights(affinity, self._choice_base, self.seen.get(user, {}))
         if len(passed_over):
             idx = self.catalogue.indices(list(passed_over)[:20])
             w[idx[idx >= 0]] *= PASSED_OVER_WEIGHT

@@ -66,12 +66,13 @@ class WorldSpec:
 
 # Worlds fitted to the calibrated simulator (`simulator/world_fit.py`), measured with
 #   python -m benchmarks.bench_world_fit      (course profile scaled to 20,000 users and 1,000 movies, seed 3)
-# (benchmarks/results/world-fit.json): visitors come 1.44 times in two days (p99 5), a visit reloads
-# 0.35 times, nobody opens the home page mid-movie, a popularity list is followed 43% of the time
-# (users alike: concentration 11.5), half the others watch an own choice, 9.6% of those on the list.
-COURSE_WORLD = WorldSpec(list_length=20, visits_mean=0.3355, visits_shape=0.582, follow_mean=0.4333,
-                         follow_concentration=11.474, reload_mean=0.3467, own_choice=0.4987,
-                         mid_session_visit=0.0, zipf=0.448)
+# (benchmarks/results/world-fit.json): visitors come 1.44 times in two days (p99 4), a visit reloads
+# 0.34 times, nobody opens the home page mid-movie, a popularity list is followed 37% of the time
+# (users alike: concentration 31), half the others watch an own choice, 4.6% of those on the list
+# (no more than chance: Zipf 0, own choices go as exposure, not as the list's popularity).
+COURSE_WORLD = WorldSpec(list_length=20, visits_mean=0.3877, visits_shape=0.76, follow_mean=0.3718,
+                         follow_concentration=31.438, reload_mean=0.3442, own_choice=0.5017,
+                         mid_session_visit=0.0, zipf=0.0)
 WORLDS = {"course": WorldSpec.calibrated, "legacy": WorldSpec.legacy}
 
 

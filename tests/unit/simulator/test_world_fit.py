@@ -99,3 +99,15 @@ def test_the_canary_analysis_reads_course_worlds_as_it_reads_the_first_ones():
 
     outcomes = [calibration.run_world(seed, 0.0, COURSE_WORLD) for seed in (1, 2)]
     assert all(o.analyse_agrees for o in outcomes) and all(o.looks > 50 for o in outcomes)
+
+
+def test_course_world_is_the_spec_the_last_world_fit_derived():
+    """`COURSE_WORLD` is what `bench_world_fit` last derived from the simulator: a change to the
+    simulator's behaviour re-runs the fit, and this test keeps the constant from drifting from it."""
+    import json
+    from pathlib import Path
+
+    fit = json.loads((Path(__file__).resolve().parents[3] / "benchmarks/results/world-fit.json").read_text())
+    behaviour = ("visits_mean", "visits_shape", "follow_mean", "follow_concentration", "reload_mean",
+                 "own_choice", "mid_session_visit", "zipf", "list_length")
+    assert {k: getattr(COURSE_WORLD, k) for k in behaviour} == {k: fit["derived_spec"][k] for k in behaviour}

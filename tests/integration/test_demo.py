@@ -44,11 +44,16 @@ def test_demo_runs_the_whole_loop_and_the_winner_beats_popularity(tmp_path):
     assert "executor" in (out / "demo.log").read_text().lower()
     assert "hit rate: the share of answered recommendations" in proc.stdout
 
-    # the popularity canary is clearly worse: the analysis decides, and the decision is carried out
+    # the popularity canary is worse (about 10-18 hit-rate points here): the analysis never promotes
+    # it; on this small world (1,200 users, a few hundred answers per arm) the always-valid test
+    # decides on some runs and keeps collecting on others, and a decision, when taken, is carried out
     canary = summary["online"]["canary"]
     assert canary["canary"] == per_version["popularity"]["version"]
-    assert canary["decision"] in ("promote", "rollback") and canary["acted"] == canary["decision"], canary
-    assert summary["rollout_after"]["canary"] is None
+    assert canary["decision"] in ("rollback", "keep_collecting"), canary
+    if canary["decision"] == "rollback":
+        assert canary["acted"] == "rollback" and summary["rollout_after"]["canary"] is None
+    else:
+        assert canary["acted"] is None and summary["rollout_after"]["canary"] == canary["canary"]
     assert f"canary decision: {canary['decision'].upper()} popularity" in proc.stdout
 
     # the offline report, out of the pipeline root, as a file a browser opens as a page

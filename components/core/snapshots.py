@@ -185,6 +185,9 @@ def _read_tables(store: ArtifactStore, keys: list[str], schema: pa.Schema, sort:
         column = columns.pop(0)
         frame[name] = column.take(order).to_pandas()
         del column
+    # Arrow's allocator keeps freed pages for reuse: hand them back, or the process carries the
+    # read's peak into what the reader does next (36M watch events: 2.7 -> 1.3 GB resident).
+    pa.default_memory_pool().release_unused()
     return pd.DataFrame(frame, copy=False)
 
 

@@ -33,8 +33,8 @@ class Section(BaseModel):
 
 
 class Preprocess(Section):
-    min_user_ratings: int = Field(2, ge=0)
-    min_movie_ratings: int = Field(2, ge=0)
+    min_user_movies: int = Field(1, ge=0)
+    min_movie_users: int = Field(2, ge=0)
     min_watch_minutes: int = Field(1, ge=1)
     split: Split = "time"
     valid_days: float | None = Field(None, ge=0)
@@ -160,9 +160,20 @@ def _allowed_range(loc: tuple) -> str:
     return " and ".join(parts)
 
 
+# Keys that were renamed: the new name and why, for anyone whose params file still has the old one.
+RENAMED = {
+    "preprocess.min_user_ratings": "preprocess.min_user_movies (it counts the movies a user rated or watched, "
+                                   "not only ratings)",
+    "preprocess.min_movie_ratings": "preprocess.min_movie_users (it counts the users who rated or watched a movie, "
+                                    "not only ratings)",
+}
+
+
 def _describe(error: dict) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(part) for part in loc if isinstance(part, str)) or "params"
+    if error["type"] == "extra_forbidden" and key in RENAMED:
+        return f"{key} was renamed {RENAMED[key]}"
     if error["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "none"

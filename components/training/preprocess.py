@@ -113,7 +113,7 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
     train_r = train_r.where(user_ok[ids.user(train_r.key)] & movie_ok[ids.movie(train_r.key)])
     train_w = train_w.where(user_ok[ids.user(train_w.key)] & movie_ok[ids.movie(train_w.key)])
     if not len(train_r):
-        raise ValueError("every rating was filtered out: lower min_user_ratings / min_movie_ratings")
+        raise ValueError("every rating was filtered out: lower min_user_movies / min_movie_users")
     valid_r, valid_w = _validation(ids, valid_r, valid_w, history, p, stats)
 
     user_index = np.where(user_ok, np.cumsum(user_ok) - 1, -1).astype(np.int32)
@@ -249,28 +249,33 @@ def _history(ids: _Ids, train_r: _Pairs, train_w: _Pairs) -> np.ndarray:
 
 
 def _filter(ids: _Ids, train_r: _Pairs, train_w: _Pairs, p: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Drop too-sparse movies and users (by train ratings), repeating until both thresholds hold;
-    return which user and movie codes stay."""
-    min_u, min_m = int(p["min_user_ratings"]), int(p["min_movie_ratings"])
+    """Drop too-sparse movies and users, repeating until both thresholds hold; return which user
+    and movie codes stay. Both count distinct (user, movie) pairs rated or watched in the train
+    period: a user who only watches is as learnable from watches as one who rates (counting only
+    ratings once dropped two thirds of the course service's users, and movies people watch but
+    seldom rate)."""
+    min_u, min_m = int(p["min_user_movies"]), int(p["min_movie_users"])
     n_users, n_movies = len(ids.users), len(ids.movies)
-    present = np.concatenate([train_r.key, train_w.key])
-    users = np.bincount(ids.user(present), minlength=n_users) > 0
-    movies = np.bincount(ids.movie(present), minlength=n_movies) > 0
+    pairs = pd.unique(np.concatenate([train_r.key, train_w.key]))   # hashing: np.unique sorts
+    pu, pm = ids.user(pairs), ids.movie(pairs)
+    users = np.bincount(pu, minlength=n_users) > 0
+    movies = np.bincount(pm, minlength=n_movies) > 0
     all_users, all_movies = int(users.sum()), int(movies.sum())
-    ru, rm = ids.user(train_r.key), ids.movie(train_r.key)
     for _ in range(50):
-        movies_next = movies & (np.bincount(rm, minlength=n_movies) >= min_m)
-        keep = movies_next[rm]
-        ru, rm = ru[keep], rm[keep]
-        users_next = users & (np.bincount(ru, minlength=n_users) >= min_u)
-        keep = users_next[ru]
-        ru, rm = ru[keep], rm[keep]
+        movies_next = movies & (np.bincount(pm, minlength=n_movies) >= min_m)
+        keep = movies_next[pm]
+        pu, pm = pu[keep], pm[keep]
+        users_next = users & (np.bincount(pu, minlength=n_users) >= min_u)
+        keep = users_next[pu]
+        pu, pm = pu[keep], pm[keep]
         if (users_next == users).all() and (movies_next == movies).all():
             break
         users, movies = users_next, movies_next
+    kept_r = users[ids.user(train_r.key)] & movies[ids.movie(train_r.key)]
     stats.update(filter_users_in=all_users, filter_users_dropped=all_users - int(users.sum()),
                  filter_movies_in=all_movies, filter_movies_dropped=all_movies - int(movies.sum()),
-                 filter_ratings_dropped=len(train_r) - len(ru))
+                 filter_ratings_dropped=len(train_r) - int(kept_r.sum()),
+                 filter_pairs_dropped=len(pairs) - len(pu))
     return users, movies
 
 

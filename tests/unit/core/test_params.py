@@ -37,7 +37,10 @@ def test_partial_params_are_completed_and_typed():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"preprocess": {"min_user_rating": 3}}, "unknown key preprocess.min_user_rating (allowed here: min_user_ratings"),
+    ({"preprocess": {"min_user_rating": 3}}, "unknown key preprocess.min_user_rating (allowed here: min_user_movies"),
+    ({"preprocess": {"min_user_ratings": 2}},
+     "preprocess.min_user_ratings was renamed preprocess.min_user_movies (it counts the movies a user rated or watched"),
+    ({"preprocess": {"min_movie_ratings": 2}}, "preprocess.min_movie_ratings was renamed preprocess.min_movie_users"),
     ({"evaluat": {}}, "unknown key evaluat (allowed here: preprocess, train, evaluate)"),
     ({"train": {"svd": {"n_factors": -5}}}, "train.svd.n_factors = -5 is out of range (allowed: >= 1 and <= 10000)"),
     ({"preprocess": {"valid_fraction": 1.0}}, "preprocess.valid_fraction = 1.0 is out of range (allowed: >= 0 and < 1)"),

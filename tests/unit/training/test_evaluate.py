@@ -200,7 +200,7 @@ def test_watches_a_served_list_caused_are_kept_out_of_the_targets():
     from tests.synthetic_events import synthetic_events
 
     rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
-    params = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}}
+    params = {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}}
     plain = build_dataset(rates, watches, params)
     valid = plain.valid_watches
     caused, running, unlisted = (valid.iloc[i] for i in range(3))

@@ -16,7 +16,7 @@ PARAMS = {"als": {"factors": 8, "iterations": 10}, "bpr": {"factors": 8, "iterat
 @pytest.fixture(scope="module")
 def dataset():
     rates, watches = synthetic_events(n_users=80, n_movies=50, per_user=20, seed=5)
-    return build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    return build_dataset(rates, watches, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}})
 
 
 @pytest.mark.parametrize("algorithm", ["als", "bpr"])

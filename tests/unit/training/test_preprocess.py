@@ -19,7 +19,7 @@ from tests.snapshot_batches import write_batch
 from tests.synthetic_events import synthetic_events
 
 T0 = pd.Timestamp("2026-03-01")
-LOOSE = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1, "valid_days": 5}}
+LOOSE = {"preprocess": {"min_user_movies": 1, "min_movie_users": 1, "valid_days": 5}}
 
 
 def validation_history(ds) -> dict[int, int]:
@@ -54,13 +54,13 @@ def frames(rates: list[tuple], watches: list[tuple] = ()) -> tuple[pd.DataFrame,
 def test_latest_rating_wins_and_watch_minutes_are_distinct():
     r, w = frames([(0, 1, "a", 2), (1, 1, "a", 5), (1, 1, "b", 3), (20, 1, "c", 4)],
                   [(0, 1, "a", 0), (0.001, 1, "a", 0), (0.002, 1, "a", 1), (0, 1, "c", 7)])
-    ds = build_dataset(r, w, {"preprocess": {**LOOSE["preprocess"], "min_movie_ratings": 0}})
+    ds = build_dataset(r, w, {"preprocess": {**LOOSE["preprocess"], "min_movie_users": 0}})
     a = ds.train_ratings.set_index("movie_id")
     assert a.loc["a", "rating"] == 5
     assert ds.stats["duplicate_ratings_dropped"] == 1
     minutes = ds.train_watches.set_index("movie_id")["minutes"]
-    assert minutes["a"] == 2 and minutes["c"] == 1      # "c" only watched: kept since min_movie_ratings=0
-    assert build_dataset(r, w, LOOSE).movie_ids.tolist() == ["a", "b"]
+    assert minutes["a"] == 2 and minutes["c"] == 1      # "c" only watched: a movie all the same
+    assert build_dataset(r, w, LOOSE).movie_ids.tolist() == ["a", "b", "c"]
 
 
 def test_split_is_by_time_and_validates_only_users_with_history():
@@ -90,13 +90,28 @@ def test_sparse_users_and_movies_are_filtered_and_counted():
     r, w = frames([(0, 1, "a", 4), (0, 1, "b", 3), (0, 2, "a", 5), (0, 2, "b", 2),
                    (0, 3, "a", 4), (0, 3, "z", 5),     # z: one rating -> dropped; then user 3 has 1 -> dropped
                    (20, 3, "b", 4), (20, 1, "a", 1)])
-    ds = build_dataset(r, w, {"preprocess": {"min_user_ratings": 2, "min_movie_ratings": 2, "valid_days": 5}})
+    ds = build_dataset(r, w, {"preprocess": {"min_user_movies": 2, "min_movie_users": 2, "valid_days": 5}})
     assert ds.user_ids.tolist() == [1, 2] and ds.movie_ids.tolist() == ["a", "b"]
     s = ds.stats
     assert (s["filter_users_dropped"], s["filter_movies_dropped"], s["filter_ratings_dropped"]) == (1, 1, 2)
     # user 3 had history, so its validation row stays, marked unknown (-1)
     row = ds.valid_ratings[ds.valid_ratings["user_id"] == 3].iloc[0]
     assert row["u"] == -1 and row["i"] == ds.movie_index(["b"])[0]
+
+
+def test_filters_count_movies_watched_as_well_as_rated():
+    # user 2 never rates but watched two movies; movie "w" is only ever watched, by two users;
+    # user 4 watched one movie, "z", which nobody else rated or watched
+    r, w = frames([(0, 1, "a", 4), (0, 1, "b", 3), (0, 3, "a", 5), (20, 2, "a", 4)],
+                  [(0, 2, "a", 0), (0, 2, "w", 0), (0, 3, "w", 1), (0, 4, "z", 0)])
+    ds = build_dataset(r, w, {"preprocess": {"min_user_movies": 2, "min_movie_users": 2, "valid_days": 5}})
+    # "b" and "z" have one user each -> dropped; then users 1 and 4 have one movie -> dropped;
+    # "a" keeps users 2 and 3 (one watched, one rated it); user 2 is known from watches alone
+    assert ds.user_ids.tolist() == [2, 3] and ds.movie_ids.tolist() == ["a", "w"]
+    assert (ds.stats["filter_users_dropped"], ds.stats["filter_movies_dropped"]) == (2, 2)
+    assert ds.watch_csr.toarray().tolist() == [[1, 1], [0, 1]]
+    row = ds.valid_ratings[ds.valid_ratings["user_id"] == 2].iloc[0]
+    assert row["u"] == 0
 
 
 def test_matrices_and_id_maps():

@@ -24,7 +24,7 @@ def assert_same(a, b) -> None:
 
 
 @pytest.mark.parametrize("params", [{}, {"preprocess": {"split": "user_recent"}},
-                                    {"preprocess": {"min_user_ratings": 5, "min_movie_ratings": 8}}])
+                                    {"preprocess": {"min_user_movies": 5, "min_movie_users": 8}}])
 def test_categorical_ids_and_row_order_change_nothing(params):
     rates, watches = synthetic_events(seed=21)
     again = rates.sample(frac=0.3, random_state=1).assign(time=lambda f: f["time"] + pd.Timedelta(days=2),
@@ -38,7 +38,7 @@ def test_categorical_ids_and_row_order_change_nothing(params):
 
 def test_a_rerating_after_the_cutoff_leaves_the_earlier_one_in_train():
     r, w = frames([(0, 1, "a", 2), (1, 1, "a", 3), (0, 2, "a", 4), (0, 2, "b", 4), (1, 1, "b", 5), (20, 1, "a", 5)])
-    ds = build_dataset(r, w, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1, "valid_days": 5}})
+    ds = build_dataset(r, w, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1, "valid_days": 5}})
     train = ds.train_ratings.set_index(["user_id", "movie_id"])["rating"]
     assert train[(1, "a")] == 3 and ds.valid_ratings["rating"].tolist() == [5]
     assert ds.stats["duplicate_ratings_dropped"] == 1

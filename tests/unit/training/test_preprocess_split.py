@@ -16,7 +16,7 @@ from components.training.preprocess import _cutoff, _split, build_dataset
 from tests.synthetic_events import synthetic_events
 from tests.unit.training.test_preprocess import frames
 
-USER_RECENT = {"preprocess": {"split": "user_recent", "min_user_ratings": 1, "min_movie_ratings": 1}}
+USER_RECENT = {"preprocess": {"split": "user_recent", "min_user_movies": 1, "min_movie_users": 1}}
 MOVIEREC = Path(sys.executable).with_name("movierec")
 
 

@@ -162,7 +162,7 @@ def test_evaluate_and_publish_commands(tmp_path):
     from tests.synthetic_events import synthetic_events
 
     rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=12, seed=2)
-    data = build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    data = build_dataset(rates, watches, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}})
     data.save(tmp_path / "dataset")
     rec = make_recommender("random", {"seed": 1}).fit(data)
     rec.fitted.save_dir(tmp_path / "models" / "random-1", ModelCard(version="random-1", algorithm="random"))
@@ -247,7 +247,7 @@ def test_stable_model_is_rescored_with_todays_train_mask(tmp_path):
     from tests.synthetic_events import synthetic_events
 
     rates, watches = synthetic_events(n_users=60, n_movies=40, per_user=15, seed=4)
-    data = build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    data = build_dataset(rates, watches, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}})
     fitted = make_recommender("popularity", {}).fit(data).fitted
     store = LocalStore(tmp_path)
     publish(store, fitted, ModelCard(version="pop-1", algorithm="popularity"),
@@ -277,7 +277,7 @@ def test_a_model_that_passes_is_refit_on_the_whole_snapshot_and_the_refit_is_ser
     events += [(int(o), WatchEvent(t.to_pydatetime(), int(u), m, int(x)))
                for t, u, m, x, _, o in watches.itertuples(index=False)]
     write_batch(store, "syn", 0, 10**6, events, [])
-    params = {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1},
+    params = {"preprocess": {"min_user_movies": 1, "min_movie_users": 1},
               "train": {"algorithms": ["svd"], "svd": {"n_factors": 4, "n_epochs": 5}}}
     data = prepare(store, params)
     rec, card = train(data, "svd", params)

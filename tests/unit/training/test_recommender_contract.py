@@ -27,7 +27,7 @@ UNKNOWN_USER = 987654321
 @pytest.fixture(scope="module")
 def dataset():
     rates, watches = synthetic_events(n_users=60, n_movies=40, per_user=18, seed=1)
-    return build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    return build_dataset(rates, watches, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}})
 
 
 class RecommenderContract:

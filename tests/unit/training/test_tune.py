@@ -19,7 +19,7 @@ SEARCH = {"train": {"tune": {"mode": "search", "n_trials": 4, "timeout_seconds":
 @pytest.fixture(scope="module")
 def dataset():
     rates, watches = synthetic_events(n_users=120, n_movies=50, per_user=20, seed=3)
-    return build_dataset(rates, watches, {"preprocess": {"min_user_ratings": 1, "min_movie_ratings": 1}})
+    return build_dataset(rates, watches, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}})
 
 
 def test_the_fold_splits_the_train_period_by_time_and_never_sees_validation(dataset):

@@ -139,16 +139,21 @@ class PopularityRecommender(Recommender):
     name = "popularity"
 
     def fit(self, dataset: Dataset) -> PopularityRecommender:
-        pop = np.log1p(dataset.movie_popularity().astype(np.float64))
-        z = (pop - pop.mean()) / (pop.std() or 1.0)
-        mu = dataset.global_mean
-        r = dataset.train_ratings
-        zi, y = z[r["i"].to_numpy()], r["rating"].to_numpy(np.float64) - mu
-        slope = float(zi @ y / (zi @ zi)) if zi @ zi > 0 else 0.0
-        item_bias = max(slope, 1e-3) * z
         n_u, n_m = dataset.n_users, dataset.n_movies
-        self.model = build_model(dataset, mu, np.zeros(n_u), item_bias, np.zeros((n_u, 1)), np.zeros((n_m, 1)))
+        self.model = build_model(dataset, dataset.global_mean, np.zeros(n_u), popularity_item_bias(dataset),
+                                 np.zeros((n_u, 1)), np.zeros((n_m, 1)))
         return self
+
+
+def popularity_item_bias(dataset: Dataset) -> np.ndarray:
+    """The popularity baseline's item bias: the standardized log count of train users who rated or
+    watched each movie, times its least-squares slope on the train ratings (kept positive)."""
+    pop = np.log1p(dataset.movie_popularity().astype(np.float64))
+    z = (pop - pop.mean()) / (pop.std() or 1.0)
+    r = dataset.train_ratings
+    zi, y = z[r["i"].to_numpy()], r["rating"].to_numpy(np.float64) - dataset.global_mean
+    slope = float(zi @ y / (zi @ zi)) if zi @ zi > 0 else 0.0
+    return max(slope, 1e-3) * z
 
 
 class RandomRecommender(Recommender):

@@ -6,6 +6,12 @@ into the user vector, `p_u + |N(u)|^-1/2 * sum_{j in N(u)} y_j`, so serving stay
 After every fit a sample of Surprise's own unclipped `predict(...).est` is compared with the
 exported model's scores: an export that drifts from what Surprise learned fails loudly.
 
+A user who only watched (no rating in the train period) is unknown to Surprise, whose estimate for
+such a user is `mu + b_i`: a ranking by average rating that favours obscure movies. The export
+scores them as the popularity baseline scores everyone instead, through one extra factor: 1 on
+those users' side, `popularity bias - b_i` on each movie's (0 on every rater's side, so what
+Surprise learned is unchanged). Present only when the dataset has such users.
+
     rec, card = train(dataset, "svdpp", params)      # params: the full params.yaml dict
     rec.save(store, card)                            # or rec.fitted.save_dir(out_dir, card): the same folder
 
@@ -37,6 +43,7 @@ from components.training.recommenders import (
     RandomRecommender,
     Recommender,
     build_model,
+    popularity_item_bias,
 )
 
 COMMIT_ENV = "MOVIEREC_COMMIT"
@@ -77,6 +84,11 @@ class _SurpriseFactorization(Recommender):
         bu[users], bi[items] = algo.bu[inner_users], algo.bi[inner_items]
         pu[users] = self._user_vectors(algo, trainset)[inner_users]
         qi[items] = algo.qi[inner_items]
+        unrated = np.ones(dataset.n_users, dtype=bool)
+        unrated[users] = False
+        if unrated.any():       # watched only: the popularity baseline's scores (module docstring)
+            pu = np.hstack([pu, unrated[:, None].astype(np.float64)])
+            qi = np.hstack([qi, (popularity_item_bias(dataset) - bi)[:, None]])
         return build_model(dataset, trainset.global_mean, bu, bi, pu, qi)
 
     def _user_vectors(self, algo, trainset) -> np.ndarray:

@@ -116,3 +116,24 @@ def test_recommenders_do_not_import_the_training_stage():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "components.training.train" not in imported
     assert {"svd", "svdpp", "popularity", "random"} <= set(train_module.ALGORITHMS)
+
+
+@pytest.mark.parametrize("algorithm", ["svd", "svdpp"])
+def test_a_user_who_only_watched_gets_the_popularity_baselines_scores(algorithm):
+    import pandas as pd
+
+    from components.training.recommenders import PopularityRecommender
+
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=15, seed=11)
+    first = watches[watches["user_id"] == watches["user_id"].iloc[0]]
+    extra = first.assign(user_id=10_000, offset=first["offset"] + 10_000_000)    # watched, never rated
+    data = build_dataset(rates, pd.concat([watches, extra], ignore_index=True))
+    assert 10_000 in data.user_ids.tolist() and 10_000 not in data.train_ratings["user_id"].tolist()
+    rec = make_recommender(algorithm, FAST["train"][algorithm]).fit(data)
+    pop = PopularityRecommender().fit(data)
+    assert rec.fitted.n_factors == FAST["train"][algorithm]["n_factors"] + 1
+    np.testing.assert_allclose(rec.score(10_000), pop.score(10_000), atol=1e-4)
+    by_popularity = dict(zip(pop.movie_ids, pop.score(10_000), strict=True))   # the same list up to ties
+    np.testing.assert_allclose([by_popularity[m] for m in rec.recommend(10_000, k=10)],
+                               [by_popularity[m] for m in pop.recommend(10_000, k=10)], atol=1e-4)
+    assert rec.export_error < 1e-4                    # raters: exactly what Surprise learned

@@ -52,10 +52,14 @@ class Surprise(Section):
     random_state: int | None = 0
 
 
+ImplicitSet = Literal["rated", "rated_or_watched"]
+
+
 class SurpriseSVDpp(Surprise):
     n_factors: int = Field(20, ge=1, le=10_000)
     lr_all: float = Field(0.007, gt=0, le=1)
     cache_ratings: bool = True
+    implicit_set: ImplicitSet = "rated"     # N(u): the movies u rated (Surprise), or rated or watched
 
 
 class ImplicitALS(Section):

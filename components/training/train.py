@@ -3,6 +3,11 @@
 Surprise learns on its own inner ids; `fit` maps its biases and factors back to the platform's
 id order (`Dataset.user_ids` / `movie_ids`) and, for SVD++, folds the implicit-feedback term
 into the user vector, `p_u + |N(u)|^-1/2 * sum_{j in N(u)} y_j`, so serving stays one mat-vec.
+N(u), the implicit set, is what u rated (Surprise's choice) or, with `implicit_set:
+rated_or_watched`, every movie u rated or watched (Koren's N(u): any implicit preference). The
+latter hands Surprise a trainset whose `ur` lists the watched movies too while its
+`all_ratings()`, which the SGD and the global mean iterate, yields only the ratings; a movie
+only watched gets an inner id and a y_j, and no q_i (set to 0: no rating ever fitted it).
 After every fit a sample of Surprise's own unclipped `predict(...).est` is compared with the
 exported model's scores: an export that drifts from what Surprise learned fails loudly.
 
@@ -21,6 +26,7 @@ interface and the baselines, never the other way round.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,16 +60,19 @@ class _SurpriseFactorization(Recommender):
     """Shared fit of Surprise's SVD-family: build a trainset, fit, export, check the export."""
 
     surprise_class = ""
+    own_params: tuple[str, ...] = ()      # keys of ours, not Surprise's
 
     def fit(self, dataset: Dataset) -> _SurpriseFactorization:
         import surprise
 
         clock = time.perf_counter
         t0 = clock()
-        algo = getattr(surprise, self.surprise_class)(**self.params)
-        trainset = surprise_trainset(dataset)
+        algo = getattr(surprise, self.surprise_class)(
+            **{key: value for key, value in self.params.items() if key not in self.own_params})
+        trainset = self._trainset(dataset)
         t1 = clock()
         algo.fit(trainset)
+        self._after_fit(algo, trainset)
         t2 = clock()
         self.algo = algo
         self.model = self._export(algo, trainset, dataset)
@@ -91,6 +100,12 @@ class _SurpriseFactorization(Recommender):
             qi = np.hstack([qi, (popularity_item_bias(dataset) - bi)[:, None]])
         return build_model(dataset, trainset.global_mean, bu, bi, pu, qi)
 
+    def _trainset(self, dataset: Dataset):
+        return surprise_trainset(dataset)
+
+    def _after_fit(self, algo, trainset) -> None:
+        pass
+
     def _user_vectors(self, algo, trainset) -> np.ndarray:
         return algo.pu
 
@@ -107,6 +122,17 @@ class SurpriseSVDpp(_SurpriseFactorization):
 
     name = "svdpp"
     surprise_class = "SVDpp"
+    own_params = ("implicit_set",)
+
+    def _trainset(self, dataset: Dataset):
+        trainset = surprise_trainset(dataset)
+        if self.params.get("implicit_set", "rated") == "rated_or_watched":
+            trainset = with_watched_implicit_set(trainset, dataset)
+        return trainset
+
+    def _after_fit(self, algo, trainset) -> None:
+        if hasattr(trainset, "n_rated_items"):
+            algo.qi[trainset.n_rated_items:] = 0.0      # only watched: no rating ever fitted q_i
 
     def _user_vectors(self, algo, trainset) -> np.ndarray:
         rated = implicit_matrix(trainset)
@@ -122,6 +148,48 @@ def surprise_trainset(dataset: Dataset):
     frame = dataset.train_ratings[["u", "i", "rating"]]
     reader = surprise.Reader(rating_scale=(1, 5))
     return surprise.Dataset.load_from_df(frame, reader).build_full_trainset()
+
+
+@functools.cache
+def _implicit_set_trainset():
+    import surprise
+
+    class _ImplicitSetTrainset(surprise.Trainset):
+        """A trainset whose `ur` (the implicit sets SVD++ reads) holds more movies than the
+        ratings `all_ratings()` yields (the ones SGD and the global mean use); the extra entries'
+        rating is NaN so that any use of one as a rating shows."""
+
+        def __init__(self, base, ur, n_items, raw2inner_items):
+            super().__init__(ur, base.ir, base.n_users, n_items, base.n_ratings, base.rating_scale,
+                             base._raw2inner_id_users, raw2inner_items)
+            self.rating_ur, self.n_rated_items = base.ur, base.n_items
+
+        def all_ratings(self):
+            for u, u_ratings in self.rating_ur.items():
+                for i, r in u_ratings:
+                    yield u, i, r
+
+    return _ImplicitSetTrainset
+
+
+def with_watched_implicit_set(trainset, dataset: Dataset):
+    """`trainset` whose implicit sets N(u) add the movies each rater watched without rating;
+    a movie only watched gets the next inner id. Users who never rated stay out (no p_u to fit)."""
+    raw_users = np.fromiter(trainset._raw2inner_id_users.keys(), dtype=np.int64, count=trainset.n_users)
+    inner_users = np.fromiter(trainset._raw2inner_id_users.values(), dtype=np.int64, count=trainset.n_users)
+    raters = np.zeros(dataset.n_users, dtype=bool)
+    raters[raw_users] = True
+    watched = (dataset.seen_csr[raters].astype(np.int8) - (dataset.ratings_csr[raters] != 0).astype(np.int8)).tocsr()
+    watched.eliminate_zeros()
+    raw2inner_items = dict(trainset._raw2inner_id_items)
+    for movie in np.unique(watched.indices):
+        raw2inner_items.setdefault(int(movie), len(raw2inner_items))
+    inner_of_raw_user = dict(zip(raw_users.tolist(), inner_users.tolist(), strict=True))
+    ur = {u: list(ratings) for u, ratings in trainset.ur.items()}
+    for row, raw_u in enumerate(np.flatnonzero(raters).tolist()):
+        extra = watched.indices[watched.indptr[row]:watched.indptr[row + 1]]
+        ur[inner_of_raw_user[raw_u]].extend((raw2inner_items[int(j)], float("nan")) for j in extra)
+    return _implicit_set_trainset()(trainset, ur, len(raw2inner_items), raw2inner_items)
 
 
 def implicit_matrix(trainset) -> sp.csr_matrix:

@@ -137,3 +137,29 @@ def test_a_user_who_only_watched_gets_the_popularity_baselines_scores(algorithm)
     np.testing.assert_allclose([by_popularity[m] for m in rec.recommend(10_000, k=10)],
                                [by_popularity[m] for m in pop.recommend(10_000, k=10)], atol=1e-4)
     assert rec.export_error < 1e-4                    # raters: exactly what Surprise learned
+
+
+def test_svdpp_can_take_the_watched_movies_as_its_implicit_set():
+    import pandas as pd
+
+    rates, watches = synthetic_events(n_users=40, n_movies=30, per_user=15, seed=11)
+    rater = int(rates["user_id"].iloc[0])
+    only_watched = watches.iloc[:3].assign(user_id=rater, movie_id="movie+999",
+                                           offset=watches["offset"].max() + np.arange(1, 4))
+    data = build_dataset(rates, pd.concat([watches, only_watched], ignore_index=True),
+                         {"preprocess": {"min_movie_users": 1}})
+    params = {**FAST["train"]["svdpp"], "implicit_set": "rated_or_watched"}
+    rec = make_recommender("svdpp", params).fit(data)
+    trainset = rec.algo.trainset
+    u = trainset.to_inner_uid(int(data.user_index([rater])[0]))
+    rated = {j for j, r in trainset.rating_ur[u]}
+    implicit = {j for j, _ in trainset.ur[u]}
+    seen = set(data.seen_csr[data.user_index([rater])[0]].indices.tolist())
+    assert {trainset.to_raw_iid(j) for j in implicit} == seen and rated < implicit
+    assert trainset.n_items > trainset.n_rated_items                   # "movie+999": watched, never rated
+    assert sum(1 for _ in trainset.all_ratings()) == len(data.train_ratings)   # SGD sees ratings only
+    assert np.isfinite(trainset.global_mean)
+    assert rec.export_error < 1e-4                                      # the export folds the wider N(u)
+    assert not np.any(rec.algo.qi[trainset.n_rated_items:])
+    plain = make_recommender("svdpp", FAST["train"]["svdpp"]).fit(data)
+    assert not np.allclose(plain.fitted.user_factors, rec.fitted.user_factors)

@@ -1,0 +1,160 @@
+"""How far a recommender could go on a simulated world: popularity, ALS, the same history with
+the true movie factors, and the oracle, offline on the pipeline's split.
+
+The simulator knows what no model does: each movie's hidden factors and each user's taste. On the
+dataset the pipeline prepares (params.yaml), four lists per validation user, scored with the
+pipeline's relevance and NDCG/recall/hit rate @20, each against popularity user by user:
+
+- popularity and ALS (params.yaml's values): what the platform deploys;
+- known movie factors: the user's train-period movies, their true factors averaged (shrunk by one
+  pseudo-movie) and scored against every movie's true factors on top of popularity, with the
+  weight that scores best (chosen on the validation users, so an optimistic ceiling): what the
+  data allows a model that learned the movies perfectly;
+- oracle: each user's true odds of picking each movie (`simulator.population.choice_base` plus
+  the user's taste against the movie's factors), which needs no history: what perfect knowledge
+  gives (users the dataset does not know, a handful, get the popularity list).
+
+    python -m benchmarks.bench_ceiling --store seed3=WORK/seed3/store --seed 3 --movies 10000
+    # a store ingested from the simulator's log with that seed and catalogue size (bench_scale --workdir)
+    python -m benchmarks.bench_ceiling            # simulates its own world (course profile, scaled)
+
+Writes benchmarks/results/ceiling.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_implicit_set import simulated_store
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ceiling.json"
+METRICS = ("ndcg@20", "recall@20", "hit_rate@20")
+WEIGHTS = (0.1, 0.2, 0.4, 0.8, 1.6)
+SUITE_ARGV = ["--users", "10000", "--movies", "500", "--out", str(RESULTS.with_name("ceiling-suite.json"))]
+
+
+def ladder(store: Path, seed: int, n_movies: int, params: dict, resamples: int) -> dict:
+    from components.core.errors import UserError
+    from components.core.store import open_store
+    from components.training.evaluate import evaluate, paired_interval, popularity_baseline, relevant_targets
+    from components.training.preprocess import prepare
+    from components.training.recommenders import build_model
+    from components.training.train import make_recommender
+    from simulator import population as behaviour
+    from simulator.catalogue import Catalogue
+
+    dataset = prepare(open_store(str(store)), params)
+    targets = relevant_targets(dataset, params)
+    catalogue = Catalogue(seed, n_movies)
+    where = {slug: i for i, slug in enumerate(catalogue.slugs)}
+    missing = [m for m in dataset.movie_ids[:50] if m not in where]
+    if missing:
+        raise UserError(f"movie {missing[0]!r} is not in the catalogue of seed {seed} with {n_movies} movies: "
+                        "give the --seed and --movies the store's log was simulated with")
+    true_factors = catalogue.factors[[where[m] for m in dataset.movie_ids]]
+
+    popularity = popularity_baseline(dataset)
+    runs = {"popularity": evaluate(popularity, dataset, params, name="popularity", targets=targets)}
+    als = make_recommender("als", params["train"]["als"]).fit(dataset).fitted
+    runs["als"] = evaluate(als, dataset, params, name="als", targets=targets)
+
+    prior = popularity.item_bias.astype(np.float64)
+    prior /= prior.std() or 1.0
+    seen = dataset.seen_csr.astype(np.float64)
+    history = (seen @ true_factors) / (np.asarray(seen.sum(axis=1)).ravel()[:, None] + 1.0)
+    best, chosen = None, None
+    for weight in WEIGHTS:
+        model = build_model(dataset, 0.0, np.zeros(dataset.n_users), prior, (weight * history).astype(np.float32),
+                            true_factors.astype(np.float32))
+        run = evaluate(model, dataset, params, name="known_factors", targets=targets)
+        if best is None or run.metrics["ndcg@20"] > best.metrics["ndcg@20"]:
+            best, chosen = run, weight
+    runs["known_factors"] = best
+
+    # the oracle: every user's true odds, base + beta * taste . factors, as a rank-8 factor model
+    base = behaviour.choice_base(catalogue)[[where[m] for m in dataset.movie_ids]]
+    taste = np.stack([behaviour.user_traits(seed, int(u))[1] for u in dataset.user_ids])
+    oracle = build_model(dataset, 0.0, np.zeros(dataset.n_users), base,
+                         (behaviour.CHOICE_BETA * taste).astype(np.float32), true_factors.astype(np.float32))
+    runs["oracle"] = evaluate(oracle, dataset, params, name="oracle", targets=targets)
+
+    out = {"users": int(len(targets.users)), "known_factors_weight": chosen, "models": {}}
+    for name, run in runs.items():
+        entry = {m: round(float(run.metrics[m]), 6) for m in METRICS}
+        if name != "popularity":
+            entry["vs_popularity"] = {m: paired_interval(run.per_user[m] - runs["popularity"].per_user[m], 0.95,
+                                                         resamples) for m in METRICS}
+        out["models"][name] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from components.core.errors import UserError
+    from components.core.params import load_params
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", action="append", default=[],
+                        help="LABEL=PATH of a store ingested from a simulated log (repeatable); none: simulate one")
+    parser.add_argument("--seed", type=int, default=3, help="the simulator seed of the world(s)")
+    parser.add_argument("--movies", type=int, default=None,
+                        help="the world's catalogue size (default: 2,500 when simulating; required with --store)")
+    parser.add_argument("--users", type=int, default=50_000, help="the simulated world's users (without --store)")
+    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    if args.store and args.movies is None:
+        raise UserError("--store needs --movies: the catalogue size the store's log was simulated with")
+    stores = {}
+    for item in args.store:
+        label, _, path = item.rpartition("=")
+        if not Path(path).is_dir():
+            raise UserError(f"--store {item}: no store folder at {path} (give LABEL=PATH of an ingested store)")
+        stores[label or Path(path).parent.name] = Path(path)
+    movies = args.movies or 2_500
+    work = None
+    if not stores:
+        work = Path(tempfile.mkdtemp(prefix="movierec-bench-ceiling-"))
+        stores[f"course-scaled-seed{args.seed}"] = simulated_store(work, args.seed, args.users, movies)
+    try:
+        worlds = {}
+        for label, store in stores.items():
+            print(f"== {label}", flush=True)
+            worlds[label] = ladder(store, args.seed, movies, params, args.resamples)
+            for name, entry in worlds[label]["models"].items():
+                d = entry.get("vs_popularity", {}).get("ndcg@20")
+                beside = f"  vs popularity {d['difference']:+.5f} [{d['low']:+.5f}, {d['high']:+.5f}]" if d else ""
+                print(f"  {name:14} ndcg@20 {entry['ndcg@20']:.5f}  recall@20 {entry['recall@20']:.5f}{beside}",
+                      flush=True)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"benchmark": "ceiling", "seed": args.seed, "movies": movies, "worlds": worlds,
+              "known_factors_weights_tried": list(WEIGHTS),
+              "interval": "95% percentile bootstrap over validation users (paired: per-user difference)",
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    from components.core.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:
+        print(f"bench_ceiling: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -157,8 +157,10 @@ class _Ids:
         return cls(users, movies)
 
     def keys(self, frame: pd.DataFrame) -> np.ndarray:
-        user = np.searchsorted(self.users, frame["user_id"].to_numpy(np.int64))
-        return user * len(self.movies) + _codes_in(frame["movie_id"], self.movies)
+        user = positions(self.users, frame["user_id"].to_numpy(np.int64))
+        user *= len(self.movies)
+        user += _codes_in(frame["movie_id"], self.movies)
+        return user
 
     def user(self, key: np.ndarray) -> np.ndarray:
         return key // len(self.movies)
@@ -184,6 +186,27 @@ class _Pairs:
 
     def __len__(self) -> int:
         return len(self.key)
+
+
+_CHUNK = 1 << 22
+
+
+def positions(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each int in `ordered` (ascending, distinct, holding every value): through a
+    lookup table when the ids are dense enough (one gather a row instead of a binary search: 36M
+    watch rows take 0.3 s, not 5), else by binary search; in slices, so no full-size temporary."""
+    out = np.empty(len(values), dtype=np.int64)
+    if not len(ordered):
+        return out
+    low, span = int(ordered[0]), int(ordered[-1]) - int(ordered[0]) + 1
+    table = None
+    if span <= 8 * len(ordered) + (1 << 20):
+        table = np.zeros(span, dtype=np.int64)
+        table[ordered - low] = np.arange(len(ordered))
+    for start in range(0, len(values), _CHUNK):
+        part = values[start:start + _CHUNK]
+        out[start:start + _CHUNK] = table[part - low] if table is not None else np.searchsorted(ordered, part)
+    return out
 
 
 def _distinct(values: pd.Series) -> np.ndarray:

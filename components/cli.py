@@ -100,7 +100,7 @@ def ingest_command(
     group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "movierec-ingest",
     instance_id: Annotated[str | None, typer.Option(help="Static group membership id (e.g. the pod name): a "
                                                          "restarted process gets its partitions back at once.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Lines per snapshot batch (batches are cut at multiples of it).")] = 20_000,
+    batch_size: Annotated[int, typer.Option(help="Lines per snapshot batch (batches are cut at multiples of it).")] = 200_000,
     linger: Annotated[float, typer.Option(help="Seconds a partial batch waits before it is written anyway.")] = 5.0,
     batch_bytes: Annotated[int, typer.Option(min=1, help="Most line bytes in one batch: long lines make "
                                                          "smaller batches (bounds the memory).")] = 32 << 20,

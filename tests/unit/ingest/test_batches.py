@@ -104,3 +104,12 @@ def test_dead_letters_of_a_batch_without_events_are_dated_and_expire(tmp_path):
     store.put_json(layout.ONLINE_WATERMARK, {"consumed_until": (midnight + timedelta(days=1, hours=1)).isoformat()})
     report = expire_snapshots(store, 0.5, now=midnight + timedelta(days=2))
     assert report.deleted_days == [today.isoformat()] and store.list(layout.deadletter_prefix()) == []
+
+
+def test_the_cli_default_batch_is_the_ingest_default():
+    import inspect
+
+    from components.cli import ingest_command
+    from components.ingest.run import DEFAULT_BATCH_SIZE
+
+    assert inspect.signature(ingest_command).parameters["batch_size"].default == DEFAULT_BATCH_SIZE

@@ -24,16 +24,11 @@ Writes benchmarks/results/ceiling.json (or --out).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_implicit_set import simulated_store
+from benchmarks.stored_worlds import add_world_options, run, worlds, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ceiling.json"
 METRICS = ("ndcg@20", "recall@20", "hit_rate@20")
@@ -101,60 +96,29 @@ def main(argv: list[str] | None = None) -> dict:
     from components.core.params import load_params
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", action="append", default=[],
-                        help="LABEL=PATH of a store ingested from a simulated log (repeatable); none: simulate one")
-    parser.add_argument("--seed", type=int, default=3, help="the simulator seed of the world(s)")
+    add_world_options(parser, RESULTS)
     parser.add_argument("--movies", type=int, default=None,
                         help="the world's catalogue size (default: 2,500 when simulating; required with --store)")
-    parser.add_argument("--users", type=int, default=50_000, help="the simulated world's users (without --store)")
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     if args.store and args.movies is None:
         raise UserError("--store needs --movies: the catalogue size the store's log was simulated with")
-    stores = {}
-    for item in args.store:
-        label, _, path = item.rpartition("=")
-        if not Path(path).is_dir():
-            raise UserError(f"--store {item}: no store folder at {path} (give LABEL=PATH of an ingested store)")
-        stores[label or Path(path).parent.name] = Path(path)
     movies = args.movies or 2_500
-    work = None
-    if not stores:
-        work = Path(tempfile.mkdtemp(prefix="movierec-bench-ceiling-"))
-        stores[f"course-scaled-seed{args.seed}"] = simulated_store(work, args.seed, args.users, movies)
-    try:
-        worlds = {}
+    found = {}
+    with worlds(args.store, args.seed, args.users, movies) as stores:
         for label, store in stores.items():
             print(f"== {label}", flush=True)
-            worlds[label] = ladder(store, args.seed, movies, params, args.resamples)
-            for name, entry in worlds[label]["models"].items():
+            found[label] = ladder(store, args.seed, movies, params, args.resamples)
+            for name, entry in found[label]["models"].items():
                 d = entry.get("vs_popularity", {}).get("ndcg@20")
                 beside = f"  vs popularity {d['difference']:+.5f} [{d['low']:+.5f}, {d['high']:+.5f}]" if d else ""
                 print(f"  {name:14} ndcg@20 {entry['ndcg@20']:.5f}  recall@20 {entry['recall@20']:.5f}{beside}",
                       flush=True)
-    finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-    result = {"benchmark": "ceiling", "seed": args.seed, "movies": movies, "worlds": worlds,
-              "known_factors_weights_tried": list(WEIGHTS),
-              "interval": "95% percentile bootstrap over validation users (paired: per-user difference)",
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return result
+    return write_result(args.out, {
+        "benchmark": "ceiling", "seed": args.seed, "movies": movies, "worlds": found,
+        "known_factors_weights_tried": list(WEIGHTS),
+        "interval": "95% percentile bootstrap over validation users (paired: per-user difference)"})
 
 
 if __name__ == "__main__":
-    import sys
-
-    from components.core.errors import UserError
-
-    try:
-        main()
-    except UserError as exc:
-        print(f"bench_ceiling: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main, "bench_ceiling")

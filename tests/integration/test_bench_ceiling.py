@@ -9,7 +9,7 @@ import json
 import pytest
 
 from benchmarks import bench_ceiling
-from benchmarks.bench_implicit_set import simulated_store
+from benchmarks.stored_worlds import simulated_store
 from components.core.errors import UserError
 from components.core.params import load_params
 

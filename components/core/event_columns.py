@@ -237,6 +237,8 @@ def _parse_arrow(lines: Sequence[str | bytes | None]) -> ParsedLines:
     stamp = pc.list_element(head, 0)
     try:
         time = pc.cast(stamp, pa.timestamp("us"))        # Arrow's ISO 8601 reader refuses what fromisoformat does
+        if pc.any(pc.less(time, pa.scalar(datetime(1, 1, 1), pa.timestamp("us")))).as_py():
+            raise pa.ArrowInvalid("year 0")              # ... except year 0, which no datetime holds
     except pa.ArrowInvalid:                              # some time is not on the calendar: keep those out
         real = _on_calendar(stamp)
         taken, parts, head = (pc.filter(a, real) for a in (taken, parts, head))

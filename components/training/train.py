@@ -193,7 +193,8 @@ def with_watched_implicit_set(trainset, dataset: Dataset):
 
 
 def implicit_matrix(trainset) -> sp.csr_matrix:
-    """N(u) of SVD++ on Surprise's inner ids: 1 where inner user u rated inner item j."""
+    """N(u) of SVD++ on Surprise's inner ids: 1 where inner item j is in inner user u's `ur` (rated, or
+    also watched with `with_watched_implicit_set`)."""
     rows = [u for u, ratings in trainset.ur.items() for _ in ratings]
     cols = [j for ratings in trainset.ur.values() for j, _ in ratings]
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(trainset.n_users, trainset.n_items))

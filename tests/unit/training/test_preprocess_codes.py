@@ -42,3 +42,16 @@ def test_a_rerating_after_the_cutoff_leaves_the_earlier_one_in_train():
     train = ds.train_ratings.set_index(["user_id", "movie_id"])["rating"]
     assert train[(1, "a")] == 3 and ds.valid_ratings["rating"].tolist() == [5]
     assert ds.stats["duplicate_ratings_dropped"] == 1
+
+
+@pytest.mark.parametrize("ids", [np.array([3, 4, 7, 10]),                         # dense: a lookup table
+                                 np.array([3, 4, 7, 10**15]),                      # sparse: binary search
+                                 np.array(["a", "b", "d", "z"], dtype=object)])    # strings: binary search
+def test_index_of_finds_every_id_and_marks_the_absent(ids):
+    from components.training.dataset import index_of
+
+    wanted = np.concatenate([ids[::-1], ids[:2]])
+    assert index_of(ids, wanted).tolist() == [3, 2, 1, 0, 0, 1]
+    absent = np.array([0, 5, 11, 10**16]) if ids.dtype != object else np.array(["0", "c", "zz"], dtype=object)
+    assert (index_of(ids, absent) == -1).all()
+    assert index_of(ids[:0], wanted).tolist() == [-1] * len(wanted)

@@ -42,7 +42,7 @@ ERRORS = Counter("movierec_predictor_errors", "Server-side failures (requests fa
                  "version and reason", ["version", "reason"])
 CLIENT_ERRORS = Counter("movierec_predictor_client_errors", "Requests refused as the client's mistake (4xx), "
                         "by route and reason", ["route", "reason"])
-FALLBACKS = Counter("movierec_predictor_fallbacks", "Unknown users answered with the popularity list",
+FALLBACKS = Counter("movierec_predictor_fallbacks", "Unknown users answered with the model's cold-start list",
                     ["version"])
 CANARY_PERCENT = Gauge("movierec_predictor_canary_percent", "Share of users routed to the canary (percent)",
                        multiprocess_mode="livemax")

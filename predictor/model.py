@@ -6,7 +6,7 @@ V2 `/v2/models/{name}/infer`
     inputs   user_id        INT64 (or any integer type)  [N]   the users to recommend for (N <= 1000)
              k              INT32                        [1]   optional list length, 1..100 (default 20)
     outputs  movie_ids      BYTES  [N, k]  best first; "" pads a list shorter than k
-             personalized   BOOL   [N]     false when the user is unknown (popularity list)
+             personalized   BOOL   [N]     false when the user is unknown (cold-start list)
              model_version  BYTES  [N]     the version that produced each list
 V1 `/v1/models/{name}:predict`
     request  {"instances": [user_id, ...], "k": 20}            (k optional)

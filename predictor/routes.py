@@ -3,7 +3,7 @@
     GET /recommend/{user_id}   up to 20 movie ids, best first, comma-separated, no spaces,
                                text/plain; header `X-Model-Version` names the version that
                                answered. Seen movies are excluded; an unknown user gets the
-                               popularity list (200). A user id that is not a canonical decimal
+                               model's cold-start list (200). A user id that is not a canonical decimal
                                integer in 0..2^63-1 gets 400 with the reason in the body.
     GET /metrics               Prometheus exposition, merged across worker processes.
 

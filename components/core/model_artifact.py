@@ -93,7 +93,8 @@ class FactorModel:
     movie_ids: np.ndarray      # (n_movies,) unicode
     seen_indptr: np.ndarray    # (n_users + 1,) int64
     seen_indices: np.ndarray   # (nnz,) int32 movie indices each user has already watched or rated
-    popular: np.ndarray        # movie indices, most popular first
+    popular: np.ndarray        # movie indices of the list for unknown users: most popular first, or the
+                               # engine's own prior order (ALS with a popularity and quality prior)
 
     def __post_init__(self) -> None:
         f32 = np.float32
@@ -179,7 +180,7 @@ class FactorModel:
     def recommend(self, user_id: int, k: int = 20) -> tuple[list[str], bool]:
         """Top-k unseen movie ids for a user, best first, and whether the list is personalized.
 
-        Unknown users get the popularity list (personalized=False)."""
+        Unknown users get the cold-start list `popular` (personalized=False)."""
         u = self.user_index(user_id)
         if u < 0:
             return self.movie_ids[self.popular[:k]].tolist(), False

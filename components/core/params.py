@@ -69,6 +69,8 @@ class ImplicitALS(Section):
     alpha: float = Field(80.0, ge=0)          # confidence c = 1 + alpha * (share watched + rating_weight * good rating)
     rating_weight: float = Field(1.5, ge=0)
     popularity_weight: float = Field(0.8, ge=0)   # item bias = weight * standardized log popularity
+    quality_weight: float = Field(0.15, ge=0)     # ... + weight * standardized quality (share watched, rating)
+    quality_shrinkage: float = Field(5.0, ge=0)   # pseudo-users at the mean in each movie's quality
     iterations: int = Field(18, ge=1, le=10_000)
     threads: int = Field(0, ge=0)             # 0: every core
     random_state: int | None = 0

@@ -19,8 +19,8 @@ Who and what counts:
   the movie, `components.core.attribution`) is not relevant: the model that served the list
   would get credit for its own influence; how many were left out is `caused_watches_excluded`.
 - Lists: what the model serves, `FactorModel.top_k` (seen movies excluded) for known users and
-  the popularity list for users the model does not know, computed in batches
-  (`U[batch] @ Q.T`, mask, `argpartition`).
+  the model's cold-start list (`FactorModel.popular`) for users it does not know, computed in
+  batches (`U[batch] @ Q.T`, mask, `argpartition`).
 
 Metrics (means over evaluated users, list length k = `evaluate.k`):
 precision@k = hits / k; recall@k = hits / |relevant|; NDCG@k with binary gains,
@@ -129,7 +129,7 @@ def movie_lengths(dataset: Dataset) -> pd.Series:
 
 def top_k_lists(model: FactorModel, rows: np.ndarray, k: int) -> np.ndarray:
     """(len(rows), k) movie indices, best first, -1 padded: `top_k` for known rows (>= 0) and the
-    popularity list for unknown ones (-1), computed in batches of one matrix product each, the
+    cold-start list for unknown ones (-1), computed in batches of one matrix product each, the
     batches on the machine's cores (numpy's product and partition let go of the GIL)."""
     rows = np.asarray(rows, dtype=np.int64)
     out = np.full((len(rows), k), -1, dtype=np.int64)

@@ -14,11 +14,18 @@ user watched or rated in the train period:
 Both export to the serving format unchanged: `score(u) = Q @ p_u` with a zero global mean and
 zero biases (BPR's item bias is a factor column of `implicit` itself, matched by a column of
 ones in the user factors), so the exported artifact scores every movie exactly as the library
-does and ranks exactly as its `recommend` (a unit test checks). ALS may add a popularity prior,
-`popularity_weight` times the standardized log popularity of the movie, as the artifact's item
-bias (0 by default; the search tunes it): where users mostly follow what is popular, it orders a
-personalized candidate list the way they do. These models rank; they do not predict stars, so
-their RMSE is not meaningful.
+does and ranks exactly as its `recommend` (a unit test checks). ALS may add a prior as the
+artifact's item bias (both weights 0 by default; params.yaml and the search set them):
+
+- `popularity_weight` times the standardized log popularity of the movie: where users mostly
+  follow what is popular, it orders a personalized candidate list the way they do;
+- `quality_weight` times the movie's standardized quality (`quality_prior`): how much of it the
+  users who chose it watched, and how they rated it. Choosing a movie says it drew the user;
+  finishing it and rating it well say it was worth it, which is what a list should offer.
+
+With a popularity prior, the item bias is also the list of users the model does not know (the
+artifact's cold-start order): the most popular movies, reordered by their quality. These models
+rank; they do not predict stars, so their RMSE is not meaningful.
 
     rec = make_recommender("als", params["train"]["als"]).fit(dataset)
 """
@@ -34,12 +41,18 @@ from components.training.dataset import Dataset
 from components.training.recommenders import Recommender, build_model
 
 
+def watched_share(dataset: Dataset) -> sp.csr_matrix:
+    """Users x movies, f_ui: the distinct minutes u watched of a movie over the most any train user
+    watched of it (the best estimate of its length the event log gives)."""
+    watch = dataset.watch_csr.tocsc()
+    longest = np.maximum(watch.max(axis=0).toarray().ravel(), 1.0)
+    return (watch @ sp.diags(1.0 / longest)).tocsr()
+
+
 def confidence_signal(dataset: Dataset, rating_weight: float) -> sp.csr_matrix:
     """Users x movies, f_ui + rating_weight * g_ui (see the module docstring) on every seen pair,
     plus a floor of 1e-3 so that a pair seen with no signal (a low rating, no watch) stays stored."""
-    watch = dataset.watch_csr.tocsc()
-    longest = np.maximum(watch.max(axis=0).toarray().ravel(), 1.0)
-    fraction = (watch @ sp.diags(1.0 / longest)).tocsr()
+    fraction = watched_share(dataset)
     ratings = dataset.ratings_csr
     good = ratings.copy()
     good.data = np.clip((good.data - 3.0) / 2.0, 0.0, None)
@@ -53,6 +66,31 @@ def popularity_prior(dataset: Dataset) -> np.ndarray:
     """Per movie, the standardized log of how many train users rated or watched it."""
     pop = np.log1p(dataset.movie_popularity().astype(np.float64))
     return (pop - pop.mean()) / (pop.std() or 1.0)
+
+
+def quality_prior(dataset: Dataset, shrinkage: float) -> np.ndarray:
+    """Per movie, how much the train users who chose it liked it, standardized: the mean share of
+    it they watched and its mean rating, each shrunk toward the catalogue's mean by `shrinkage`
+    pseudo-users (a movie few users saw is taken as average), standardized, and averaged over the
+    signals the data holds (a log of ratings alone, as MovieLens, gives the rating part alone)."""
+    parts = [_shrunk_column_mean(matrix.tocsc(), shrinkage)
+             for matrix in (watched_share(dataset), dataset.ratings_csr) if matrix.nnz]
+    if not parts:
+        return np.zeros(dataset.n_movies)
+    return np.mean([_standardized(part) for part in parts], axis=0)
+
+
+def _shrunk_column_mean(matrix: sp.csc_matrix, shrinkage: float) -> np.ndarray:
+    """Each column's mean over its stored values, with `shrinkage` pseudo-values at the overall mean."""
+    sums = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
+    counts = np.diff(matrix.indptr).astype(np.float64)
+    overall = sums.sum() / counts.sum()
+    return (sums + shrinkage * overall) / np.maximum(counts + shrinkage, 1e-12)
+
+
+def _standardized(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
 
 
 def _threads(value) -> int:
@@ -70,11 +108,15 @@ class _ImplicitFactorization(Recommender):
         raise NotImplementedError
 
     def _item_bias(self, dataset: Dataset) -> np.ndarray:
-        """`popularity_weight` times the standardized log popularity of each movie (0: none)."""
-        weight = float(self.params.get("popularity_weight", 0.0))
-        if weight == 0.0:
-            return np.zeros(dataset.n_movies)
-        return weight * popularity_prior(dataset)
+        """`popularity_weight` times the standardized log popularity of each movie plus
+        `quality_weight` times its quality (`quality_prior`); 0 when both weights are 0."""
+        bias = np.zeros(dataset.n_movies)
+        popularity, quality = (float(self.params.get(key, 0.0)) for key in ("popularity_weight", "quality_weight"))
+        if popularity:
+            bias += popularity * popularity_prior(dataset)
+        if quality:
+            bias += quality * quality_prior(dataset, float(self.params.get("quality_shrinkage", 5.0)))
+        return bias
 
     def fit(self, dataset: Dataset) -> _ImplicitFactorization:
         import implicit.cpu.als  # noqa: F401  (loads the BLAS the limit below applies to)
@@ -88,8 +130,12 @@ class _ImplicitFactorization(Recommender):
         self.algo, self.user_items = algo, user_items
         user_factors = np.asarray(algo.user_factors, dtype=np.float32)
         item_factors = np.asarray(algo.item_factors, dtype=np.float32)
-        self.model = build_model(dataset, 0.0, np.zeros(dataset.n_users), self._item_bias(dataset),
-                                 user_factors, item_factors)
+        item_bias = self._item_bias(dataset)
+        # with a popularity prior, users the model does not know get the prior's order (popularity
+        # and quality); without one the item bias alone would rank obscure movies first
+        cold_start = item_bias if float(self.params.get("popularity_weight", 0.0)) else None
+        self.model = build_model(dataset, 0.0, np.zeros(dataset.n_users), item_bias, user_factors, item_factors,
+                                 cold_start=cold_start)
         self.fit_timings = {"fit_seconds": time.perf_counter() - started}
         return self
 

@@ -120,13 +120,19 @@ class LoadedRecommender(Recommender):
 
 
 def build_model(dataset: Dataset, global_mean: float, user_bias: np.ndarray, item_bias: np.ndarray,
-                user_factors: np.ndarray, item_factors: np.ndarray) -> FactorModel:
-    """A `FactorModel` in the dataset's id order, with its seen movies and popularity ranking."""
+                user_factors: np.ndarray, item_factors: np.ndarray, cold_start: np.ndarray | None = None
+                ) -> FactorModel:
+    """A `FactorModel` in the dataset's id order, with its seen movies and the list of users it does
+    not know: the popularity ranking, or the movies by `cold_start` scores (best first, ties by
+    popularity) when the engine has a prior of its own."""
     seen = dataset.seen_csr
+    popular = dataset.popular_order()
+    if cold_start is not None:
+        popular = popular[np.argsort(-np.asarray(cold_start)[popular], kind="stable")]
     return FactorModel(global_mean=float(global_mean), user_bias=user_bias, item_bias=item_bias,
                        user_factors=user_factors, item_factors=item_factors, user_ids=dataset.user_ids,
                        movie_ids=dataset.movie_ids, seen_indptr=seen.indptr, seen_indices=seen.indices,
-                       popular=dataset.popular_order())
+                       popular=popular)
 
 
 class PopularityRecommender(Recommender):

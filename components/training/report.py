@@ -42,7 +42,7 @@ def definitions(k: int, primary: str | None = None) -> dict[str, str]:
         f"popularity_bias@{k}": "mean share of training users who had watched or rated a listed movie "
                                 "(higher: more popular movies)",
         "users": "validation users evaluated",
-        "group": "new: no training history (served the popularity list); light: at most the median history; "
+        "group": "new: no training history (served the model's cold-start list); light: at most the median history; "
                  "heavy: more",
     }
     if primary in meanings:

@@ -50,6 +50,7 @@ SPACES: dict[str, Space] = {
                       "alpha": t.suggest_float("alpha", 0.5, 100.0, log=True),
                       "rating_weight": t.suggest_float("rating_weight", 0.0, 4.0),
                       "popularity_weight": t.suggest_float("popularity_weight", 0.0, 1.0),
+                      "quality_weight": t.suggest_float("quality_weight", 0.0, 0.6),
                       "iterations": t.suggest_int("iterations", 5, 30)},
     "bpr": lambda t: {"factors": t.suggest_int("factors", 8, 256, log=True),
                       "learning_rate": t.suggest_float("learning_rate", 1e-3, 0.3, log=True),

@@ -2,8 +2,8 @@
 
 A new engine joins by adding a three-line subclass of `RecommenderContract`: it then has to fit
 the same synthetic dataset, score every movie, recommend k distinct unseen movies best first,
-fall back to popularity for strangers, survive a save/load round trip unchanged, and refuse a
-corrupted artifact.
+give strangers its cold-start list (popularity, or its own prior), survive a save/load round trip
+unchanged, and refuse a corrupted artifact.
 """
 
 from __future__ import annotations
@@ -77,9 +77,15 @@ class RecommenderContract:
         recs = fitted.recommend(user, k=10_000)
         assert len(recs) == dataset.n_movies - dataset.seen_csr[0].nnz
 
-    def test_unknown_user_gets_the_popularity_list(self, fitted, dataset):
-        expected = dataset.movie_ids[dataset.popular_order()[:20]].tolist()
-        assert fitted.recommend(UNKNOWN_USER, k=20) == expected
+    def test_unknown_user_gets_the_cold_start_list(self, fitted, dataset):
+        """The artifact's list for strangers: the popularity list, or the engine's own prior order
+        (ALS with a popularity prior: tests/unit/training/test_implicit_models.py)."""
+        order = fitted.fitted.popular
+        assert sorted(order.tolist()) == list(range(dataset.n_movies)), "not a ranking of the catalogue"
+        expected = dataset.movie_ids[order[:20]].tolist()
+        assert fitted.recommend(UNKNOWN_USER, k=20) == expected == fitted.recommend(UNKNOWN_USER + 1, k=20)
+        if not fitted.params.get("popularity_weight"):
+            assert expected == dataset.movie_ids[dataset.popular_order()[:20]].tolist()
         assert fitted.score(UNKNOWN_USER).shape == (dataset.n_movies,)
 
     def test_predict_agrees_with_score_and_is_clipped(self, fitted, dataset):
@@ -129,6 +135,11 @@ class TestSurpriseSVDpp(RecommenderContract):
 class TestImplicitALS(RecommenderContract):
     algorithm = "als"
     params = {"factors": 6, "iterations": 8, "random_state": 0}
+
+
+class TestImplicitALSWithPriors(RecommenderContract):
+    algorithm = "als"
+    params = {"factors": 6, "iterations": 8, "random_state": 0, "popularity_weight": 0.8, "quality_weight": 0.15}
 
 
 class TestImplicitBPR(RecommenderContract):

@@ -299,7 +299,29 @@ def online_comparison(service, store: Path, winner: str, dataset_path: Path, n_r
     result["winner_vs_popularity"] = None if diff is None else {
         "diff": _r(diff.diff), "low": _r(diff.low), "high": _r(diff.high),
         "interval": "95% normal, delta-method variance with users as the unit (fixed sample: one look)"}
+    result["by_user"] = _known_and_unknown(outcome, model, card.algorithm)
     return result
+
+
+def _known_and_unknown(outcome: dict, model, winner: str) -> dict:
+    """The online comparison split by whether the served model knows the user: a personalized list
+    (known) or the model's cold-start list (unknown), each against popularity on the same users'
+    arm mates. Where the gain comes from: personalization, or a better list for strangers."""
+    from components.core import stats
+    from components.training.dataset import index_of
+
+    out = {}
+    for group, known in (("known", True), ("unknown", False)):
+        shares = {}
+        for name, arm in outcome.items():
+            mask = (index_of(model.user_ids, arm.users) >= 0) == known
+            shares[name] = stats.clustered_share(arm.followed[mask], arm.requests[mask])
+        diff = stats.sequential_difference(shares["popularity"], shares[winner])
+        out[group] = {"requests": {name: share.requests for name, share in shares.items()},
+                      "hit_rate": {name: _r(share.value) for name, share in shares.items()},
+                      "winner_vs_popularity": None if diff is None else
+                      {"diff": _r(diff.diff), "low": _r(diff.low), "high": _r(diff.high)}}
+    return out
 
 
 def _r(x: float | None) -> float | None:
@@ -485,6 +507,9 @@ def table(title: str, offline: dict, online: dict | None = None) -> str:
     tail = ""
     if online and online.get("winner_vs_popularity"):
         tail = f"\n\nonline, winner minus popularity: {_ci(online['winner_vs_popularity'], 3)}"
+        for group, part in (online.get("by_user") or {}).items():
+            requests = sum(part["requests"].values())
+            tail += f"; {group} users ({requests:,} requests): {_ci(part['winner_vs_popularity'], 3)}"
     return "\n".join([head, *rows]) + tail
 
 

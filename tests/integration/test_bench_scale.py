@@ -83,6 +83,10 @@ def test_quick_run_writes_a_complete_sane_result(tmp_path):
     assert diff["diff"] == pytest.approx(online["arms"][winner]["hit_rate"] - online["arms"]["popularity"]["hit_rate"],
                                          abs=2e-6)
     assert diff["low"] <= diff["diff"] <= diff["high"]
+    split = online["by_user"]
+    for name, arm in online["arms"].items():   # known and unknown users partition each arm's requests
+        assert split["known"]["requests"][name] + split["unknown"]["requests"][name] == arm["requests"]
+    assert split["known"]["requests"][winner] > 0
 
     checks = saved["done_when"]
     assert checks["winner"] == winner and all(isinstance(v, bool) for k, v in checks.items() if k != "winner")

@@ -8,7 +8,10 @@ wheel is downloaded (`pip download --no-deps`) into a cache outside the reposito
 One 80/20 random split (seed 0) serves both sides:
 - fit time and test RMSE of surprise.SVD / surprise.SVDpp used directly, and of the platform's
   `components.training.train.train` (the same Surprise fit plus export to the serving format and the
-  export check; its parts are timed apart), with the same hyper-parameters (params.yaml).
+  export check; its parts are timed apart), with the same hyper-parameters (params.yaml). SVD++'s
+  platform side trains with `train.svdpp.sgd` (per_user by default: Surprise's model with each
+  user's implicit factors updated once per epoch, `components.training.svdpp_sgd`), so this is
+  also that SGD against Surprise's own, in time and RMSE.
   The direct side's fit time excludes building the trainset. Fit times are the fastest of
   `--repeat` alternating runs, since the machine's cores are shared;
 - the time to compute a top-20 list of unrated movies for users through Surprise's `predict`
@@ -64,7 +67,11 @@ def surprise_direct(algorithm: str, hyper: dict, train: pd.DataFrame, test: pd.D
 
     data = surprise.Dataset.load_from_df(train[["user_id", "movie_id", "rating"]], surprise.Reader(rating_scale=(1, 5)))
     trainset = data.build_full_trainset()
-    algo = {"svd": surprise.SVD, "svdpp": surprise.SVDpp}[algorithm](**hyper)
+    from components.training.train import ENGINES
+
+    own = ENGINES[algorithm].own_params            # ours (implicit set, SGD), not Surprise's
+    algo = {"svd": surprise.SVD, "svdpp": surprise.SVDpp}[algorithm](
+        **{key: value for key, value in hyper.items() if key not in own})
     started = time.perf_counter()
     algo.fit(trainset)
     fit_seconds = time.perf_counter() - started

@@ -60,6 +60,7 @@ class SurpriseSVDpp(Surprise):
     lr_all: float = Field(0.007, gt=0, le=1)
     cache_ratings: bool = True
     implicit_set: ImplicitSet = "rated"     # N(u): the movies u rated (Surprise), or rated or watched
+    sgd: Literal["per_user", "surprise"] = "per_user"   # y_j updated once per user (linear), or Surprise's fit
 
 
 class ImplicitALS(Section):

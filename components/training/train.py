@@ -71,7 +71,7 @@ class _SurpriseFactorization(Recommender):
             **{key: value for key, value in self.params.items() if key not in self.own_params})
         trainset = self._trainset(dataset)
         t1 = clock()
-        algo.fit(trainset)
+        self._fit_algo(algo, trainset)
         self._after_fit(algo, trainset)
         t2 = clock()
         self.algo = algo
@@ -103,6 +103,9 @@ class _SurpriseFactorization(Recommender):
     def _trainset(self, dataset: Dataset):
         return surprise_trainset(dataset)
 
+    def _fit_algo(self, algo, trainset) -> None:
+        algo.fit(trainset)
+
     def _after_fit(self, algo, trainset) -> None:
         pass
 
@@ -118,11 +121,24 @@ class SurpriseSVD(_SurpriseFactorization):
 
 
 class SurpriseSVDpp(_SurpriseFactorization):
-    """SVD++ (surprise.SVDpp): the rated items' implicit factors y_j are folded into p_u at export."""
+    """SVD++ (surprise.SVDpp): the rated items' implicit factors y_j are folded into p_u at export.
+
+    `sgd: per_user` (the default) trains Surprise's model with the implicit term updated once per
+    user (`components.training.svdpp_sgd`: linear in a user's history instead of quadratic);
+    `sgd: surprise` runs Surprise's own `fit`."""
 
     name = "svdpp"
     surprise_class = "SVDpp"
-    own_params = ("implicit_set",)
+    own_params = ("implicit_set", "sgd")
+
+    def _fit_algo(self, algo, trainset) -> None:
+        self._implicit_sets = implicit_matrix(trainset)
+        if self.params.get("sgd", "per_user") == "surprise":
+            algo.fit(trainset)
+        else:
+            from components.training.svdpp_sgd import fit_per_user
+
+            fit_per_user(algo, trainset, self._implicit_sets)
 
     def _trainset(self, dataset: Dataset):
         trainset = surprise_trainset(dataset)
@@ -135,7 +151,7 @@ class SurpriseSVDpp(_SurpriseFactorization):
             algo.qi[trainset.n_rated_items:] = 0.0      # only watched: no rating ever fitted q_i
 
     def _user_vectors(self, algo, trainset) -> np.ndarray:
-        rated = implicit_matrix(trainset)
+        rated = self._implicit_sets
         counts = np.asarray(rated.sum(axis=1)).ravel()
         norm = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts, dtype=np.float64), where=counts > 0)
         return algo.pu + sp.diags(norm) @ (rated @ algo.yj)

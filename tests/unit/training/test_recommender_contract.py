@@ -132,6 +132,11 @@ class TestSurpriseSVDpp(RecommenderContract):
     params = {"n_factors": 5, "n_epochs": 8, "random_state": 0, "cache_ratings": True}
 
 
+class TestSurpriseSVDppOwnSGD(RecommenderContract):
+    algorithm = "svdpp"
+    params = {"n_factors": 5, "n_epochs": 8, "random_state": 0, "cache_ratings": True, "sgd": "surprise"}
+
+
 class TestImplicitALS(RecommenderContract):
     algorithm = "als"
     params = {"factors": 6, "iterations": 8, "random_state": 0}

@@ -6,6 +6,8 @@ dataset the pipeline prepares (params.yaml), four lists per validation user, sco
 pipeline's relevance and NDCG/recall/hit rate @20, each against popularity user by user:
 
 - popularity and ALS (params.yaml's values): what the platform deploys;
+- ALS's prior alone: its item bias (popularity and quality) with no factors, the same list for
+  everyone: how much of ALS's lead is not personalization;
 - known movie factors: the user's train-period movies, their true factors averaged (shrunk by one
   pseudo-movie) and scored against every movie's true factors on top of popularity, with the
   weight that scores best (chosen on the validation users, so an optimistic ceiling): what the
@@ -60,6 +62,9 @@ def ladder(store: Path, seed: int, n_movies: int, params: dict, resamples: int) 
     runs = {"popularity": evaluate(popularity, dataset, params, name="popularity", targets=targets)}
     als = make_recommender("als", params["train"]["als"]).fit(dataset).fitted
     runs["als"] = evaluate(als, dataset, params, name="als", targets=targets)
+    prior_only = build_model(dataset, 0.0, np.zeros(dataset.n_users), als.item_bias, np.zeros((dataset.n_users, 1)),
+                             np.zeros((dataset.n_movies, 1)))
+    runs["als_prior"] = evaluate(prior_only, dataset, params, name="als_prior", targets=targets)
 
     prior = popularity.item_bias.astype(np.float64)
     prior /= prior.std() or 1.0

@@ -1,5 +1,5 @@
-"""The ceiling benchmark on a small simulated world: the ladder popularity, ALS, known movie
-factors, oracle written whole; the oracle (true odds) beats popularity; a store from another
+"""The ceiling benchmark on a small simulated world: the ladder popularity, ALS, ALS's prior alone,
+known movie factors, oracle written whole; the oracle (true odds) beats popularity; a store from another
 world, or without its catalogue size, is a one-line mistake."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_a_small_world_climbs_from_popularity_to_the_oracle(tmp_path):
     result = bench_ceiling.main(["--users", "3000", "--movies", "200", "--resamples", "300", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     (world,) = result["worlds"].values()
-    assert set(world["models"]) == {"popularity", "als", "known_factors", "oracle"}
+    assert set(world["models"]) == {"popularity", "als", "als_prior", "known_factors", "oracle"}
     assert world["known_factors_weight"] in bench_ceiling.WEIGHTS
     for name, entry in world["models"].items():
         assert 0 <= entry["ndcg@20"] <= 1 and 0 <= entry["recall@20"] <= 1, name

@@ -18,7 +18,7 @@ moves within a user's ratings.
 The learned arrays go back into the `surprise.SVDpp` object, so its `predict` (and the export
 check of `components.training.train`) reads them as if Surprise had learned them.
 
-    fit_per_user(algo, trainset, implicit_sets)   # algo: surprise.SVDpp(...), not yet fitted
+    fit_per_user(algo, trainset, (indptr, items, ratings), implicit_sets)   # algo: surprise.SVDpp(...)
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ import scipy.sparse as sp
 from numba import njit
 
 
-def fit_per_user(algo, trainset, implicit_sets: sp.csr_matrix) -> None:
-    """Fit `algo` (a `surprise.SVDpp`) on `trainset` with the per-user SGD; `implicit_sets` is
-    N(u) on Surprise's inner ids (`train.implicit_matrix`)."""
+def fit_per_user(algo, trainset, ratings: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 implicit_sets: sp.csr_matrix) -> None:
+    """Fit `algo` (a `surprise.SVDpp`) on `trainset` with the per-user SGD. `ratings` is the
+    trainset's ratings as CSR arrays on Surprise's inner ids in `all_ratings()` order (indptr per
+    inner user, inner items, values: `train.inner_ratings`); `implicit_sets` is N(u), users x items."""
     from surprise import AlgoBase
     from surprise.utils import get_rng
 
@@ -41,27 +43,16 @@ def fit_per_user(algo, trainset, implicit_sets: sp.csr_matrix) -> None:
     pu = rng.normal(algo.init_mean, algo.init_std_dev, size=(trainset.n_users, k))
     qi = rng.normal(algo.init_mean, algo.init_std_dev, size=(trainset.n_items, k))
     yj = rng.normal(algo.init_mean, algo.init_std_dev, size=(trainset.n_items, k))
-    r_indptr, r_items, r_values = _ratings_by_user(trainset)
+    r_indptr, r_items, r_values = (np.ascontiguousarray(a, dtype=t) for a, t in
+                                   zip(ratings, (np.int64, np.int64, np.float64), strict=True))
+    if len(r_indptr) != trainset.n_users + 1 or r_indptr[-1] != trainset.n_ratings:
+        raise ValueError("the ratings arrays do not match the trainset")
     n_sets = implicit_sets.tocsr()
     _epochs(r_indptr, r_items, r_values, n_sets.indptr.astype(np.int64), n_sets.indices.astype(np.int64),
             float(trainset.global_mean), bu, bi, pu, qi, yj, int(algo.n_epochs),
             np.array([algo.lr_bu, algo.lr_bi, algo.lr_pu, algo.lr_qi, algo.lr_yj], dtype=np.float64),
             np.array([algo.reg_bu, algo.reg_bi, algo.reg_pu, algo.reg_qi, algo.reg_yj], dtype=np.float64))
     algo.bu, algo.bi, algo.pu, algo.qi, algo.yj = bu, bi, pu, qi, yj
-
-
-def _ratings_by_user(trainset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (indptr, inner items, ratings) of the ratings in `all_ratings()` order (user by user)."""
-    count = trainset.n_ratings
-    users = np.empty(count, dtype=np.int64)
-    items = np.empty(count, dtype=np.int64)
-    values = np.empty(count, dtype=np.float64)
-    for n, (u, i, r) in enumerate(trainset.all_ratings()):
-        users[n], items[n], values[n] = u, i, r
-    order = np.argsort(users, kind="stable")      # already grouped; stable keeps each user's order
-    indptr = np.zeros(trainset.n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=trainset.n_users), out=indptr[1:])
-    return indptr, items[order], values[order]
 
 
 @njit(cache=True, nogil=True)

@@ -71,7 +71,7 @@ class _SurpriseFactorization(Recommender):
             **{key: value for key, value in self.params.items() if key not in self.own_params})
         trainset = self._trainset(dataset)
         t1 = clock()
-        self._fit_algo(algo, trainset)
+        self._fit_algo(algo, trainset, dataset)
         self._after_fit(algo, trainset)
         t2 = clock()
         self.algo = algo
@@ -103,7 +103,7 @@ class _SurpriseFactorization(Recommender):
     def _trainset(self, dataset: Dataset):
         return surprise_trainset(dataset)
 
-    def _fit_algo(self, algo, trainset) -> None:
+    def _fit_algo(self, algo, trainset, dataset: Dataset) -> None:
         algo.fit(trainset)
 
     def _after_fit(self, algo, trainset) -> None:
@@ -131,14 +131,19 @@ class SurpriseSVDpp(_SurpriseFactorization):
     surprise_class = "SVDpp"
     own_params = ("implicit_set", "sgd")
 
-    def _fit_algo(self, algo, trainset) -> None:
-        self._implicit_sets = implicit_matrix(trainset)
+    def _fit_algo(self, algo, trainset, dataset: Dataset) -> None:
+        users, items, ratings = inner_ratings(trainset, dataset)
+        if hasattr(trainset, "rating_ur"):     # N(u) holds watched movies too: read it off the trainset
+            self._implicit_sets = implicit_matrix(trainset)
+        else:                                  # N(u) = R(u), entry for entry as in `ur`
+            self._implicit_sets = sp.csr_matrix((np.ones(len(items)), items, _indptr(users, trainset.n_users)),
+                                                shape=(trainset.n_users, trainset.n_items))
         if self.params.get("sgd", "per_user") == "surprise":
             algo.fit(trainset)
         else:
             from components.training.svdpp_sgd import fit_per_user
 
-            fit_per_user(algo, trainset, self._implicit_sets)
+            fit_per_user(algo, trainset, (_indptr(users, trainset.n_users), items, ratings), self._implicit_sets)
 
     def _trainset(self, dataset: Dataset):
         trainset = surprise_trainset(dataset)
@@ -206,6 +211,30 @@ def with_watched_implicit_set(trainset, dataset: Dataset):
         extra = watched.indices[watched.indptr[row]:watched.indptr[row + 1]]
         ur[inner_of_raw_user[raw_u]].extend((raw2inner_items[int(j)], float("nan")) for j in extra)
     return _implicit_set_trainset()(trainset, ur, len(raw2inner_items), raw2inner_items)
+
+
+def inner_ratings(trainset, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train ratings as (inner user, inner item, rating) arrays in `trainset.all_ratings()` order
+    (users by inner id, the order Surprise numbered them in; each user's ratings in the frame's
+    order), from the dataset's frame without a Python loop over millions of ratings."""
+    frame = dataset.train_ratings
+    users = _inner_ids(trainset._raw2inner_id_users, dataset.n_users)[frame["u"].to_numpy()]
+    items = _inner_ids(trainset._raw2inner_id_items, dataset.n_movies)[frame["i"].to_numpy()]
+    order = np.argsort(users, kind="stable")
+    return users[order], items[order], frame["rating"].to_numpy(np.float64)[order]
+
+
+def _inner_ids(raw2inner: dict, size: int) -> np.ndarray:
+    table = np.full(size, -1, dtype=np.int64)
+    table[np.fromiter(raw2inner.keys(), dtype=np.int64, count=len(raw2inner))] = np.fromiter(
+        raw2inner.values(), dtype=np.int64, count=len(raw2inner))
+    return table
+
+
+def _indptr(sorted_users: np.ndarray, n_users: int) -> np.ndarray:
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sorted_users, minlength=n_users), out=indptr[1:])
+    return indptr
 
 
 def implicit_matrix(trainset) -> sp.csr_matrix:

@@ -12,7 +12,7 @@ import surprise
 
 from components.training.preprocess import build_dataset
 from components.training.svdpp_sgd import fit_per_user
-from components.training.train import implicit_matrix, make_recommender
+from components.training.train import implicit_matrix, inner_ratings, make_recommender, surprise_trainset
 from tests.synthetic_events import synthetic_events
 
 
@@ -20,10 +20,22 @@ def _trainset(frame: pd.DataFrame):
     return surprise.Dataset.load_from_df(frame, surprise.Reader(rating_scale=(1, 5))).build_full_trainset()
 
 
+def _ratings(trainset):
+    """The CSR arrays `fit_per_user` takes, read off `all_ratings()` one by one."""
+    rows = np.array(list(trainset.all_ratings()))
+    users = rows[:, 0].astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=trainset.n_users))])
+    return indptr, rows[:, 1].astype(np.int64), rows[:, 2]
+
+
+def _fit(trainset, **hyper):
+    algo = surprise.SVDpp(**hyper)
+    fit_per_user(algo, trainset, _ratings(trainset), implicit_matrix(trainset))
+    return algo
+
+
 def _both(trainset, **hyper):
-    ours = surprise.SVDpp(**hyper)
-    fit_per_user(ours, trainset, implicit_matrix(trainset))
-    return surprise.SVDpp(**hyper).fit(trainset), ours
+    return surprise.SVDpp(**hyper).fit(trainset), _fit(trainset, **hyper)
 
 
 def test_one_rating_per_user_is_surprises_arithmetic_exactly():
@@ -51,13 +63,12 @@ def test_long_histories_fit_as_well_as_surprise_in_a_fraction_of_the_time():
     test = frame.sample(frac=0.2, random_state=0)
     trainset = _trainset(frame.drop(test.index))
     hyper = {"n_factors": 10, "n_epochs": 20, "random_state": 0}
-    fit_per_user(surprise.SVDpp(**hyper), trainset, implicit_matrix(trainset))   # compiled before timing
+    _fit(trainset, **hyper)                                  # compiled before timing
     started = time.perf_counter()
     theirs = surprise.SVDpp(**hyper).fit(trainset)
     surprise_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    ours = surprise.SVDpp(**hyper)
-    fit_per_user(ours, trainset, implicit_matrix(trainset))
+    ours = _fit(trainset, **hyper)
     ours_seconds = time.perf_counter() - started
 
     def rmse(algo) -> float:
@@ -79,3 +90,22 @@ def test_the_engine_trains_per_user_by_default_and_surprise_on_request():
     np.testing.assert_array_equal(own.algo.yj, reference.yj)
     assert not np.array_equal(fast.algo.yj, reference.yj)
     assert fast.export_error < 1e-4 and own.export_error < 1e-4      # the export reads either
+
+
+def test_the_ratings_arrays_are_all_ratings_in_order_without_a_python_loop():
+    rates, watches = synthetic_events(n_users=50, n_movies=40, per_user=12, seed=2)
+    data = build_dataset(rates.sample(frac=1.0, random_state=1).sort_values("time", kind="stable"), watches)
+    trainset = surprise_trainset(data)
+    users, items, ratings = inner_ratings(trainset, data)
+    expected = np.array(list(trainset.all_ratings()))
+    np.testing.assert_array_equal(users, expected[:, 0])
+    np.testing.assert_array_equal(items, expected[:, 1])
+    np.testing.assert_array_equal(ratings, expected[:, 2])
+
+
+def test_a_mismatched_ratings_array_is_refused():
+    frame = pd.DataFrame({"u": [0, 0, 1], "i": [0, 1, 1], "rating": [4.0, 2.0, 5.0]})
+    trainset = _trainset(frame)
+    indptr, items, ratings = _ratings(trainset)
+    with pytest.raises(ValueError, match="do not match"):
+        fit_per_user(surprise.SVDpp(), trainset, (indptr[:-1], items, ratings), implicit_matrix(trainset))

@@ -163,12 +163,40 @@ class SurpriseSVDpp(_SurpriseFactorization):
 
 
 def surprise_trainset(dataset: Dataset):
-    """The dataset's train ratings as a Surprise trainset; raw ids are the platform's indices (u, i)."""
+    """The dataset's train ratings as a Surprise trainset; raw ids are the platform's indices (u, i).
+
+    The trainset `surprise.Dataset.load_from_df(frame).build_full_trainset()` builds (inner ids in
+    order of first appearance, each user's and movie's ratings in the frame's order; a unit test
+    checks them equal), put together from arrays: Surprise's own loop over millions of rows took
+    9 s of SVD++'s 21 at course scale."""
+    from collections import defaultdict
+
     import surprise
 
-    frame = dataset.train_ratings[["u", "i", "rating"]]
-    reader = surprise.Reader(rating_scale=(1, 5))
-    return surprise.Dataset.load_from_df(frame, reader).build_full_trainset()
+    frame = dataset.train_ratings
+    u, i = frame["u"].to_numpy(np.int64), frame["i"].to_numpy(np.int64)
+    ratings = frame["rating"].to_numpy(np.float64)
+    users, inner_u = _first_appearance(u)
+    items, inner_i = _first_appearance(i)
+
+    def grouped(keys: np.ndarray, other: np.ndarray) -> defaultdict:
+        order = np.argsort(keys, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(keys))]).tolist()
+        pairs = list(zip(other[order].tolist(), ratings[order].tolist(), strict=True))
+        return defaultdict(list, {k: pairs[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)})
+
+    return surprise.Trainset(grouped(inner_u, inner_i), grouped(inner_i, inner_u), len(users), len(items),
+                             len(frame), (1, 5), dict(zip(users.tolist(), range(len(users)), strict=True)),
+                             dict(zip(items.tolist(), range(len(items)), strict=True)))
+
+
+def _first_appearance(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct raw ids in order of first appearance, each row's position in that order)."""
+    distinct, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[order] = np.arange(len(distinct))
+    return distinct[order], rank[inverse]
 
 
 @functools.cache

@@ -56,6 +56,21 @@ def test_surprise_trainset_uses_the_platform_indices(dataset):
     assert set(trainset._raw2inner_id_users) <= set(range(dataset.n_users))
 
 
+def test_surprise_trainset_is_the_one_surprise_builds(dataset):
+    import surprise
+
+    frame = dataset.train_ratings.sample(frac=1.0, random_state=3)       # any row order
+    shuffled = dataset.__class__(**{**dataset.__dict__, "train_ratings": frame})
+    ours = surprise_trainset(shuffled)
+    theirs = surprise.Dataset.load_from_df(frame[["u", "i", "rating"]], surprise.Reader(rating_scale=(1, 5))
+                                           ).build_full_trainset()
+    for name in ("n_users", "n_items", "n_ratings", "rating_scale", "_raw2inner_id_users", "_raw2inner_id_items"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert dict(ours.ur) == dict(theirs.ur) and dict(ours.ir) == dict(theirs.ir)
+    assert list(ours.all_ratings()) == list(theirs.all_ratings())
+    assert ours.global_mean == theirs.global_mean
+
+
 def test_training_is_deterministic_with_a_seed(dataset):
     a, _ = train(dataset, "svd", FAST)
     b, _ = train(dataset, "svd", FAST)

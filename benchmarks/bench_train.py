@@ -10,7 +10,7 @@ One 80/20 random split (seed 0) serves both sides:
   `components.training.train.train` (the same Surprise fit plus export to the serving format and the
   export check; its parts are timed apart), with the same hyper-parameters (params.yaml). SVD++'s
   platform side trains with `train.svdpp.sgd` (per_user by default: Surprise's model with each
-  user's implicit factors updated once per epoch, `components.training.svdpp_sgd`), so this is
+  user's implicit factors updated once per epoch, `components.training.surprise_sgd`), so this is
   also that SGD against Surprise's own, in time and RMSE.
   The direct side's fit time excludes building the trainset. Fit times are the fastest of
   `--repeat` alternating runs, since the machine's cores are shared;

@@ -114,17 +114,24 @@ class _SurpriseFactorization(Recommender):
 
 
 class SurpriseSVD(_SurpriseFactorization):
-    """Funk SVD with biases (surprise.SVD): r = mu + b_u + b_i + q_i . p_u."""
+    """Funk SVD with biases (surprise.SVD): r = mu + b_u + b_i + q_i . p_u, fitted by Surprise's SGD
+    compiled over arrays (`components.training.surprise_sgd.fit_svd`, bit for bit Surprise's)."""
 
     name = "svd"
     surprise_class = "SVD"
+
+    def _fit_algo(self, algo, trainset, dataset: Dataset) -> None:
+        from components.training.surprise_sgd import fit_svd
+
+        users, items, ratings = inner_ratings(trainset, dataset)
+        fit_svd(algo, trainset, (_indptr(users, trainset.n_users), items, ratings))
 
 
 class SurpriseSVDpp(_SurpriseFactorization):
     """SVD++ (surprise.SVDpp): the rated items' implicit factors y_j are folded into p_u at export.
 
     `sgd: per_user` (the default) trains Surprise's model with the implicit term updated once per
-    user (`components.training.svdpp_sgd`: linear in a user's history instead of quadratic);
+    user (`components.training.surprise_sgd`: linear in a user's history instead of quadratic);
     `sgd: surprise` runs Surprise's own `fit`."""
 
     name = "svdpp"
@@ -141,9 +148,9 @@ class SurpriseSVDpp(_SurpriseFactorization):
         if self.params.get("sgd", "per_user") == "surprise":
             algo.fit(trainset)
         else:
-            from components.training.svdpp_sgd import fit_per_user
+            from components.training.surprise_sgd import fit_svdpp_per_user
 
-            fit_per_user(algo, trainset, (_indptr(users, trainset.n_users), items, ratings), self._implicit_sets)
+            fit_svdpp_per_user(algo, trainset, (_indptr(users, trainset.n_users), items, ratings), self._implicit_sets)
 
     def _trainset(self, dataset: Dataset):
         trainset = surprise_trainset(dataset)

@@ -101,13 +101,19 @@ def relevant_targets(dataset: Dataset, params: dict | None = None, watch: str | 
     r, w = dataset.valid_ratings, dataset.valid_watches
     if (watch or p["relevant_watch"]) == "completed":
         w = w[w["minutes"] >= float(p["completed_share"]) * w["movie_id"].map(movie_lengths(dataset))]
-    cols = ["user_id", "movie_id", "history"]
+    cols = ["user_id", "movie_id", "u", "i", "history"]
     caused = w.loc[w["caused"], ["user_id", "movie_id"]] if "caused" in w else w.iloc[0:0][["user_id", "movie_id"]]
     pos = pd.concat([w[cols], r.loc[r["rating"] >= float(p["relevant_min_rating"]), cols]], ignore_index=True)
-    seen = pd.concat([dataset.train_ratings[["user_id", "movie_id"]], dataset.train_watches[["user_id", "movie_id"]],
-                      caused])                  # the platform's own lists caused it: not a target
-    pos = pos.drop_duplicates(["user_id", "movie_id"]).merge(
-        seen.drop_duplicates(), on=["user_id", "movie_id"], how="left", indicator=True)
+    pos = pos.drop_duplicates(["user_id", "movie_id"])
+    # seen in the train period (millions of pairs): by the dataset's indices; a movie the train period
+    # does not know (i = -1) was not seen there
+    train = [dataset.train_ratings, dataset.train_watches]
+    seen = np.sort(np.concatenate([_pair_keys(f["u"], f["i"], dataset.n_movies) for f in train]))
+    keys = _pair_keys(pos["u"], pos["i"], dataset.n_movies)
+    at = np.minimum(np.searchsorted(seen, keys), max(len(seen) - 1, 0))
+    pos = pos[~((pos["i"].to_numpy() >= 0) & (seen[at] == keys if len(seen) else False))]
+    pos = pos.merge(caused.drop_duplicates(), on=["user_id", "movie_id"], how="left",  # the platform's own
+                    indicator=True)                                                     # lists caused it
     pos = pos[pos["_merge"] == "left_only"].sort_values(["user_id", "movie_id"]).reset_index(drop=True)
     per_user = pos.drop_duplicates("user_id")
     users = per_user["user_id"].to_numpy(np.int64)
@@ -119,6 +125,11 @@ def relevant_targets(dataset: Dataset, params: dict | None = None, watch: str | 
     activity = np.where(~known, "new", np.where(history <= float(light_max), "light", "heavy"))
     return Targets(users=users, pairs=pos[["user_id", "movie_id"]], activity=activity,
                    light_max_history=float(light_max), caused_excluded=len(caused.drop_duplicates()))
+
+
+def _pair_keys(u: pd.Series, i: pd.Series, n_movies: int) -> np.ndarray:
+    """One int64 per (user index, movie index) pair."""
+    return u.to_numpy(np.int64) * max(n_movies, 1) + i.to_numpy(np.int64)
 
 
 def movie_lengths(dataset: Dataset) -> pd.Series:

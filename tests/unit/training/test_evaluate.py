@@ -244,3 +244,25 @@ def test_relevant_watch_is_a_completed_one_and_any_watch_is_reported_beside(data
     assert "ndcg@3_any_watch" in metrics and metrics["users_any_watch"] == 3
     assert metrics["recall@3_any_watch"] < metrics["recall@3"]     # e is missed, and counts only there
     assert "watched to at least 50% of its length" in result["relevance"]
+
+
+def test_targets_are_the_validation_pairs_unseen_in_train_and_not_caused():
+    """The index-keyed membership test against the plain definition (a pandas anti-join on ids),
+    on a split whose validation window holds movies and pairs the train period never saw."""
+    from components.training.preprocess import build_dataset
+    from tests.synthetic_events import synthetic_events
+
+    rates, watches = synthetic_events(n_users=60, n_movies=40, per_user=15, seed=8)
+    late = rates["time"] > rates["time"].quantile(0.9)
+    rates.loc[late & (rates.index % 3 == 0), "movie_id"] = "movie+new"     # only in the validation window
+    data = build_dataset(rates, watches, {"preprocess": {"min_user_movies": 1, "min_movie_users": 1}})
+    assert (data.valid_ratings["i"] < 0).any()
+    data.valid_watches["caused"] = data.valid_watches.index % 4 == 0
+    r, w = data.valid_ratings, data.valid_watches
+    positives = pd.concat([w[["user_id", "movie_id"]], r.loc[r["rating"] >= 4, ["user_id", "movie_id"]]])
+    excluded = pd.concat([data.train_ratings[["user_id", "movie_id"]], data.train_watches[["user_id", "movie_id"]],
+                          w.loc[w["caused"], ["user_id", "movie_id"]]])
+    expected = positives.drop_duplicates().merge(excluded.drop_duplicates(), how="left", indicator=True)
+    expected = sorted(map(tuple, expected.loc[expected["_merge"] == "left_only", ["user_id", "movie_id"]].values))
+    targets = relevant_targets(data, {"evaluate": {"relevant_watch": "any"}})
+    assert sorted(map(tuple, targets.pairs.values.tolist())) == expected and expected

@@ -18,6 +18,7 @@ from components.training.train import (
     code_commit,
     make_recommender,
     model_version,
+    rating_rmse,
     surprise_trainset,
     train,
 )
@@ -178,3 +179,14 @@ def test_svdpp_can_take_the_watched_movies_as_its_implicit_set():
     assert not np.any(rec.algo.qi[trainset.n_rated_items:])
     plain = make_recommender("svdpp", FAST["train"]["svdpp"]).fit(data)
     assert not np.allclose(plain.fitted.user_factors, rec.fitted.user_factors)
+
+
+@pytest.mark.parametrize("algorithm", ["svd", "svdpp", "als"])
+def test_train_rmse_by_index_is_predicts_by_id(dataset, algorithm):
+    rec = make_recommender(algorithm, {"svd": FAST["train"]["svd"], "svdpp": FAST["train"]["svdpp"],
+                                       "als": {"factors": 4, "iterations": 3}}[algorithm]).fit(dataset)
+    r = dataset.train_ratings
+    by_id = float(np.sqrt(np.mean((rec.predict(r["user_id"], r["movie_id"]) - r["rating"]) ** 2)))
+    assert rating_rmse(rec.fitted, dataset, chunk=7) == pytest.approx(by_id, rel=1e-12)
+    other = dataset.__class__(**{**dataset.__dict__, "user_ids": dataset.user_ids[::-1].copy()})
+    assert rating_rmse(rec.fitted, other) == pytest.approx(by_id, rel=1e-12)    # another order: by id

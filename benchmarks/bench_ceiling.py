@@ -2,7 +2,7 @@
 the true movie factors, and the oracle, offline on the pipeline's split.
 
 The simulator knows what no model does: each movie's hidden factors and each user's taste. On the
-dataset the pipeline prepares (params.yaml), four lists per validation user, scored with the
+dataset the pipeline prepares (params.yaml), five lists per validation user, scored with the
 pipeline's relevance and NDCG/recall/hit rate @20, each against popularity user by user:
 
 - popularity and ALS (params.yaml's values): what the platform deploys;
@@ -15,6 +15,9 @@ pipeline's relevance and NDCG/recall/hit rate @20, each against popularity user 
 - oracle: each user's true odds of picking each movie (`simulator.population.choice_base` plus
   the user's taste against the movie's factors), which needs no history: what perfect knowledge
   gives (users the dataset does not know, a handful, get the popularity list).
+
+Beside them, `als_factor_fit`: how much of the true movie factors ALS's item factors hold (R^2 of
+a least-squares fit, in-sample), by how many train users saw the movie.
 
     python -m benchmarks.bench_ceiling --store seed3=WORK/seed3/store --seed 3 --movies 10000
     # a store ingested from the simulator's log with that seed and catalogue size (bench_scale --workdir)
@@ -35,6 +38,7 @@ from benchmarks.stored_worlds import add_world_options, run, worlds, write_resul
 RESULTS = Path(__file__).resolve().parent / "results" / "ceiling.json"
 METRICS = ("ndcg@20", "recall@20", "hit_rate@20")
 WEIGHTS = (0.1, 0.2, 0.4, 0.8, 1.6)
+BANDS = ((2, 5), (5, 20), (20, 100), (100, 10**9))   # train users who saw a movie, for `factor_fit`
 SUITE_ARGV = ["--users", "10000", "--movies", "500", "--out", str(RESULTS.with_name("ceiling-suite.json"))]
 
 
@@ -86,13 +90,31 @@ def ladder(store: Path, seed: int, n_movies: int, params: dict, resamples: int) 
                          (behaviour.CHOICE_BETA * taste).astype(np.float32), true_factors.astype(np.float32))
     runs["oracle"] = evaluate(oracle, dataset, params, name="oracle", targets=targets)
 
-    out = {"users": int(len(targets.users)), "known_factors_weight": chosen, "models": {}}
+    out = {"users": int(len(targets.users)), "known_factors_weight": chosen, "models": {},
+           "als_factor_fit": factor_fit(als.item_factors, true_factors, dataset.movie_popularity())}
     for name, run in runs.items():
         entry = {m: round(float(run.metrics[m]), 6) for m in METRICS}
         if name != "popularity":
             entry["vs_popularity"] = {m: paired_interval(run.per_user[m] - runs["popularity"].per_user[m], 0.95,
                                                          resamples) for m in METRICS}
         out["models"][name] = entry
+    return out
+
+
+def factor_fit(item_factors: np.ndarray, true_factors: np.ndarray, popularity: np.ndarray) -> dict:
+    """How much of the true movie factors a model's item factors hold: R^2 of the true factors
+    regressed on the model's (least squares with an intercept, in-sample), by how many train users
+    saw the movie."""
+    out = {}
+    for low, high in BANDS:
+        movies = (popularity >= low) & (popularity < high)
+        if movies.sum() <= item_factors.shape[1] + 1:
+            continue
+        x = np.hstack([item_factors[movies].astype(np.float64), np.ones((int(movies.sum()), 1))])
+        y = true_factors[movies]
+        residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        out[f"{low}-{high if high < 10**9 else 'more'}"] = {
+            "movies": int(movies.sum()), "r2": round(float(1 - (residual ** 2).sum() / ((y - y.mean(0)) ** 2).sum()), 4)}
     return out
 
 

@@ -27,6 +27,8 @@ def test_a_small_world_climbs_from_popularity_to_the_oracle(tmp_path):
             d = entry["vs_popularity"]["ndcg@20"]
             assert d["low"] <= d["difference"] <= d["high"] and d["users"] == world["users"]
     assert world["models"]["oracle"]["vs_popularity"]["ndcg@20"]["low"] > 0   # knowing the truth pays
+    assert world["als_factor_fit"] and all(0 <= band["r2"] <= 1 and band["movies"] > 0
+                                           for band in world["als_factor_fit"].values())
 
 
 def test_a_store_of_another_world_or_without_its_size_is_named(tmp_path):

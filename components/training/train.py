@@ -46,6 +46,7 @@ from components.training.dataset import Dataset
 from components.training.implicit_models import ImplicitALS, ImplicitBPR
 from components.training.recommenders import (
     RATING_SCALE,
+    LoadedRecommender,
     PopularityRecommender,
     RandomRecommender,
     Recommender,
@@ -187,17 +188,19 @@ def surprise_trainset(dataset: Dataset):
     users, inner_u = _first_appearance(u)
     items, inner_i = _first_appearance(i)
 
-    def grouped(keys: np.ndarray, other: np.ndarray) -> defaultdict:
-        order = np.argsort(keys, kind="stable")
+    by_user = np.argsort(inner_u, kind="stable")           # all_ratings() order
+
+    def grouped(keys: np.ndarray, other: np.ndarray, order: np.ndarray) -> defaultdict:
         bounds = np.concatenate([[0], np.cumsum(np.bincount(keys))]).tolist()
         pairs = list(zip(other[order].tolist(), ratings[order].tolist(), strict=True))
         return defaultdict(list, {k: pairs[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)})
 
-    trainset = surprise.Trainset(grouped(inner_u, inner_i), grouped(inner_i, inner_u), len(users), len(items),
+    trainset = surprise.Trainset(grouped(inner_u, inner_i, by_user),
+                                 grouped(inner_i, inner_u, np.argsort(inner_i, kind="stable")), len(users), len(items),
                                  len(frame), (1, 5), dict(zip(users.tolist(), range(len(users)), strict=True)),
                                  dict(zip(items.tolist(), range(len(items)), strict=True)))
     if len(frame):      # Surprise's own mean, over all_ratings() in its order, without 5M Python tuples
-        trainset._global_mean = np.mean(ratings[np.argsort(inner_u, kind="stable")])
+        trainset._global_mean = np.mean(ratings[by_user])
     return trainset
 
 
@@ -348,8 +351,6 @@ def rating_rmse(model: FactorModel, dataset: Dataset, chunk: int = 1 << 16) -> f
     need no lookup (4 s at course scale). A model in another order goes through `predict`."""
     r = dataset.train_ratings
     if not (np.array_equal(model.user_ids, dataset.user_ids) and np.array_equal(model.movie_ids, dataset.movie_ids)):
-        from components.training.recommenders import LoadedRecommender
-
         rec = LoadedRecommender()
         rec.model = model
         estimate = rec.predict(r["user_id"], r["movie_id"])

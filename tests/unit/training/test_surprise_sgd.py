@@ -1,9 +1,7 @@
 """Surprise's SGD compiled: SVD bit for bit Surprise's; SVD++'s per-user SGD Surprise's arithmetic where
-the two must agree, Surprise's accuracy where they differ, and a fraction of its time on long histories."""
+the two must agree, Surprise's accuracy where they differ."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pandas as pd
@@ -57,19 +55,15 @@ def test_zero_epochs_is_surprises_initialisation():
         np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), err_msg=name)
 
 
-def test_long_histories_fit_as_well_as_surprise_in_a_fraction_of_the_time():
+def test_long_histories_fit_as_well_as_surprise():
+    """Where the two SGDs differ (many ratings a user), the per-user one is as accurate. Its speed is
+    measured by `python -m benchmarks.bench_train --parts rmse` (Surprise's fit beside the platform's),
+    not timed here."""
     rates, _ = synthetic_events(n_users=150, n_movies=120, per_user=60, seed=4, watch_share=0.0)
     frame = rates.assign(u=rates["user_id"], i=rates["movie_id"])[["u", "i", "rating"]]
     test = frame.sample(frac=0.2, random_state=0)
     trainset = _trainset(frame.drop(test.index))
-    hyper = {"n_factors": 10, "n_epochs": 20, "random_state": 0}
-    _fit(trainset, **hyper)                                  # compiled before timing
-    started = time.perf_counter()
-    theirs = surprise.SVDpp(**hyper).fit(trainset)
-    surprise_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    ours = _fit(trainset, **hyper)
-    ours_seconds = time.perf_counter() - started
+    theirs, ours = _both(trainset, n_factors=10, n_epochs=20, random_state=0)
 
     def rmse(algo) -> float:
         est = [algo.predict(u, i).est for u, i in zip(test["u"], test["i"], strict=True)]
@@ -77,7 +71,6 @@ def test_long_histories_fit_as_well_as_surprise_in_a_fraction_of_the_time():
 
     assert rmse(ours) == pytest.approx(rmse(theirs), abs=0.02)
     assert rmse(ours) < float(test["rating"].std())          # it learned something
-    assert ours_seconds < surprise_seconds, (ours_seconds, surprise_seconds)
 
 
 def test_the_engine_trains_per_user_by_default_and_surprise_on_request():

@@ -28,9 +28,12 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 IMAGE_ENV = "MOVIEREC_IMAGE"
 IMAGE = os.environ.get(IMAGE_ENV, "movierec/components:0.1.0")
+# The image (and, under kfp.local, the project's venv) has kfp installed: without this, each step
+# would first run `pip install kfp==<version>`, half a second of a step for nothing.
+STEP = {"base_image": IMAGE, "install_kfp_package": False}
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def ingest(source: str, store: str, group: str, metrics: Output[Metrics]) -> int:
     """Ingest the event log up to its end as of now into snapshots in the store; return lines read."""
     import time
@@ -48,7 +51,7 @@ def ingest(source: str, store: str, group: str, metrics: Output[Metrics]) -> int
     return int(report["read"])
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def preprocess(store: str, params: str, dataset: Output[Dataset], metrics: Output[Metrics]):
     """Build the dataset (filters, id maps, split by time) and log what each step kept and dropped."""
     import json
@@ -68,7 +71,7 @@ def preprocess(store: str, params: str, dataset: Output[Dataset], metrics: Outpu
     metrics.log_metric("seconds", round(time.perf_counter() - started, 3))
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def train(dataset: Input[Dataset], algorithm: str, params: str, model: Output[Model],
           metrics: Output[Metrics]) -> str:
     """Fit one algorithm; the model directory is its version folder."""
@@ -86,7 +89,7 @@ def train(dataset: Input[Dataset], algorithm: str, params: str, model: Output[Mo
     return card.version
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: str,
              evaluation: Output[Artifact], metrics: Output[Metrics], report: Output[HTML]) -> float:
     """Offline metrics of the model, the popularity baseline and the deployed stable version (if
@@ -121,7 +124,7 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], params: str, store: s
     return float(result["candidate"]["metrics"].get(result["primary_metric"], 0.0))
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dataset], store: str, params: str,
             run_name: str) -> NamedTuple("Published", version=str, candidate=bool, reasons=str):
     """Gate the model and write it with its metrics and decision to the store (deployed by `release`)."""
@@ -142,7 +145,7 @@ def publish(model: Input[Model], evaluation: Input[Artifact], dataset: Input[Dat
     return published(result.version, result.decision.candidate, "; ".join(result.decision.reasons))
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def release(store: str, winner: str, best: str, params: str, deploy: str, canary_percent: float, force: bool,
             run_name: str) -> str:
     """Release the compare winner: refit it on the whole snapshot (`evaluate.refit`), publish the
@@ -167,7 +170,7 @@ def release(store: str, winner: str, best: str, params: str, deploy: str, canary
     return result.served
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTML], metrics: Output[Metrics],
             evaluation_b: Input[Artifact] = None, candidate_b: bool = False,
             evaluation_c: Input[Artifact] = None, candidate_c: bool = False,
@@ -213,7 +216,7 @@ def compare(evaluation_a: Input[Artifact], candidate_a: bool, report: Output[HTM
 COMPARE_SLOTS = ("a", "b", "c", "d")   # the models `compare` takes: evaluation_<slot>, candidate_<slot>
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(**STEP)
 def online_eval(store: str, window: str, auto: bool, report: Output[Artifact], metrics: Output[Metrics]) -> str:
     """Bounded online evaluation of the ingested snapshots (and the canary decision, acted on with
     `auto`); the report directory (JSON, Markdown, plots, .prom) is the artifact. Returns the decision."""

@@ -27,8 +27,8 @@ COPY --from=build /opt/movierec /opt/movierec
 # hadolint ignore=DL3008
 RUN python -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('gomp') is None)" \
  || (apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*)
-# Kubeflow's launcher command runs `pip install kfp==<version>`: kfp is installed, so pip is
-# satisfied without an index (PIP_NO_INDEX keeps it from ever reaching for one). Runs with a
+# The steps' commands do not install kfp (`install_kfp_package=False` in components/steps.py): it
+# is installed here, and PIP_NO_INDEX keeps any pip run from reaching for an index. Runs with a
 # read-only root file system: everything written goes to /tmp and the pipeline root's volume.
 ENV PATH=/opt/movierec/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -14,6 +14,7 @@ from components.core.model_artifact import ArtifactError, FactorModel
 from components.training import train as train_module
 from components.training.preprocess import build_dataset
 from components.training.train import (
+    RatingLists,
     check_export,
     code_commit,
     make_recommender,
@@ -70,6 +71,23 @@ def test_surprise_trainset_is_the_one_surprise_builds(dataset):
     assert dict(ours.ur) == dict(theirs.ur) and dict(ours.ir) == dict(theirs.ir)
     assert list(ours.all_ratings()) == list(theirs.all_ratings())
     assert ours.global_mean == theirs.global_mean
+
+
+def test_rating_lists_read_like_surprises_defaultdict():
+    lists = RatingLists(np.array([0, 2, 2, 3]), np.array([5, 7, 1]), np.array([4.0, 3.5, 1.0]))
+    assert len(lists) == 3 and list(lists) == [0, 1, 2]
+    assert lists[0] == [(5, 4.0), (7, 3.5)] and lists[1] == [] and lists[np.int64(2)] == [(1, 1.0)]
+    assert 2 in lists and 3 not in lists and -1 not in lists and "0" not in lists
+    assert lists[3] == [] and 3 not in lists        # an unknown id reads empty and is not added
+    assert dict(lists.items()) == {0: [(5, 4.0), (7, 3.5)], 1: [], 2: [(1, 1.0)]}
+
+
+def test_surprises_own_svdpp_fit_reads_the_same_trainset(dataset):
+    """`sgd: surprise` hands Surprise's loop plain lists made once; the fit is Surprise's on that
+    trainset, whatever holds the lists."""
+    params = {"train": {"svdpp": {"n_factors": 4, "n_epochs": 2, "sgd": "surprise"}}}
+    rec, _ = train(dataset, "svdpp", params)
+    assert isinstance(rec.algo.trainset.ur, dict) and rec.export_error < 1e-3
 
 
 def test_training_is_deterministic_with_a_seed(dataset):

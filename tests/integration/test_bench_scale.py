@@ -176,3 +176,12 @@ def test_a_profile_gives_the_simulated_service_its_behaviour(tmp_path):
     course = get_profile("course")
     assert (service.signup_ratings, service.legacy_share) == (course.signup_ratings, course.legacy_share)
     assert simulated["lines"] > 0 and (tmp_path / "events.log").exists()
+
+
+def test_ml100k_checks_the_model_the_platform_would_serve():
+    models = {"popularity": {"ndcg@20": {"value": 0.11}},
+              "svdpp": {"version": "svdpp-1", "ndcg@20": {"value": 0.08}},
+              "als": {"version": "als-1", "ndcg@20": {"value": 0.15}}}
+    assert bench_scale._released(models, {"winner": "als-1"}) == "als"
+    assert bench_scale._released(models, {"winner": ""}) == ""          # the pipeline's gate passed none
+    assert bench_scale._released(models, None) == "als"                 # in-process: the best on NDCG@20

@@ -108,8 +108,9 @@ def build_dataset(rates: pd.DataFrame, watches: pd.DataFrame, params: dict | Non
     if not len(train_r):
         raise ValueError(f"no ratings before the validation cutoff {cutoff}: history too short for the split")
 
-    history = _history(ids, train_r, train_w)
-    user_ok, movie_ok = _filter(ids, train_r, train_w, p, stats)
+    pairs = pd.unique(np.concatenate([train_r.key, train_w.key]))   # rated or watched; hashing: np.unique sorts
+    history = np.bincount(ids.user(pairs), minlength=len(ids.users)).astype(np.int64)
+    user_ok, movie_ok = _filter(ids, pairs, train_r, p, stats)
     train_r = train_r.where(user_ok[ids.user(train_r.key)] & movie_ok[ids.movie(train_r.key)])
     train_w = train_w.where(user_ok[ids.user(train_w.key)] & movie_ok[ids.movie(train_w.key)])
     if not len(train_r):
@@ -151,8 +152,7 @@ class _Ids:
 
     @classmethod
     def of(cls, rates: pd.DataFrame, watches: pd.DataFrame) -> _Ids:
-        users = np.unique(np.concatenate([pd.unique(rates["user_id"].to_numpy(np.int64)),
-                                          pd.unique(watches["user_id"].to_numpy(np.int64))]))
+        users = _distinct_ids(rates["user_id"].to_numpy(np.int64), watches["user_id"].to_numpy(np.int64))
         movies = np.unique(np.concatenate([_distinct(rates["movie_id"]), _distinct(watches["movie_id"])]))
         return cls(users, movies)
 
@@ -186,6 +186,21 @@ class _Pairs:
 
     def __len__(self) -> int:
         return len(self.key)
+
+
+def _distinct_ids(*columns: np.ndarray) -> np.ndarray:
+    """The distinct integer ids of the columns, ascending: marks in a table as long as the largest id
+    when the ids are dense (user ids are; 15M of them in 0.1 s where hashing took 1.2 s), else hashing."""
+    columns = [c for c in columns if len(c)]
+    if not columns:
+        return np.empty(0, np.int64)
+    low, high = min(int(c.min()) for c in columns), max(int(c.max()) for c in columns)
+    if low >= 0 and high < 4 * sum(len(c) for c in columns) + 1024:
+        seen = np.zeros(high + 1, dtype=bool)
+        for c in columns:
+            seen[c] = True
+        return np.flatnonzero(seen).astype(np.int64)
+    return np.unique(np.concatenate([pd.unique(c) for c in columns]))
 
 
 def _distinct(values: pd.Series) -> np.ndarray:
@@ -244,21 +259,14 @@ def _watch_minutes(key: np.ndarray, watches: pd.DataFrame, rows: np.ndarray, p: 
     return _Pairs(pair[starts][keep], n[keep].astype(np.int32), last[keep])
 
 
-def _history(ids: _Ids, train_r: _Pairs, train_w: _Pairs) -> np.ndarray:
-    """Per user code, how many distinct movies the user rated or watched in the train period."""
-    pairs = pd.unique(np.concatenate([train_r.key, train_w.key]))   # hashing: np.unique sorts
-    return np.bincount(ids.user(pairs), minlength=len(ids.users)).astype(np.int64)
-
-
-def _filter(ids: _Ids, train_r: _Pairs, train_w: _Pairs, p: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+def _filter(ids: _Ids, pairs: np.ndarray, train_r: _Pairs, p: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
     """Drop too-sparse movies and users, repeating until both thresholds hold; return which user
-    and movie codes stay. Both count distinct (user, movie) pairs rated or watched in the train
-    period: a user who only watches is as learnable from watches as one who rates (counting only
-    ratings dropped 69% of the users with history at 8,000 sessions a day, and the movies people
-    watch but seldom rate)."""
+    and movie codes stay. Both count the distinct (user, movie) `pairs` rated or watched in the
+    train period: a user who only watches is as learnable from watches as one who rates (counting
+    only ratings dropped 69% of the users with history at 8,000 sessions a day, and the movies
+    people watch but seldom rate)."""
     min_u, min_m = int(p["min_user_movies"]), int(p["min_movie_users"])
     n_users, n_movies = len(ids.users), len(ids.movies)
-    pairs = pd.unique(np.concatenate([train_r.key, train_w.key]))   # hashing: np.unique sorts
     pu, pm = ids.user(pairs), ids.movie(pairs)
     users = np.bincount(pu, minlength=n_users) > 0
     movies = np.bincount(pm, minlength=n_movies) > 0

@@ -55,3 +55,16 @@ def test_index_of_finds_every_id_and_marks_the_absent(ids):
     absent = np.array([0, 5, 11, 10**16]) if ids.dtype != object else np.array(["0", "c", "zz"], dtype=object)
     assert (index_of(ids, absent) == -1).all()
     assert index_of(ids[:0], wanted).tolist() == [-1] * len(wanted)
+
+
+def test_sparse_user_ids_build_the_same_dataset_as_dense_ones():
+    """Dense ids are made distinct by marks in a table, sparse ones (no table that long) by
+    hashing: the dataset is the same but for the ids themselves."""
+    rates, watches = synthetic_events(seed=5)
+    dense = build_dataset(rates, watches)
+    shift = {"user_id": lambda f: f["user_id"] + 10**12}
+    sparse = build_dataset(rates.assign(**shift), watches.assign(**shift))
+    np.testing.assert_array_equal(sparse.user_ids, dense.user_ids + 10**12)
+    for name in FRAMES:
+        pd.testing.assert_frame_equal(getattr(sparse, name).assign(user_id=lambda f: f["user_id"] - 10**12),
+                                      getattr(dense, name), check_exact=True)

@@ -182,6 +182,11 @@ class Dataset:
 _CHUNK = 1 << 22
 
 
+def dense_enough(low: int, high: int, n: int) -> bool:
+    """Whether n integer ids within [low, high] are dense enough for a table over that range."""
+    return high - low < 8 * n + (1 << 20)
+
+
 def index_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Position of each wanted id in an ascending id array, -1 where absent.
 
@@ -195,7 +200,7 @@ def index_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     table, low, high = None, 0, -1
     if np.issubdtype(sorted_ids.dtype, np.integer) and np.issubdtype(wanted.dtype, np.integer):
         low, high = int(sorted_ids[0]), int(sorted_ids[-1])
-        if high - low < 8 * len(sorted_ids) + (1 << 20):         # dense enough for a table
+        if dense_enough(low, high, len(sorted_ids)):
             table = np.full(high - low + 1, -1, dtype=np.int64)
             table[sorted_ids - low] = np.arange(len(sorted_ids))
     for start in range(0, len(wanted), _CHUNK):

@@ -58,13 +58,23 @@ def test_index_of_finds_every_id_and_marks_the_absent(ids):
 
 
 def test_sparse_user_ids_build_the_same_dataset_as_dense_ones():
-    """Dense ids are made distinct by marks in a table, sparse ones (no table that long) by
-    hashing: the dataset is the same but for the ids themselves."""
+    """Dense ids are made distinct by marks in a table over their range, sparse ones (no table
+    that long) by hashing: the dataset is the same but for the ids themselves."""
     rates, watches = synthetic_events(seed=5)
     dense = build_dataset(rates, watches)
-    shift = {"user_id": lambda f: f["user_id"] + 10**12}
-    sparse = build_dataset(rates.assign(**shift), watches.assign(**shift))
-    np.testing.assert_array_equal(sparse.user_ids, dense.user_ids + 10**12)
+    spread = {"user_id": lambda f: f["user_id"] * 10**9}         # the same order, far apart
+    sparse = build_dataset(rates.assign(**spread), watches.assign(**spread))
+    np.testing.assert_array_equal(sparse.user_ids, dense.user_ids * 10**9)
     for name in FRAMES:
-        pd.testing.assert_frame_equal(getattr(sparse, name).assign(user_id=lambda f: f["user_id"] - 10**12),
+        pd.testing.assert_frame_equal(getattr(sparse, name).assign(user_id=lambda f: f["user_id"] // 10**9),
                                       getattr(dense, name), check_exact=True)
+
+
+def test_distinct_ids_in_a_table_or_by_hashing_are_the_same():
+    from components.training.preprocess import _distinct_ids
+
+    dense = np.array([10**12 + 5, 10**12 + 2, 10**12 + 5]), np.array([10**12 + 9])     # offset: still a table
+    sparse = np.array([7 * 10**15, -3, 7 * 10**15]), np.array([2])
+    assert _distinct_ids(*dense).tolist() == [10**12 + 2, 10**12 + 5, 10**12 + 9]
+    assert _distinct_ids(*sparse).tolist() == [-3, 2, 7 * 10**15]
+    assert _distinct_ids(np.empty(0, np.int64)).tolist() == []
